@@ -1,0 +1,152 @@
+"""`SparsityScheduler`: the one callback that drives every gate in a model."""
+
+import math
+
+import keras
+import numpy as np
+
+from tfsparse import _checks
+from tfsparse import schedules as schedules_lib
+from tfsparse.gates.base import gates_of
+from tfsparse.gates.npn import EXPAND, NPNGate
+
+
+@keras.saving.register_keras_serializable(package="tfsparse")
+class SparsityScheduler(keras.callbacks.Callback):
+    """Anneals, hardens and logs the gates of a model during `fit`.
+
+    Every scheduled value of every gate (NPN's `k`, temperatures, targeted
+    dropout's `alpha`/`gamma`, KL weights, ...) is a non-trainable variable;
+    this callback assigns it from a schedule that is a pure function of the
+    epoch or of the optimizer's step, so a resumed run (e.g. with
+    `keras.callbacks.BackupAndRestore`) continues exactly.
+
+    It also hardens the gates (freezes their masks) at `harden_at`, wakes
+    hibernating NPN gates in expand mode, and writes into `logs` the current
+    scheduled values and the number of active units of each gate
+    (`active/<gate name>`), so they reach the progress bar, `History`,
+    `CSVLogger` and `TensorBoard` (put those after this callback).
+
+    Args:
+        schedules: dict mapping a scheduled-value name (`"k"`, `"temperature"`,
+            `"alpha"`, `"gamma"`, `"kl_weight"`, ...) to a
+            `tfsparse.schedules.Schedule` or a constant. A name that no gate
+            has is an error.
+        harden_at: epoch at whose start every gate is hardened (NPN's third
+            stage); `None` never hardens.
+        expand_between: `(first, last)` epochs: at the end of each epoch in
+            `first ≤ epoch < last` whose `monitor` improved on its best so
+            far, every NPN gate in expand mode wakes its next gate.
+        monitor: the log entry watched for expansion (default `"val_loss"`).
+        expand_fill: φ·k_plastic given to a woken gate (0 → π = 0.5).
+
+    Example:
+
+    >>> scheduler = SparsityScheduler(
+    ...     schedules={"k": tfsparse.schedules.npn_stages(7, 100, 350)},
+    ...     harden_at=350)
+    >>> model.fit(x, y, epochs=500, callbacks=[scheduler])
+    """
+
+    def __init__(self, schedules=None, harden_at=None, expand_between=None,
+                 monitor="val_loss", expand_fill=0.0):
+        super().__init__()
+        if schedules is not None and not isinstance(schedules, dict):
+            raise TypeError("`schedules` must be a dict mapping a scheduled-value name to "
+                            f"a schedule; got {type(schedules).__name__}.")
+        self.schedules = {name: schedules_lib.get(s) for name, s in (schedules or {}).items()}
+        if harden_at is not None:
+            _checks.number("harden_at", harden_at, low=0, integer=True)
+        self.harden_at = harden_at
+        if expand_between is not None:
+            if (len(expand_between) != 2 or not 0 <= expand_between[0] <= expand_between[1]):
+                raise ValueError("`expand_between` must be a pair (first, last) of epochs "
+                                 f"with 0 ≤ first ≤ last; got {expand_between!r}.")
+            expand_between = tuple(int(e) for e in expand_between)
+        self.expand_between = expand_between
+        self.monitor = monitor
+        self.expand_fill = float(_checks.number("expand_fill", expand_fill))
+
+    def get_config(self):
+        return {"schedules": {name: keras.saving.serialize_keras_object(s)
+                              for name, s in self.schedules.items()},
+                "harden_at": self.harden_at, "expand_between": self.expand_between,
+                "monitor": self.monitor, "expand_fill": self.expand_fill}
+
+    # ------------------------------------------------------------- lifecycle
+    def on_train_begin(self, logs=None):
+        self._gates = gates_of(self.model)
+        known = {name for gate in self._gates for name in gate.scheduled}
+        unknown = sorted(set(self.schedules) - known)
+        if unknown:
+            raise ValueError(f"No gate in the model has the scheduled value(s) {unknown}; "
+                             f"the gates have: {sorted(known) or 'none'}.")
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._assign(schedules_lib.EPOCH, epoch)
+        self._assign(schedules_lib.STEP, self._step())
+        if self.harden_at is not None and epoch >= self.harden_at:
+            for gate in self._gates:
+                if not gate.hardened.numpy():
+                    gate.harden()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if any(s.unit == schedules_lib.STEP for s in self.schedules.values()):
+            self._assign(schedules_lib.STEP, self._step())
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None:
+            return
+        if self._expanding(epoch):
+            self._expand(logs)
+        logs.update(self.current_values())
+        logs.update(active_units(self.model))
+
+    # -------------------------------------------------------------- helpers
+    def _step(self):
+        return int(self.model.optimizer.iterations.numpy())
+
+    def _assign(self, unit, t):
+        for name, schedule in self.schedules.items():
+            if schedule.unit != unit:
+                continue
+            value = schedule(t)
+            for gate in self._gates:
+                variable = gate.scheduled.get(name)
+                if variable is not None:
+                    variable.assign(value)
+
+    def current_values(self):
+        """The scheduled values now, one entry per scheduled name."""
+        values = {}
+        for gate in self._gates:
+            for name, variable in gate.scheduled.items():
+                if name in self.schedules:
+                    values.setdefault(name, float(variable.numpy()))
+        return values
+
+    def _expanding(self, epoch):
+        return (self.expand_between is not None
+                and self.expand_between[0] <= epoch < self.expand_between[1])
+
+    def _expand(self, logs):
+        if self.monitor not in logs:
+            raise ValueError(f"Expansion watches {self.monitor!r}, which is not in the logs "
+                             f"({sorted(logs)}); pass validation data or set `monitor`.")
+        value = float(logs[self.monitor])
+        for gate in self._gates:
+            if isinstance(gate, NPNGate) and gate.mode == EXPAND:
+                best = float(gate.expansion_best.numpy())
+                if not math.isnan(value) and value < best:
+                    gate.wake_next(self.expand_fill)
+                    gate.expansion_best.assign(value)
+
+
+def active_units(model):
+    """Dict `active/<gate name>` → number of surviving units (or weights)."""
+    counts = {}
+    for gate in gates_of(model):
+        if gate.built:
+            counts[f"active/{gate.name}"] = int(np.sum(gate.active().numpy()))
+    return counts
+

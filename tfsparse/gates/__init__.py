@@ -1,0 +1,5 @@
+"""Gate layers: every sparsity method in tfsparse is a family of gates."""
+
+from tfsparse.gates.base import UNIT, WEIGHT, Gate, gates_of
+from tfsparse.gates.hard_concrete import HardConcreteGate
+from tfsparse.gates.npn import NPNGate

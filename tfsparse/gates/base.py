@@ -1,0 +1,190 @@
+"""The shared behaviour of every gate.
+
+A gate multiplies a tensor by a mask. Each method in tfsparse is a family of
+gates that differ only in how they sample the mask during training, which
+deterministic mask they use at inference and which penalty they add. Everything
+else (scheduled values, hardening, the questions that the summary, compaction
+and export ask) lives here, so that no other module needs a case per method.
+"""
+
+import keras
+from keras import ops
+
+from tfsparse import _checks
+
+UNIT = "unit"
+WEIGHT = "weight"
+
+
+@keras.saving.register_keras_serializable(package="tfsparse")
+class Gate(keras.layers.Layer):
+    """Base class of all gates: multiplies its input by a (learned) mask.
+
+    A *unit* gate has one mask value per channel (last axis) of its input: put
+    it after a `Dense`/`Conv2D` (or on the network input) and the units it
+    closes can be removed from the network by `tfsparse.compact`. A *weight*
+    gate has one mask value per element of its input; `tfsparse.layers` apply
+    weight gates to their kernels.
+
+    Subclasses implement:
+
+    - `build_gate(mask_shape)`: create the gate's own variables.
+    - `sample_mask(inputs)`: the stochastic training mask, broadcastable to
+      `inputs`.
+    - `deterministic_mask()`: the inference multiplier, of shape `mask_shape`.
+    - `regularization()`: the penalty summed over the gate, *before* division
+      by `dataset_size` (an expected L0 norm, a KL divergence, ...).
+
+    and may override `inference_mask(inputs)` (input-dependent gates) and
+    `active()` (when "survives" is not simply "mask > 0").
+
+    Args:
+        structure: `"unit"` (one value per channel) or `"weight"` (one value
+            per element).
+        dataset_size: number of training examples N. Penalties are divided by
+            N so that `loss + penalty` is the per-example objective.
+        group_size: how many weights each mask value switches off (a unit's
+            fan-in plus its bias, say). Penalties that count parameters are
+            weighted by it.
+        seed: seed of the layer's random generator.
+        **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
+
+    Call arguments:
+        inputs: the tensor to mask.
+        training: Python boolean; `True` samples a mask and adds the penalty
+            with `add_loss`, otherwise the deterministic mask is used and no
+            random op runs.
+    """
+
+    structure_choices = (UNIT, WEIGHT)
+    # Input-dependent gates (DBB) keep a per-example mask after compaction.
+    input_dependent = False
+
+    def __init__(self, structure=UNIT, dataset_size=1, group_size=1, seed=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.structure = _checks.choice("structure", structure, self.structure_choices)
+        self.dataset_size = _checks.number("dataset_size", dataset_size, low=1, integer=True)
+        self.group_size = _checks.number("group_size", group_size, low=0, low_open=True)
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self._scheduled_names = []
+        self.supports_masking = True
+
+    # ------------------------------------------------------------------ build
+    def build(self, input_shape):
+        if len(input_shape) < 1 or input_shape[-1] is None:
+            raise ValueError(
+                f"Gate {self.name!r} needs an input with a known last (channel) "
+                f"axis; got input shape {input_shape}.")
+        if self.structure == UNIT:
+            self.mask_shape = (int(input_shape[-1]),)
+        else:
+            if any(d is None for d in input_shape):
+                raise ValueError(
+                    f"Weight gate {self.name!r} needs a fully known input shape "
+                    f"(a kernel); got {input_shape}.")
+            self.mask_shape = tuple(int(d) for d in input_shape)
+        self.build_gate(self.mask_shape)
+        # Hardening freezes the mask: `hardened` switches every call to the
+        # snapshot `hard_mask`, whatever the gate's variables do afterwards
+        # (an optimizer with momentum keeps moving them for a while).
+        self.hardened = self.add_weight(
+            name="hardened", shape=(), initializer="zeros", trainable=False)
+        self.hard_mask = self.add_weight(
+            name="hard_mask", shape=self.mask_shape, initializer="ones",
+            trainable=False)
+
+    def add_scheduled(self, name, value):
+        """Creates a non-trainable scalar that `SparsityScheduler` may assign."""
+        variable = self.add_weight(
+            name=name, shape=(), initializer=keras.initializers.Constant(value),
+            trainable=False)
+        self._scheduled_names.append(name)
+        return variable
+
+    @property
+    def scheduled(self):
+        """Dict of the values a schedule may set: name → variable."""
+        return {name: getattr(self, name) for name in self._scheduled_names}
+
+    # ------------------------------------------------------ subclass contract
+    def build_gate(self, mask_shape):
+        raise NotImplementedError
+
+    def sample_mask(self, inputs):
+        raise NotImplementedError
+
+    def deterministic_mask(self):
+        raise NotImplementedError
+
+    def regularization(self):
+        raise NotImplementedError
+
+    # ----------------------------------------------------- shared questions
+    def mask(self):
+        """The deterministic multiplier, of shape `mask_shape`."""
+        return ops.where(self.hardened > 0, self.hard_mask, self.deterministic_mask())
+
+    def active(self):
+        """Boolean tensor: which units (or weights) survive."""
+        return self.mask() > 0
+
+    def penalty(self):
+        """The regularizer added to the loss: `regularization() / dataset_size`,
+        zero once the gate is hardened."""
+        return (1.0 - self.hardened) * self.regularization() / float(self.dataset_size)
+
+    def inference_mask(self, inputs):
+        """The mask used when `training=False`; per example for DBB."""
+        del inputs
+        return self.mask()
+
+    def harden(self):
+        """Freezes the current deterministic mask for good (call eagerly)."""
+        self.hard_mask.assign(ops.cast(self.deterministic_mask(), self.hard_mask.dtype))
+        self.hardened.assign(1.0)
+
+    def compacted_layer(self, kept):
+        """For input-dependent gates: a layer of plain Keras ops that applies
+        the per-example part of the mask to the `kept` channels (indices) of a
+        compacted model. Static gates return None (their mask is folded into
+        the weights)."""
+        del kept
+        return None
+
+    # ------------------------------------------------------------------- call
+    def call(self, inputs, training=False):
+        if training:
+            mask = ops.where(self.hardened > 0, self.hard_mask, self.sample_mask(inputs))
+            self.add_loss(self.penalty())
+        else:
+            mask = self.inference_mask(inputs)
+        return inputs * ops.cast(mask, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def compute_mask(self, inputs, mask=None):
+        return mask
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(structure=self.structure, dataset_size=self.dataset_size,
+                      group_size=self.group_size, seed=self.seed)
+        return config
+
+    # ---------------------------------------------------------------- helpers
+    def noise_shape(self, inputs, per_example=True):
+        """Shape of one independent draw per example and per mask value."""
+        if self.structure == WEIGHT or not per_example:
+            return self.mask_shape
+        rank = len(inputs.shape)
+        batch = ops.shape(inputs)[0]
+        return (batch,) + (1,) * (rank - 2) + self.mask_shape
+
+
+def gates_of(model):
+    """All gates inside `model` (nested layers included), in layer order."""
+    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
+            if isinstance(layer, Gate)]

@@ -1,0 +1,113 @@
+"""Hard-concrete L0 gates (Louizos, Welling & Kingma, 2018)."""
+
+import math
+
+import keras
+from keras import ops
+
+from tfsparse import _checks
+from tfsparse.gates.base import UNIT, Gate
+
+# Stretch interval (gamma, zeta) and the default temperature from the paper.
+GAMMA = -0.1
+ZETA = 1.1
+BETA = 2.0 / 3.0
+# Uniform draws are kept away from 0 and 1 so that the logit stays finite.
+EPSILON = 1e-6
+
+
+def sample_hard_concrete(log_alpha, shape, temperature, seed):
+    """Draws z = clip(s·(ζ−γ)+γ, 0, 1) with s a binary-concrete sample."""
+    u = keras.random.uniform(shape, minval=EPSILON, maxval=1.0 - EPSILON, seed=seed)
+    s = ops.sigmoid((ops.log(u) - ops.log(1.0 - u) + log_alpha) / temperature)
+    return ops.clip(s * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+
+
+def hard_concrete_mean_mask(log_alpha):
+    """The test-time gate: clip(σ(log α)·(ζ−γ)+γ, 0, 1)."""
+    return ops.clip(ops.sigmoid(log_alpha) * (ZETA - GAMMA) + GAMMA, 0.0, 1.0)
+
+
+def prob_nonzero(log_alpha, temperature):
+    """P(z ≠ 0) = σ(log α − β·log(−γ/ζ)), the expected L0 norm per gate."""
+    return ops.sigmoid(log_alpha - temperature * math.log(-GAMMA / ZETA))
+
+
+@keras.saving.register_keras_serializable(package="tfsparse")
+class ClipValue(keras.constraints.Constraint):
+    """Keeps a variable inside [min_value, max_value] after each update."""
+
+    def __init__(self, min_value, max_value):
+        self.min_value = min_value
+        self.max_value = max_value
+
+    def __call__(self, w):
+        return ops.clip(w, self.min_value, self.max_value)
+
+    def get_config(self):
+        return {"min_value": self.min_value, "max_value": self.max_value}
+
+
+@keras.saving.register_keras_serializable(package="tfsparse")
+class HardConcreteGate(Gate):
+    """L0 gate with a hard-concrete relaxation (Louizos et al., 2018).
+
+    Each mask value has a trainable log α. Training draws
+    z = clip(σ((log u − log(1−u) + log α)/β)·(ζ−γ)+γ, 0, 1) with one draw per
+    example and unit, and adds the expected L0 norm
+    λ · Σ P(z ≠ 0) · group_size / N. Inference uses
+    clip(σ(log α)·(ζ−γ)+γ, 0, 1), which is exactly 0 for closed gates.
+
+    Args:
+        lam: λ, the strength of the L0 penalty (≥ 0).
+        init_drop_rate: initial probability p of a closed gate; log α starts
+            at N(log((1−p)/p), 0.01).
+        temperature: β of the concrete distribution (scheduled value
+            `temperature`).
+        structure, dataset_size, group_size, seed: see `Gate`.
+
+    Example:
+
+    >>> x = keras.Input((784,))
+    >>> h = keras.layers.Dense(300, activation="relu")(x)
+    >>> h = HardConcreteGate(lam=0.1, dataset_size=60000, group_size=785)(h)
+
+    References:
+        - [Louizos et al., 2018. Learning Sparse Neural Networks through L0
+          Regularization](https://arxiv.org/abs/1712.01312)
+    """
+
+    def __init__(self, lam=0.1, init_drop_rate=0.5, temperature=BETA, structure=UNIT,
+                 dataset_size=1, group_size=1, seed=None, **kwargs):
+        super().__init__(structure=structure, dataset_size=dataset_size,
+                         group_size=group_size, seed=seed, **kwargs)
+        self.lam = _checks.number("lam", lam, low=0)
+        self.init_drop_rate = _checks.number("init_drop_rate", init_drop_rate, low=0,
+                                             high=1, low_open=True, high_open=True)
+        self.initial_temperature = _checks.number("temperature", temperature, low=0,
+                                                  low_open=True)
+
+    def build_gate(self, mask_shape):
+        mean = math.log((1.0 - self.init_drop_rate) / self.init_drop_rate)
+        self.log_alpha = self.add_weight(
+            name="log_alpha", shape=mask_shape,
+            initializer=keras.initializers.RandomNormal(mean, 0.01, seed=self.seed),
+            constraint=ClipValue(math.log(1e-2), math.log(1e2)))
+        self.temperature = self.add_scheduled("temperature", self.initial_temperature)
+
+    def sample_mask(self, inputs):
+        return sample_hard_concrete(self.log_alpha, self.noise_shape(inputs),
+                                    self.temperature, self.seed_generator)
+
+    def deterministic_mask(self):
+        return hard_concrete_mean_mask(self.log_alpha)
+
+    def regularization(self):
+        p_open = prob_nonzero(self.log_alpha, self.temperature)
+        return self.lam * self.group_size * ops.sum(p_open)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(lam=self.lam, init_drop_rate=self.init_drop_rate,
+                      temperature=self.initial_temperature)
+        return config

@@ -1,0 +1,204 @@
+"""Dense and Conv2D layers whose kernel passes through a gate.
+
+They subclass `keras.layers.Layer`, not `Dense`/`Conv2D`: Keras' own
+save/load of those classes only knows `kernel` and `bias`, so a subclass that
+adds a gate's variables would not reload from a `.keras` file.
+"""
+
+import keras
+from keras import ops
+
+from tfsparse._checks import number
+from tfsparse.gates.base import Gate
+
+
+def _gate_from(gate):
+    if gate is None or isinstance(gate, Gate):
+        return gate
+    if isinstance(gate, dict):
+        return keras.saving.deserialize_keras_object(gate)
+    raise TypeError("`kernel_gate` must be a tfsparse Gate instance, its serialized "
+                    f"config (dict) or None; got {type(gate).__name__}.")
+
+
+class _KernelGated(keras.layers.Layer):
+    """Shared part: a kernel, a bias, an activation and an optional gate."""
+
+    def __init__(self, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
+                 bias_initializer="zeros", kernel_regularizer=None, kernel_gate=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.activation = keras.activations.get(activation)
+        self.use_bias = use_bias
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+        self.bias_initializer = keras.initializers.get(bias_initializer)
+        self.kernel_regularizer = keras.regularizers.get(kernel_regularizer)
+        self.kernel_gate = _gate_from(kernel_gate)
+
+    def _build_kernel(self, kernel_shape, units):
+        self.kernel = self.add_weight(name="kernel", shape=kernel_shape,
+                                      initializer=self.kernel_initializer,
+                                      regularizer=self.kernel_regularizer)
+        self.bias = (self.add_weight(name="bias", shape=(units,),
+                                     initializer=self.bias_initializer)
+                     if self.use_bias else None)
+        if self.kernel_gate is not None:
+            self.kernel_gate.build(kernel_shape)
+
+    def gated_kernel(self, training=False):
+        """The kernel multiplied by the gate's mask (sampled if training)."""
+        if self.kernel_gate is None:
+            return self.kernel
+        return self.kernel_gate(self.kernel, training=training)
+
+    def _finish(self, outputs):
+        if self.use_bias:
+            outputs = outputs + self.bias
+        return self.activation(outputs) if self.activation is not None else outputs
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            activation=keras.activations.serialize(self.activation),
+            use_bias=self.use_bias,
+            kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
+            bias_initializer=keras.initializers.serialize(self.bias_initializer),
+            kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
+            kernel_gate=(keras.saving.serialize_keras_object(self.kernel_gate)
+                         if self.kernel_gate is not None else None))
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfsparse")
+class SparseDense(_KernelGated):
+    """`Dense` whose kernel is multiplied by a weight or unit gate.
+
+    Args:
+        units: number of output units.
+        activation, use_bias, kernel_initializer, bias_initializer,
+        kernel_regularizer: as in `keras.layers.Dense`.
+        kernel_gate: a `tfsparse.gates.Gate` applied to the kernel, viewed as
+            [inputs, units]: a weight gate masks single weights, a unit gate
+            masks whole columns (output units). `None` makes a plain Dense.
+
+    Call arguments:
+        inputs: a tensor of shape `(..., input_dim)`.
+        training: whether the gate samples a training mask.
+
+    Example:
+
+    >>> from tfsparse.gates import HardConcreteGate
+    >>> layer = SparseDense(300, activation="relu",
+    ...                     kernel_gate=HardConcreteGate(structure="weight"))
+    """
+
+    def __init__(self, units, **kwargs):
+        super().__init__(**kwargs)
+        self.units = int(number("units", units, low=1, integer=True))
+
+    def build(self, input_shape):
+        if input_shape[-1] is None:
+            raise ValueError(f"SparseDense {self.name!r} needs a known last input axis; "
+                             f"got {input_shape}.")
+        self._build_kernel((int(input_shape[-1]), self.units), self.units)
+
+    def call(self, inputs, training=False):
+        return self._finish(ops.matmul(inputs, self.gated_kernel(training)))
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.units,)
+
+    def get_config(self):
+        config = super().get_config()
+        config["units"] = self.units
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfsparse")
+class SparseConv2D(_KernelGated):
+    """`Conv2D` (channels last) whose kernel is multiplied by a gate.
+
+    The kernel [kh, kw, in, out] is the [kh·kw·in, out] matrix of the papers:
+    a unit gate masks output channels, a weight gate single weights.
+
+    Args:
+        filters, kernel_size, strides, padding: as in `keras.layers.Conv2D`
+            (`padding` is "valid" or "same").
+        activation, use_bias, kernel_initializer, bias_initializer,
+        kernel_regularizer, kernel_gate: as in `SparseDense`.
+
+    Call arguments:
+        inputs: a tensor of shape `(batch, height, width, channels)`.
+        training: whether the gate samples a training mask.
+    """
+
+    def __init__(self, filters, kernel_size, strides=(1, 1), padding="valid", **kwargs):
+        super().__init__(**kwargs)
+        self.filters = int(number("filters", filters, low=1, integer=True))
+        self.kernel_size = _pair("kernel_size", kernel_size)
+        self.strides = _pair("strides", strides)
+        if padding not in ("valid", "same"):
+            raise ValueError(f"`padding` must be 'valid' or 'same'; got {padding!r}.")
+        self.padding = padding
+
+    def build(self, input_shape):
+        if len(input_shape) != 4 or input_shape[-1] is None:
+            raise ValueError(f"SparseConv2D {self.name!r} needs a 4-D input with known "
+                             f"channels; got {input_shape}.")
+        shape = self.kernel_size + (int(input_shape[-1]), self.filters)
+        self._build_kernel(shape, self.filters)
+
+    def call(self, inputs, training=False):
+        outputs = ops.conv(inputs, self.gated_kernel(training), strides=self.strides,
+                           padding=self.padding, data_format="channels_last")
+        return self._finish(outputs)
+
+    def compute_output_shape(self, input_shape):
+        return keras.layers.Conv2D(self.filters, self.kernel_size, strides=self.strides,
+                                   padding=self.padding).compute_output_shape(input_shape)
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(filters=self.filters, kernel_size=self.kernel_size,
+                      strides=self.strides, padding=self.padding)
+        return config
+
+
+def _pair(name, value):
+    if isinstance(value, int):
+        value = (value, value)
+    if (not isinstance(value, (tuple, list)) or len(value) != 2
+            or not all(isinstance(v, int) and v >= 1 for v in value)):
+        raise ValueError(f"`{name}` must be a positive int or a pair of them; got {value!r}.")
+    return tuple(value)
+
+
+@keras.saving.register_keras_serializable(package="tfsparse")
+class TakeFeatures(keras.layers.Layer):
+    """Keeps the given indices of the last axis (`ops.take`).
+
+    `tfsparse.compact` uses it where a gate pruned single features of a
+    network input or of a flattened tensor: Keras has no gather layer, and a
+    `Lambda` would not reload from a `.keras` file in safe mode.
+
+    Args:
+        indices: list of the indices to keep, in order.
+    """
+
+    def __init__(self, indices, **kwargs):
+        super().__init__(**kwargs)
+        self.indices = [int(i) for i in indices]
+        if not self.indices or min(self.indices) < 0:
+            raise ValueError("`indices` must be a non-empty list of non-negative ints; "
+                             f"got {indices!r}.")
+
+    def call(self, inputs):
+        return ops.take(inputs, self.indices, axis=-1)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (len(self.indices),)
+
+    def get_config(self):
+        config = super().get_config()
+        config["indices"] = self.indices
+        return config

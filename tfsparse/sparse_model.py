@@ -1,0 +1,68 @@
+"""A Keras model whose train step also runs the ARM estimator of NPN gates."""
+
+import keras
+import tensorflow as tf
+from keras.src.losses import loss as loss_module
+
+from tfsparse.gates.base import gates_of
+from tfsparse.gates.npn import ARM, NPNGate
+
+
+@keras.saving.register_keras_serializable(package="tfsparse")
+class SparseModel(keras.Model):
+    """`keras.Model` with a train step that serves every gate family.
+
+    It is an ordinary Functional model (build it with `inputs=`/`outputs=`, or
+    subclass it); `tfsparse.sparsify` returns one. The only difference from
+    `keras.Model` is `train_step`: when the model holds NPN gates with
+    `estimator="arm"`, each step draws one uniform vector per gate, runs the
+    usual forward pass with z = 1[u < π] (its loss f₂ trains the weights), runs
+    a second forward pass with the antithetic mask 1[u > 1 − π] (loss f₁), and
+    adds k·(f₁ − f₂)·(u − ½) to each φ's gradient. Without such gates it is
+    `keras.Model.train_step` unchanged.
+    """
+
+    def _arm_gates(self):
+        return [g for g in gates_of(self) if isinstance(g, NPNGate) and g.estimator == ARM]
+
+    def train_step(self, data):
+        gates = self._arm_gates()
+        if not gates:
+            return super().train_step(data)
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        noise = [keras.random.uniform(g.mask_shape, seed=g.seed_generator) for g in gates]
+        try:
+            for gate, u in zip(gates, noise):
+                gate._arm_noise, gate._arm_antithetic = u, False
+            with tf.GradientTape() as tape:
+                y_pred = self(x, training=True)
+                loss = self._compute_loss(x=x, y=y, y_pred=y_pred,
+                                          sample_weight=sample_weight, training=True)
+                self._loss_tracker.update_state(
+                    loss_module.unscale_loss_for_distribution(loss),
+                    sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
+                scaled_loss = self.optimizer.scale_loss(loss)
+            for gate in gates:
+                gate._arm_antithetic = True
+            # The penalties of both passes are equal, so f₁ − f₂ is the
+            # difference of the data losses.
+            antithetic_loss = self._compute_loss(
+                x=x, y=y, y_pred=self(x, training=True), sample_weight=sample_weight,
+                training=True)
+        finally:
+            for gate in gates:
+                gate._arm_noise, gate._arm_antithetic = None, False
+
+        weights = self.trainable_weights
+        gradients = tape.gradient(scaled_loss, weights)
+        f1 = tf.stop_gradient(antithetic_loss)
+        f2 = tf.stop_gradient(loss)
+        position = {id(w): i for i, w in enumerate(weights)}
+        for gate, u in zip(gates, noise):
+            i = position.get(id(gate.phi))
+            if i is None:  # the gate is frozen (trainable=False)
+                continue
+            arm = self.optimizer.scale_loss(gate.arm_gradient(u, f1, f2))
+            gradients[i] = arm if gradients[i] is None else gradients[i] + arm
+        self.optimizer.apply_gradients(zip(gradients, weights))
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
