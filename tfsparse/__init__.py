@@ -1,6 +1,13 @@
-"""tfsparse: learned sparsity for Keras 3 (see README.md)."""
+"""tfsparse: learned sparsity for Keras 3 (see README.md).
 
-from tfsparse import gates, layers
+The path through the library: `sparsify` a model, `fit` it with a
+`SparsityScheduler`, look at `summary`, `compact` it into a smaller plain
+Keras model and `export` that to SavedModel and TFLite.
+"""
+
+from tfsparse import gates, layers, schedules
+from tfsparse.callbacks import SparsityScheduler, active_units
 from tfsparse.sparse_model import SparseModel
+from tfsparse.sparsify import METHODS, sparsify
 
 __version__ = "0.1.0"

@@ -1,0 +1,91 @@
+"""SparsityScheduler and the schedules it drives."""
+
+import keras
+import numpy as np
+import pytest
+
+import tfsparse
+from tfsparse import schedules
+from tfsparse.callbacks import SparsityScheduler
+
+
+def _digits_like(n=256, seed=0):
+    rng = np.random.default_rng(seed)
+    x = rng.normal(size=(n, 12)).astype("float32")
+    y = (x[:, 0] > 0).astype("int64") + (x[:, 1] > 0)
+    return x, y
+
+
+def _mlp():
+    return keras.Sequential([keras.Input((12,)),
+                             keras.layers.Dense(16, activation="relu", name="dense"),
+                             keras.layers.Dense(8, activation="relu", name="dense_1"),
+                             keras.layers.Dense(3, name="logits")])
+
+
+def _compile(model):
+    model.compile(keras.optimizers.Adam(1e-2),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return model
+
+
+def test_stages_and_linear_are_pure_functions():
+    k = schedules.npn_stages(7.0, 2, 5)
+    assert [k(e) for e in range(7)] == [5000, 5000, 7, 7, 7, 5000, 5000]
+    ramp = schedules.Linear([(0, 0.0), (10, 1.0)])
+    assert [ramp(t) for t in (0, 5, 10, 20)] == [0.0, 0.5, 1.0, 1.0]
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(k))
+    assert [clone(e) for e in range(7)] == [k(e) for e in range(7)]
+
+
+def test_scheduler_assigns_k_hardens_and_logs():
+    x, y = _digits_like()
+    model = _compile(tfsparse.sparsify(_mlp(), "npn", dataset_size=len(x), lam=0.5, seed=0))
+    scheduler = SparsityScheduler(schedules={"k": schedules.npn_stages(7.0, 1, 3)},
+                                  harden_at=3)
+    seen = []
+    spy = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: seen.append(
+        float(model.get_layer("dense_gate").k.numpy())))
+    history = model.fit(x, y, epochs=4, verbose=0, callbacks=[scheduler, spy])
+    assert seen == [5000.0, 7.0, 7.0, 5000.0]
+    assert history.history["k"] == seen
+    for gate in tfsparse.gates.gates_of(model):
+        assert gate.hardened.numpy() == 1.0
+        assert history.history[f"active/{gate.name}"][-1] == int(np.sum(gate.active()))
+
+
+def test_step_schedule_follows_optimizer_iterations():
+    x, y = _digits_like(64)
+    model = _compile(tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=64))
+    temperature = schedules.Linear([(0, 2.0), (8, 0.5)], unit="step")
+    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0,
+                        callbacks=[SparsityScheduler({"temperature": temperature})])
+    # The value logged at an epoch's end is the one assigned before its last
+    # step: step 3 (epoch 0), 7 (epoch 1), 11 (epoch 2).
+    np.testing.assert_allclose(history.history["temperature"],
+                               [temperature(3), temperature(7), temperature(11)], rtol=1e-6)
+
+
+def test_unknown_schedule_name_is_an_error():
+    x, y = _digits_like(32)
+    model = _compile(tfsparse.sparsify(_mlp(), "npn", dataset_size=32))
+    with pytest.raises(ValueError, match="tempreature"):
+        model.fit(x, y, epochs=1, verbose=0,
+                  callbacks=[SparsityScheduler({"tempreature": 0.5})])
+
+
+def test_expand_mode_grows_and_prune_mode_shrinks():
+    x, y = _digits_like(512)
+    grow = _compile(tfsparse.sparsify(_mlp(), "npn", dataset_size=512, mode="expand",
+                                      init_size=3, k_plastic=1.0, lam=0.0, seed=0))
+    scheduler = SparsityScheduler(schedules={"k": schedules.npn_stages(1.0, 1, 50)},
+                                  expand_between=(1, 50))
+    history = grow.fit(x, y, validation_data=(x, y), epochs=6, verbose=0,
+                       callbacks=[scheduler])
+    active = history.history["active/dense_gate"]
+    assert active[0] == 3 and active[-1] > 3
+
+    shrink = _compile(tfsparse.sparsify(_mlp(), "npn", dataset_size=512, lam=20.0, seed=0))
+    scheduler = SparsityScheduler(schedules={"k": schedules.npn_stages(7.0, 0, 50)})
+    history = shrink.fit(x, y, epochs=6, verbose=0, callbacks=[scheduler])
+    assert history.history["active/dense_gate"][-1] < 16

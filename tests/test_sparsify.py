@@ -1,0 +1,122 @@
+"""Where `sparsify` puts gates, and that it keeps the trained function."""
+
+import keras
+import numpy as np
+import pytest
+
+import tfsparse
+from tfsparse.gates import HardConcreteGate, NPNGate, gates_of
+from tfsparse.layers import SparseConv2D, SparseDense
+from tfsparse.schedules import K_DETERMINISTIC
+
+
+def _convnet():
+    return keras.Sequential([
+        keras.Input((12, 12, 1)),
+        keras.layers.Conv2D(6, 3, name="conv1"),
+        keras.layers.BatchNormalization(name="bn1"),
+        keras.layers.ReLU(name="relu1"),
+        keras.layers.MaxPooling2D(name="pool1"),
+        keras.layers.Flatten(name="flatten"),
+        keras.layers.Dense(20, activation="relu", name="fc1"),
+        keras.layers.Dense(4, name="logits"),
+    ])
+
+
+def _branches():
+    inputs = keras.Input((10,), name="features")
+    left = keras.layers.Dense(8, activation="relu", name="left")(inputs)
+    right = keras.layers.Dense(6, activation="relu", name="right")(inputs)
+    merged = keras.layers.Concatenate(name="concat")([left, right])
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(merged))
+
+
+def _inbound(model, layer_name):
+    return model.get_layer(layer_name)._inbound_nodes[0].input_tensors[0]._keras_history[0]
+
+
+def test_unit_gates_follow_hidden_layers_and_features():
+    sparse = tfsparse.sparsify(_convnet(), "hard_concrete", dataset_size=100, lam=0.1)
+    names = [g.name for g in gates_of(sparse)]
+    assert names == ["conv1_gate", "flatten_gate", "fc1_gate"]
+    # After the conv's BN + ReLU chain, not between conv and BN.
+    assert _inbound(sparse, "conv1_gate").name == "relu1"
+    assert _inbound(sparse, "flatten_gate").name == "flatten"
+    groups = {g.name: g.group_size for g in gates_of(sparse)}
+    assert groups == {"conv1_gate": 3 * 3 * 1 + 1, "flatten_gate": 20, "fc1_gate": 5 * 5 * 6 + 1}
+
+
+def test_flat_input_gets_an_input_gate_and_branches_each_a_gate():
+    sparse = tfsparse.sparsify(_branches(), "npn", dataset_size=100)
+    names = sorted(g.name for g in gates_of(sparse))
+    assert names == ["input_0_gate", "left_gate", "right_gate"]
+    assert gates_of(sparse)[0].group_size == 8 + 6  # rows in both first layers
+
+
+def test_weights_are_copied_and_deterministic_npn_keeps_the_function():
+    model = _convnet()
+    x = np.random.default_rng(0).normal(size=(5, 12, 12, 1)).astype("float32")
+    sparse = tfsparse.sparsify(model, "npn", dataset_size=100, k=K_DETERMINISTIC)
+    np.testing.assert_allclose(sparse.predict(x, verbose=0), model.predict(x, verbose=0),
+                               atol=1e-5)
+    assert isinstance(sparse, tfsparse.SparseModel)
+    # The original is untouched.
+    assert not any(isinstance(layer, NPNGate) for layer in model.layers)
+
+
+@pytest.mark.parametrize("method, settings", [
+    ("hard_concrete", dict(level="weight")),
+    ("targeted_dropout", dict(level="weight")),
+    ("targeted_dropout", dict(level="unit")),
+])
+def test_kernel_gate_methods_replace_hidden_layers(method, settings):
+    model = _convnet()
+    sparse = tfsparse.sparsify(model, method, dataset_size=100, **settings)
+    assert isinstance(sparse.get_layer("conv1"), SparseConv2D)
+    assert isinstance(sparse.get_layer("fc1"), SparseDense)
+    assert isinstance(sparse.get_layer("logits"), keras.layers.Dense)
+    np.testing.assert_array_equal(sparse.get_layer("fc1").kernel.numpy(),
+                                  model.get_layer("fc1").kernel.numpy())
+    with_classifier = tfsparse.sparsify(model, method, dataset_size=100,
+                                        include_classifier=True, **settings)
+    assert isinstance(with_classifier.get_layer("logits"), SparseDense)
+
+
+def test_sparsified_model_round_trips_through_keras_file(tmp_path):
+    sparse = tfsparse.sparsify(_convnet(), "hard_concrete", dataset_size=100, seed=0)
+    x = np.random.default_rng(1).normal(size=(3, 12, 12, 1)).astype("float32")
+    path = tmp_path / "sparse.keras"
+    sparse.save(path)
+    reloaded = keras.models.load_model(path)
+    assert isinstance(reloaded, tfsparse.SparseModel)
+    assert isinstance(reloaded.get_layer("conv1_gate"), HardConcreteGate)
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), sparse.predict(x, verbose=0))
+
+
+@pytest.mark.parametrize("call, message", [
+    (lambda m: tfsparse.sparsify(m, "magnitude", dataset_size=10), "method"),
+    (lambda m: tfsparse.sparsify(m, "npn"), "dataset_size"),
+    (lambda m: tfsparse.sparsify(m, "npn", dataset_size=0), "dataset_size"),
+    (lambda m: tfsparse.sparsify(m, "npn", dataset_size=10, lamda=1.0), "lamda"),
+    (lambda m: tfsparse.sparsify(m, "npn", dataset_size=10, level="weight"), "level"),
+    (lambda m: tfsparse.sparsify(m, "hard_concrete", dataset_size=10, level="layer"),
+     "level"),
+])
+def test_bad_arguments_name_the_parameter(call, message):
+    with pytest.raises((ValueError, TypeError), match=message):
+        call(_convnet())
+
+
+def test_subclassed_model_is_refused_with_advice():
+    class Net(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(3)
+
+        def call(self, x):
+            return self.dense(x)
+
+    net = Net()
+    net(np.zeros((1, 4), "float32"))
+    with pytest.raises(TypeError, match="subclassed"):
+        tfsparse.sparsify(net, "npn", dataset_size=10)
