@@ -1,0 +1,26 @@
+# `make demo` and `make test` create .venv on first use and (re)install the project
+# whenever setup.cfg changes.
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test bench
+
+demo: $(STAMP)
+	$(PY) train.py --model lenet_300_100 --dataset digits --epochs 15 --run-name demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q tests
+
+bench: $(STAMP)
+	$(PY) -m bench --quick
+
+$(PY):
+	$(PYTHON) -m venv $(VENV)
+
+# Order-only dependency on the interpreter: an existing venv never triggers a reinstall;
+# only a changed setup.cfg / pyproject.toml does.
+$(STAMP): setup.cfg pyproject.toml | $(PY)
+	$(VENV)/bin/pip install -e '.[test]'
+	touch $@

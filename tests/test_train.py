@@ -1,0 +1,73 @@
+import json
+import os
+
+import keras
+import numpy as np
+
+import train
+
+
+def test_main_digits_one_epoch(tmp_path):
+    out = tmp_path / "runs"
+    results = train.main(
+        [
+            "--model", "lenet_300_100",
+            "--dataset", "digits",
+            "--epochs", "1",
+            "--out", str(out),
+            "--run-name", "smoke",
+            "--verbose", "0",
+        ]
+    )
+    run_dir = out / "smoke"
+    assert (run_dir / "model.keras").is_file()
+    with open(run_dir / "results.json") as f:
+        saved = json.load(f)
+    for key in (
+        "dataset", "model", "method", "params", "test_accuracy", "test_error",
+        "epochs", "time_per_epoch", "total_time", "versions", "args",
+    ):
+        assert key in saved, key
+    assert saved == json.loads(json.dumps(results))
+    assert saved["dataset"] == "digits" and saved["method"] == "dense"
+    assert saved["params"] == 50_610  # 64*300+300 + 300*100+100 + 100*10+10
+    assert saved["epochs"] == 1 and len(saved["time_per_epoch"]) == 1
+    assert abs(saved["test_error"] + saved["test_accuracy"] - 1) < 1e-9
+    assert set(saved["versions"]) == {"python", "tensorflow", "keras", "tensorflow_probability"}
+    assert saved["args"]["batch_size"] == 128 and saved["args"]["lr"] == 1e-3
+
+    # The saved model reproduces the trained model's predictions.
+    from tfsparse import data
+
+    x_test = data.load("digits").test[0][:32]
+    reloaded = keras.models.load_model(run_dir / "model.keras")
+    trained_error = 1 - reloaded.evaluate(*data.load("digits").test, verbose=0)[1]
+    np.testing.assert_allclose(trained_error, saved["test_error"], atol=1e-6)
+    assert reloaded.predict(x_test, verbose=0).shape == (32, 10)
+
+
+def test_reload_gives_same_predictions(tmp_path):
+    args = train.parse_args(
+        ["--model", "lenet_300_100", "--dataset", "digits", "--epochs", "1",
+         "--out", str(tmp_path), "--run-name", "r", "--verbose", "0",
+         "--validation-split", "0"]
+    )
+    from tfsparse import data
+
+    splits = data.load("digits", validation_split=0)
+    model = train.compile_model(train.build_model(args, splits), args)
+    history, times = train.fit(model, splits, args)
+    assert "val_loss" not in history.history  # validation_split 0: no validation.
+    assert len(times) == 1
+    path = os.path.join(tmp_path, "m.keras")
+    model.save(path)
+    reloaded = keras.models.load_model(path)
+    x = splits.test[0]
+    np.testing.assert_allclose(
+        model.predict(x, verbose=0), reloaded.predict(x, verbose=0), rtol=1e-6, atol=1e-6
+    )
+
+
+def test_default_run_name():
+    args = train.parse_args(["--model", "lenet5_caffe", "--dataset", "/data/mnist-10k.npz"])
+    assert args.run_name.startswith("lenet5_caffe-mnist-10k-")

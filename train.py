@@ -1,0 +1,233 @@
+"""Trains one network on one dataset and saves the model and its results.
+
+    python train.py --model lenet_300_100 --dataset digits --epochs 15
+    python train.py --model lenet5_caffe --dataset path/to/mnist.npz --epochs 15
+
+A run writes `<out>/<run-name>/model.keras` and `<out>/<run-name>/results.json`.
+Every step is a function (`parse_args`, `build_model`, `compile_model`, `fit`,
+`run`) so that the benchmarks and notebooks reuse exactly this code path.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
+
+import keras  # noqa: E402
+
+from tfsparse import data, models  # noqa: E402
+
+METHODS = ("dense",)
+
+
+def parse_args(argv=None):
+    """Parses the command line.
+
+    Args:
+        argv: list of arguments without the program name (default:
+            `sys.argv[1:]`).
+
+    Returns:
+        An `argparse.Namespace`; `run_name` is filled in when not given.
+    """
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--model", required=True, choices=sorted(models.MODELS))
+    p.add_argument(
+        "--dataset",
+        required=True,
+        help=f"one of {', '.join(data.TFDS_NAMES + data.OFFLINE_NAMES)}, or a .npz path",
+    )
+    p.add_argument("--method", default="dense", choices=METHODS)
+    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--validation-split",
+        type=float,
+        default=0.1,
+        help="fraction of the training set held out for validation; 0 trains on all of it",
+    )
+    p.add_argument("--out", default="saved_models", help="parent folder of the run folder")
+    p.add_argument("--run-name", default=None, help="default: <model>-<dataset>-<timestamp>")
+    p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras fit verbosity")
+    args = p.parse_args(argv)
+    if args.epochs < 1:
+        p.error("--epochs must be at least 1")
+    if not 0.0 <= args.validation_split < 1.0:
+        p.error("--validation-split must be in [0, 1)")
+    if args.run_name is None:
+        stem = os.path.splitext(os.path.basename(args.dataset))[0]
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        args.run_name = f"{args.model}-{stem}-{stamp}"
+    return args
+
+
+def build_model(args, splits):
+    """Builds the network to train (the hook where sparsity methods plug in).
+
+    Args:
+        args: parsed arguments (`args.model`, `args.method`).
+        splits: the `tfsparse.data.Splits` (gives input shape and classes).
+
+    Returns:
+        An uncompiled `keras.Model` that outputs logits.
+    """
+    builder = models.get(args.model)
+    return builder(input_shape=splits.input_shape, num_classes=splits.num_classes)
+
+
+def compile_model(model, args):
+    """Compiles with Adam, cross-entropy on logits, and accuracy."""
+    model.compile(
+        optimizer=keras.optimizers.Adam(learning_rate=args.lr),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+class EpochTimer(keras.callbacks.Callback):
+    """Records the wall time of every epoch (training plus validation), in seconds."""
+
+    def __init__(self):
+        super().__init__()
+        self.times = []
+        self._start = None
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.times.append(time.perf_counter() - self._start)
+
+
+def fit(model, splits, args, callbacks=()):
+    """Trains a compiled model on `splits.train`, validating on `splits.val`.
+
+    Args:
+        model: a compiled model.
+        splits: the `tfsparse.data.Splits`.
+        args: parsed arguments (`epochs`, `batch_size`, `verbose`).
+        callbacks: extra Keras callbacks (e.g. a sparsity scheduler).
+
+    Returns:
+        `(history, epoch_times)`: the Keras `History` and the wall time of
+        each epoch in seconds.
+    """
+    timer = EpochTimer()
+    x_val, y_val = splits.val
+    # An empty validation split (validation_split=0) means: no validation at all.
+    validation_data = (x_val, y_val) if len(x_val) else None
+    history = model.fit(
+        *splits.train,
+        batch_size=args.batch_size,
+        epochs=args.epochs,
+        validation_data=validation_data,
+        callbacks=[*callbacks, timer],
+        verbose=getattr(args, "verbose", 1),
+    )
+    return history, timer.times
+
+
+def versions():
+    """Versions of Python and the libraries that determine the results."""
+    import tensorflow as tf
+
+    try:
+        import tensorflow_probability as tfp
+
+        tfp_version = tfp.__version__
+    except Exception:  # TFP is not needed to train a dense model.
+        tfp_version = None
+    return {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "tensorflow_probability": tfp_version,
+    }
+
+
+def run(args, build=None):
+    """Loads data, builds, trains, evaluates and saves one run.
+
+    Args:
+        args: parsed arguments (see `parse_args`).
+        build: optional `build(args, splits) -> (model, callbacks)`; the
+            default builds `build_model(args, splits)` with no extra callbacks.
+            The benchmark registry passes the method's own builder here.
+
+    Returns:
+        The results dict, also written to `<out>/<run_name>/results.json`.
+    """
+    keras.utils.set_random_seed(args.seed)
+    splits = data.load(args.dataset, validation_split=args.validation_split, seed=args.seed)
+    if build is None:
+        model, callbacks = build_model(args, splits), []
+    else:
+        model, callbacks = build(args, splits)
+    if not model.compiled:  # A method's builder may compile with its own optimizer.
+        compile_model(model, args)
+
+    start = time.perf_counter()
+    history, epoch_times = fit(model, splits, args, callbacks)
+    total_time = time.perf_counter() - start
+    test_loss, test_accuracy = model.evaluate(
+        *splits.test, batch_size=args.batch_size, verbose=0
+    )
+
+    run_dir = os.path.join(args.out, args.run_name)
+    os.makedirs(run_dir, exist_ok=True)
+    model_path = os.path.join(run_dir, "model.keras")
+    model.save(model_path)
+
+    results = {
+        "run_name": args.run_name,
+        "dataset": splits.name,
+        "model": args.model,
+        "method": args.method,
+        "params": int(model.count_params()),
+        "test_accuracy": float(test_accuracy),
+        "test_error": 1.0 - float(test_accuracy),
+        "test_loss": float(test_loss),
+        "epochs": len(epoch_times),
+        "time_per_epoch": [round(t, 4) for t in epoch_times],
+        "total_time": round(total_time, 4),
+        "train_size": int(len(splits.train[1])),
+        "val_size": int(len(splits.val[1])),
+        "test_size": int(len(splits.test[1])),
+        "history": {k: [float(v) for v in vs] for k, vs in history.history.items()},
+        "versions": versions(),
+        "args": vars(args),
+        "model_path": model_path,
+    }
+    with open(os.path.join(run_dir, "results.json"), "w") as f:
+        json.dump(results, f, indent=2)
+    return results
+
+
+def summary_line(results):
+    """One line describing a finished run."""
+    times = results["time_per_epoch"]
+    return (
+        f"{results['run_name']}: {results['model']} ({results['method']}) on "
+        f"{results['dataset']}: test error {100 * results['test_error']:.2f} % "
+        f"({results['params']:,} params, {results['epochs']} epochs, "
+        f"{sum(times) / len(times):.2f} s/epoch) -> {results['model_path']}"
+    )
+
+
+def main(argv=None):
+    """Command-line entry point; returns the results dict."""
+    results = run(parse_args(argv))
+    print(summary_line(results))
+    return results
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
