@@ -2,6 +2,11 @@
 
     python train.py --model lenet_300_100 --dataset digits --epochs 15
     python train.py --model lenet5_caffe --dataset path/to/mnist.npz --epochs 15
+    python train.py --model lenet_300_100 --dataset digits --method npn --set lam=0.1
+    python train.py --model lenet5_caffe --dataset mnist.npz --method bb \
+        --pretrain-epochs 10 --dbb-epochs 20 --export
+    python train.py --model lenet_300_100 --dataset digits \
+        --method targeted_dropout --ramp --prune-rate 0.9
 
 A run writes `<out>/<run-name>/model.keras` and `<out>/<run-name>/results.json`.
 Every step is a function (`parse_args`, `build_model`, `compile_model`, `fit`,
@@ -20,9 +25,10 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is impor
 
 import keras  # noqa: E402
 
-from tfsparse import data, models  # noqa: E402
+import tfsparse  # noqa: E402
+from tfsparse import data, models, recipes  # noqa: E402
 
-METHODS = ("dense",)
+METHODS = ("dense",) + tfsparse.METHODS
 
 
 def parse_args(argv=None):
@@ -56,7 +62,30 @@ def parse_args(argv=None):
     p.add_argument("--out", default="saved_models", help="parent folder of the run folder")
     p.add_argument("--run-name", default=None, help="default: <model>-<dataset>-<timestamp>")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras fit verbosity")
+    m = p.add_argument_group("sparsity methods")
+    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="a method setting (repeatable), e.g. --set lam=0.1 --set mode=expand "
+                        "--set init_size=3; see tfsparse.recipes.DEFAULTS")
+    m.add_argument("--pretrain-epochs", type=int, default=0,
+                   help="train the dense network this long before inserting gates")
+    m.add_argument("--ramp", action="store_true", help="targeted dropout: ramp alpha and gamma")
+    m.add_argument("--prune-rate", type=float, default=None,
+                   help="targeted dropout / any model: magnitude-prune this fraction at the end")
+    m.add_argument("--prune-level", default=None, choices=("weight", "unit"),
+                   help="level of --prune-rate (default: the method's level, else weight)")
+    m.add_argument("--dbb-epochs", type=int, default=0,
+                   help="bb only: continue with DBB (BB's a, b frozen) for this many epochs")
+    m.add_argument("--export", action="store_true",
+                   help="compact the trained model and export SavedModel + TFLite")
     args = p.parse_args(argv)
+    try:
+        args.settings = parse_settings(args.set)
+    except ValueError as error:
+        p.error(str(error))
+    if args.dbb_epochs and args.method != "bb":
+        p.error("--dbb-epochs needs --method bb (DBB continues from a trained BB model)")
+    if args.prune_rate is not None and not 0.0 <= args.prune_rate <= 1.0:
+        p.error("--prune-rate must be in [0, 1]")
     if args.epochs < 1:
         p.error("--epochs must be at least 1")
     if not 0.0 <= args.validation_split < 1.0:
@@ -68,11 +97,29 @@ def parse_args(argv=None):
     return args
 
 
+def parse_settings(pairs):
+    """`["lam=0.1", "mode=expand"]` → `{"lam": 0.1, "mode": "expand"}`.
+
+    Values are read as JSON where they parse (numbers, true/false, lists),
+    otherwise kept as strings.
+    """
+    settings = {}
+    for pair in pairs:
+        key, sep, value = pair.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+        try:
+            settings[key] = json.loads(value)
+        except json.JSONDecodeError:
+            settings[key] = value
+    return settings
+
+
 def build_model(args, splits):
-    """Builds the network to train (the hook where sparsity methods plug in).
+    """Builds the plain reference network named by `args.model`.
 
     Args:
-        args: parsed arguments (`args.model`, `args.method`).
+        args: parsed arguments (`args.model`).
         splits: the `tfsparse.data.Splits` (gives input shape and classes).
 
     Returns:
@@ -80,6 +127,27 @@ def build_model(args, splits):
     """
     builder = models.get(args.model)
     return builder(input_shape=splits.input_shape, num_classes=splits.num_classes)
+
+
+def build_sparse(args, splits):
+    """The network of `args.model` with `args.method`'s gates and scheduler.
+
+    With `--pretrain-epochs` the dense network is trained first and its
+    weights carried into the sparse one (as the BB paper does).
+
+    Returns:
+        `(model, callbacks)`; the model is a compiled `tfsparse.SparseModel`.
+    """
+    dense = compile_model(build_model(args, splits), args)
+    if args.pretrain_epochs:
+        pretrain = argparse.Namespace(**{**vars(args), "epochs": args.pretrain_epochs})
+        fit(dense, splits, pretrain)
+    steps = -(-len(splits.train[0]) // args.batch_size)
+    plan = recipes.recipe(args.method, args.epochs, steps_per_epoch=steps, ramp=args.ramp,
+                          **args.settings)
+    sparse = tfsparse.sparsify(dense, args.method, dataset_size=len(splits.train[0]),
+                               seed=args.seed, **plan.settings)
+    return compile_model(sparse, args), [plan.scheduler]
 
 
 def compile_model(model, args):
@@ -167,7 +235,9 @@ def run(args, build=None):
     """
     keras.utils.set_random_seed(args.seed)
     splits = data.load(args.dataset, validation_split=args.validation_split, seed=args.seed)
-    if build is None:
+    if build is None and args.method != "dense":
+        model, callbacks = build_sparse(args, splits)
+    elif build is None:
         model, callbacks = build_model(args, splits), []
     else:
         model, callbacks = build(args, splits)
@@ -176,7 +246,15 @@ def run(args, build=None):
 
     start = time.perf_counter()
     history, epoch_times = fit(model, splits, args, callbacks)
+    if args.dbb_epochs:
+        model, more_history, more_times = continue_with_dbb(model, splits, args)
+        for key, values in more_history.history.items():
+            history.history.setdefault(key, []).extend(values)
+        epoch_times += more_times
     total_time = time.perf_counter() - start
+    if args.prune_rate is not None:
+        level = args.prune_level or args.settings.get("level", "weight")
+        tfsparse.prune_by_magnitude(model, args.prune_rate, level=level)
     test_loss, test_accuracy = model.evaluate(
         *splits.test, batch_size=args.batch_size, verbose=0
     )
@@ -206,9 +284,31 @@ def run(args, build=None):
         "args": vars(args),
         "model_path": model_path,
     }
+    if args.method != "dense" or args.prune_rate is not None:
+        results["sparsity"] = tfsparse.summary(model, print_fn=None)
+    if args.export:
+        small = tfsparse.compact(model)
+        results["export"] = tfsparse.export(small, os.path.join(run_dir, "export"),
+                                            test_data=splits.test)
     with open(os.path.join(run_dir, "results.json"), "w") as f:
-        json.dump(results, f, indent=2)
+        json.dump(results, f, indent=2, default=_jsonable)
     return results
+
+
+def _jsonable(value):
+    """numpy scalars and arrays in results → plain JSON."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def continue_with_dbb(bb_model, splits, args):
+    """The BB paper's second phase: DBB gates that start from the trained BB
+    posteriors (kept frozen), trained for `args.dbb_epochs` epochs."""
+    dbb = tfsparse.sparsify(bb_model, "dbb", dataset_size=len(splits.train[0]),
+                            seed=args.seed)
+    compile_model(dbb, args)
+    phase = argparse.Namespace(**{**vars(args), "epochs": args.dbb_epochs})
+    history, times = fit(dbb, splits, phase, [tfsparse.SparsityScheduler()])
+    return dbb, history, times
 
 
 def summary_line(results):

@@ -18,21 +18,23 @@ class SparseModel(keras.Model):
     `estimator="arm"`, each step draws one uniform vector per gate, runs the
     usual forward pass with z = 1[u < π] (its loss f₂ trains the weights), runs
     a second forward pass with the antithetic mask 1[u > 1 − π] (loss f₁), and
-    adds k·(f₁ − f₂)·(u − ½) to each φ's gradient. Without such gates it is
-    `keras.Model.train_step` unchanged.
+    adds k·(f₁ − f₂)·(u − ½) to each φ's gradient. It also applies each gate's
+    `lr_multiplier` (the update of the gate's variables is scaled after the
+    optimizer step, which works for any optimizer). Without ARM gates and
+    multipliers it is `keras.Model.train_step` unchanged.
     """
 
-    def _arm_gates(self):
-        return [g for g in gates_of(self) if isinstance(g, NPNGate) and g.estimator == ARM]
-
     def train_step(self, data):
-        gates = self._arm_gates()
-        if not gates:
+        gates = gates_of(self)
+        arm_gates = [g for g in gates if isinstance(g, NPNGate) and g.estimator == ARM]
+        boosted = [(v, g.lr_multiplier) for g in gates if g.lr_multiplier != 1.0
+                   for v in g.trainable_weights]
+        if not arm_gates and not boosted:
             return super().train_step(data)
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        noise = [keras.random.uniform(g.mask_shape, seed=g.seed_generator) for g in gates]
+        noise = [keras.random.uniform(g.mask_shape, seed=g.seed_generator) for g in arm_gates]
         try:
-            for gate, u in zip(gates, noise):
+            for gate, u in zip(arm_gates, noise):
                 gate._arm_noise, gate._arm_antithetic = u, False
             with tf.GradientTape() as tape:
                 y_pred = self(x, training=True)
@@ -42,21 +44,33 @@ class SparseModel(keras.Model):
                     loss_module.unscale_loss_for_distribution(loss),
                     sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
                 scaled_loss = self.optimizer.scale_loss(loss)
-            for gate in gates:
-                gate._arm_antithetic = True
-            # The penalties of both passes are equal, so f₁ − f₂ is the
-            # difference of the data losses.
-            antithetic_loss = self._compute_loss(
-                x=x, y=y, y_pred=self(x, training=True), sample_weight=sample_weight,
-                training=True)
+            if arm_gates:
+                for gate in arm_gates:
+                    gate._arm_antithetic = True
+                # The penalties of both passes are equal, so f₁ − f₂ is the
+                # difference of the data losses.
+                antithetic_loss = self._compute_loss(
+                    x=x, y=y, y_pred=self(x, training=True), sample_weight=sample_weight,
+                    training=True)
         finally:
-            for gate in gates:
+            for gate in arm_gates:
                 gate._arm_noise, gate._arm_antithetic = None, False
 
         weights = self.trainable_weights
         gradients = tape.gradient(scaled_loss, weights)
-        f1 = tf.stop_gradient(antithetic_loss)
-        f2 = tf.stop_gradient(loss)
+        if arm_gates:
+            self._add_arm_gradients(weights, gradients, arm_gates, noise,
+                                    tf.stop_gradient(antithetic_loss), tf.stop_gradient(loss))
+        before = [tf.identity(v) for v, _ in boosted]
+        self.optimizer.apply_gradients(zip(gradients, weights))
+        for (variable, multiplier), old in zip(boosted, before):
+            new = old + multiplier * (variable - old)
+            if variable.constraint is not None:
+                new = variable.constraint(new)
+            variable.assign(new)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _add_arm_gradients(self, weights, gradients, gates, noise, f1, f2):
         position = {id(w): i for i, w in enumerate(weights)}
         for gate, u in zip(gates, noise):
             i = position.get(id(gate.phi))
@@ -64,5 +78,3 @@ class SparseModel(keras.Model):
                 continue
             arm = self.optimizer.scale_loss(gate.arm_gradient(u, f1, f2))
             gradients[i] = arm if gradients[i] is None else gradients[i] + arm
-        self.optimizer.apply_gradients(zip(gradients, weights))
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)

@@ -39,6 +39,8 @@ CHAIN = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.
 TO_OUTPUT = (keras.layers.Activation, keras.layers.Softmax, keras.layers.Dropout,
              keras.layers.Flatten, keras.layers.Reshape)
 BASE_ARGS = {"structure", "dataset_size", "group_size", "seed", "kwargs", "self"}
+# Accepted by every gate family (see Gate).
+COMMON_SETTINGS = {"lr_multiplier"}
 
 
 def _gate_class(method):
@@ -108,7 +110,8 @@ def sparsify(model, method, *, dataset_size=None, level=None, gate_features=True
 
 
 def _check_settings(method, gate_class, settings):
-    accepted = set(inspect.signature(gate_class.__init__).parameters) - BASE_ARGS
+    accepted = (set(inspect.signature(gate_class.__init__).parameters) - BASE_ARGS
+                | COMMON_SETTINGS)
     unknown = sorted(set(settings) - accepted)
     if unknown:
         raise TypeError(f"Unknown setting(s) {unknown} for method={method!r}; accepted: "

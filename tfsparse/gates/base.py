@@ -47,6 +47,10 @@ class Gate(keras.layers.Layer):
             fan-in plus its bias, say). Penalties that count parameters are
             weighted by it.
         seed: seed of the layer's random generator.
+        lr_multiplier: the gate's own parameters move this many times as far
+            per optimizer step as the weights (`tfsparse.SparseModel` applies
+            it; the papers train gates faster than weights, and a small
+            dataset gives few steps per epoch).
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
@@ -61,12 +65,14 @@ class Gate(keras.layers.Layer):
     input_dependent = False
 
     def __init__(self, structure=UNIT, dataset_size=1, group_size=1, seed=None,
-                 **kwargs):
+                 lr_multiplier=1.0, **kwargs):
         super().__init__(**kwargs)
         self.structure = _checks.choice("structure", structure, self.structure_choices)
         self.dataset_size = _checks.number("dataset_size", dataset_size, low=1, integer=True)
         self.group_size = _checks.number("group_size", group_size, low=0, low_open=True)
         self.seed = seed
+        self.lr_multiplier = float(_checks.number("lr_multiplier", lr_multiplier, low=0,
+                                                  low_open=True))
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._scheduled_names = []
         self.supports_masking = True
@@ -171,7 +177,8 @@ class Gate(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config.update(structure=self.structure, dataset_size=self.dataset_size,
-                      group_size=self.group_size, seed=self.seed)
+                      group_size=self.group_size, seed=self.seed,
+                      lr_multiplier=self.lr_multiplier)
         return config
 
     # ---------------------------------------------------------------- helpers

@@ -1,0 +1,79 @@
+"""Ready-made training recipes: a method's settings and its scheduler.
+
+A recipe turns "train with method M for E epochs" into the two things the
+library needs, `sparsify` settings and a `SparsityScheduler`, using the
+papers' schedules scaled to E epochs. `train.py`, the benchmarks, the tuner
+and the notebooks all go through `recipe()`, so they agree on what a method
+means.
+"""
+
+import dataclasses
+
+from tfsparse import _checks, schedules
+from tfsparse.callbacks import SparsityScheduler
+from tfsparse.sparsify import METHODS
+
+# Defaults measured on mnist-10k (10,000 training images, 79 steps per
+# epoch): gates learn 10× faster than weights so that they settle within a
+# hundred epochs (the papers had 469 steps per epoch on full MNIST).
+DEFAULTS = {
+    "hard_concrete": {"lam": 0.05, "init_drop_rate": 0.2, "lr_multiplier": 10.0},
+    "npn": {"lam": 0.05, "lr_multiplier": 10.0},
+    "bb": {},
+    "dbb": {},
+    "targeted_dropout": {"alpha": 0.5, "gamma": 0.5},
+}
+# NPN's stage boundaries as fractions of training (the paper: 100 and 350 of
+# 500 epochs).
+NPN_STAGE1 = 0.2
+NPN_STAGE2 = 0.7
+
+
+@dataclasses.dataclass
+class Recipe:
+    """What `recipe()` returns: settings for `sparsify` and the callback."""
+
+    method: str
+    settings: dict
+    scheduler: SparsityScheduler
+
+
+def recipe(method, epochs, steps_per_epoch=None, ramp=False, **settings):
+    """The settings and scheduler for training `method` for `epochs` epochs.
+
+    Args:
+        method: one of `tfsparse.METHODS`.
+        epochs: total training epochs (stages and ramps are scaled to it).
+        steps_per_epoch: needed by ramping targeted dropout (step schedule).
+        ramp: targeted dropout only: ramp α and γ over training (the paper's
+            "ramping targeted dropout").
+        **settings: override the method's defaults (`DEFAULTS[method]`);
+            for NPN also `k_plastic` (default 7 prune / 1 expand),
+            `stage1`/`stage2` (epochs).
+
+    Returns:
+        A `Recipe(method, settings, scheduler)`.
+    """
+    _checks.choice("method", method, METHODS)
+    _checks.number("epochs", epochs, low=1, integer=True)
+    merged = {**DEFAULTS[method], **settings}
+    if method == "npn":
+        return _npn(epochs, merged)
+    if method == "targeted_dropout" and ramp:
+        if steps_per_epoch is None:
+            raise ValueError("Ramping targeted dropout needs `steps_per_epoch`.")
+        ramps = schedules.targeted_dropout_ramp(merged["alpha"], merged["gamma"],
+                                                epochs * steps_per_epoch)
+        return Recipe(method, merged, SparsityScheduler(ramps))
+    return Recipe(method, merged, SparsityScheduler())
+
+
+def _npn(epochs, settings):
+    expand = settings.get("mode") == "expand"
+    k_plastic = settings.setdefault("k_plastic", 1.0 if expand else 7.0)
+    stage1 = settings.pop("stage1", round(NPN_STAGE1 * epochs))
+    stage2 = settings.pop("stage2", round(NPN_STAGE2 * epochs))
+    scheduler = SparsityScheduler(
+        schedules={"k": schedules.npn_stages(k_plastic, stage1, stage2)},
+        harden_at=stage2, expand_between=(stage1, stage2) if expand else None)
+    return Recipe("npn", settings, scheduler)
