@@ -8,37 +8,30 @@ import socket
 
 import train
 
-# Options of train.py that a benchmark setting may override; every other
-# setting is handed to the method's builder as `args.settings`.
-_TRAIN_OPTIONS = ("batch_size", "lr", "validation_split", "out", "verbose")
+# Options of train.py that a benchmark setting may override; flags are passed
+# when true. Every other setting is a method setting (`--set key=value`).
+_TRAIN_OPTIONS = ("batch_size", "lr", "validation_split", "out", "verbose",
+                  "pretrain_epochs", "prune_rate", "prune_level", "dbb_epochs")
+_TRAIN_FLAGS = ("ramp", "export")
 DEFAULT_OUT = os.path.join("bench", "results", "runs")
+METHODS = train.METHODS
 
 
-def _dense(args, splits):
-    """The unmodified network: the baseline every method is compared with."""
-    return train.build_model(args, splits), []
-
-
-# Method name -> `build(args, splits) -> (model, callbacks)`. The model may come
-# back compiled (with the method's own optimizer); otherwise train.py compiles it.
-# Method-specific settings arrive as the dict `args.settings`.
-METHODS = {
-    "dense": _dense,
-}
-
-
-def run_config(model, method, dataset, seed, epochs, out_jsonl, **settings):
-    """Trains one configuration and appends its record to a .jsonl file.
+def run_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **settings):
+    """Trains one configuration through train.py and appends its record.
 
     Args:
         model: a name from `tfsparse.models.MODELS`.
-        method: a key of `METHODS`.
+        method: `"dense"` or one of `tfsparse.METHODS`.
         dataset: dataset name or `.npz` path (see `tfsparse.data.load`).
         seed: random seed of the run (weights, shuffling, validation split).
         epochs: number of training epochs.
         out_jsonl: path of the .jsonl file to append to (created if needed).
+        label: name of the configuration in reports (default: `method`), e.g.
+            "npn-expand".
         **settings: train.py options (`batch_size`, `lr`, `validation_split`,
-            `out`, `verbose`) and the method's own settings.
+            `out`, `verbose`, `pretrain_epochs`, `prune_rate`, `prune_level`,
+            `dbb_epochs`, `ramp`, `export`) and the method's own settings.
 
     Returns:
         The record that was appended: train.py's results plus `config`
@@ -47,36 +40,40 @@ def run_config(model, method, dataset, seed, epochs, out_jsonl, **settings):
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}. Available: {', '.join(METHODS)}.")
     settings = dict(settings)
+    label = label or method
     stem = os.path.splitext(os.path.basename(str(dataset)))[0]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     argv = [
         "--model", model,
         "--dataset", str(dataset),
+        "--method", method,
         "--seed", str(seed),
         "--epochs", str(epochs),
-        "--run-name", f"{model}-{method}-{stem}-s{seed}-{stamp}",
+        "--run-name", f"{model}-{label}-{stem}-s{seed}-{stamp}",
         "--out", str(settings.pop("out", DEFAULT_OUT)),
         "--verbose", str(settings.pop("verbose", 2)),  # One line per epoch in logs.
     ]
     for key in _TRAIN_OPTIONS:
         if key in settings:
             argv += [f"--{key.replace('_', '-')}", str(settings.pop(key))]
+    for key in _TRAIN_FLAGS:
+        if settings.pop(key, False):
+            argv.append(f"--{key}")
+    method_settings = dict(settings)
+    for key, value in method_settings.items():
+        argv += ["--set", f"{key}={json.dumps(value)}"]
     args = train.parse_args(argv)
-    # The method is set after parsing: the registry here may know methods that
-    # train.py's command line does not offer yet.
-    args.method = method
-    args.settings = settings
-
-    results = train.run(args, build=METHODS[method])
+    results = train.run(args)
     record = {
         **results,
         "config": {
             "model": model,
             "method": method,
+            "label": label,
             "dataset": str(dataset),
             "seed": seed,
             "epochs": epochs,
-            "settings": settings,
+            "settings": method_settings,
         },
         "host": {
             "hostname": socket.gethostname(),
