@@ -75,6 +75,7 @@ class SparsityScheduler(keras.callbacks.Callback):
 
     # ------------------------------------------------------------- lifecycle
     def on_train_begin(self, logs=None):
+        self._fitting = True
         self._gates = gates_of(self.model)
         known = {name for gate in self._gates for name in gate.scheduled}
         unknown = sorted(set(self.schedules) - known)
@@ -83,6 +84,8 @@ class SparsityScheduler(keras.callbacks.Callback):
                              f"the gates have: {sorted(known) or 'none'}.")
 
     def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._validated = False
         self._assign(schedules_lib.EPOCH, epoch)
         self._assign(schedules_lib.STEP, self._step())
         if self.harden_at is not None and epoch >= self.harden_at:
@@ -94,11 +97,25 @@ class SparsityScheduler(keras.callbacks.Callback):
         if any(s.unit == schedules_lib.STEP for s in self.schedules.values()):
             self._assign(schedules_lib.STEP, self._step())
 
+    def on_train_end(self, logs=None):
+        self._fitting = False
+
+    def on_test_end(self, logs=None):
+        # Expansion happens when fit's validation pass ends, before any
+        # callback's on_epoch_end: a BackupAndRestore placed before this
+        # callback then still saves the woken gates.
+        if getattr(self, "_fitting", False) and logs and self._expanding(self._epoch):
+            self._validated = True
+            name = self.monitor[4:] if self.monitor.startswith("val_") else self.monitor
+            self._expand({self.monitor: logs[name]} if name in logs else logs)
+
     def on_epoch_end(self, epoch, logs=None):
+        if self._expanding(epoch) and not self._validated:
+            raise ValueError(f"Expansion watches {self.monitor!r} at the end of each "
+                             "validation pass, but this epoch had none: pass "
+                             "`validation_data` to fit.")
         if logs is None:
             return
-        if self._expanding(epoch):
-            self._expand(logs)
         logs.update(self.current_values())
         logs.update(active_units(self.model))
 

@@ -14,6 +14,7 @@ from tfsparse import _checks
 
 UNIT = "unit"
 WEIGHT = "weight"
+SEED_STATE = "seed_generator_state"
 
 
 @keras.saving.register_keras_serializable(package="tfsparse")
@@ -173,6 +174,18 @@ class Gate(keras.layers.Layer):
 
     def compute_mask(self, inputs, mask=None):
         return mask
+
+    # The random generator's state is saved with the weights, so that a run
+    # resumed from a checkpoint draws the same masks as an uninterrupted one
+    # (Keras does not save SeedGenerator states by itself).
+    def save_own_variables(self, store):
+        super().save_own_variables(store)
+        store[SEED_STATE] = self.seed_generator.state.numpy()
+
+    def load_own_variables(self, store):
+        if SEED_STATE in store.keys():
+            self.seed_generator.state.assign(store[SEED_STATE])
+        super().load_own_variables({k: store[k] for k in store.keys() if k != SEED_STATE})
 
     def get_config(self):
         config = super().get_config()
