@@ -120,3 +120,12 @@ def test_subclassed_model_is_refused_with_advice():
     net(np.zeros((1, 4), "float32"))
     with pytest.raises(TypeError, match="subclassed"):
         tfsparse.sparsify(net, "npn", dataset_size=10)
+
+
+def test_group_by_flops_weighs_conv_channels_by_output_positions():
+    sparse = tfsparse.sparsify(_convnet(), "npn", dataset_size=100, group_by="flops")
+    groups = {g.name: g.group_size for g in gates_of(sparse)}
+    assert groups["conv1_gate"] == (3 * 3 * 1 + 1) * 10 * 10
+    assert groups["fc1_gate"] == 5 * 5 * 6 + 1
+    with pytest.raises(ValueError, match="group_by"):
+        tfsparse.sparsify(_convnet(), "npn", dataset_size=100, group_by="latency")

@@ -58,7 +58,7 @@ def _gate_class(method):
 
 
 def sparsify(model, method, *, dataset_size=None, level=None, gate_features=True,
-             include_classifier=False, seed=None, **settings):
+             include_classifier=False, group_by="params", seed=None, **settings):
     """Returns a new `tfsparse.SparseModel`: `model` with `method`'s gates.
 
     Args:
@@ -75,6 +75,10 @@ def sparsify(model, method, *, dataset_size=None, level=None, gate_features=True
         gate_features: also gate the features entering the first Dense
             layers (network input or Flatten output).
         include_classifier: kernel-gate methods also gate the classifier.
+        group_by: what a closed unit saves, the weight of its penalty:
+            `"params"` (the papers: its kernel column and bias) or `"flops"`
+            (its multiply-adds per example: a conv channel counts once per
+            output position, so a FLOPs budget prunes convolutions first).
         seed: base seed of the gates' random generators (gate i gets seed+i).
         **settings: the method's own settings, validated by its gate class:
             `hard_concrete`: lam, init_drop_rate, temperature;
@@ -94,6 +98,7 @@ def sparsify(model, method, *, dataset_size=None, level=None, gate_features=True
     if level is None:
         level = WEIGHT if method == "targeted_dropout" else UNIT
     _checks.choice("level", level, (UNIT, WEIGHT))
+    _checks.choice("group_by", group_by, ("params", "flops"))
     if method in ("npn", "bb", "dbb") and level != UNIT:
         raise ValueError(f"method={method!r} supports level='unit' only; got {level!r}.")
     gate_class = _gate_class(method)
@@ -105,7 +110,7 @@ def sparsify(model, method, *, dataset_size=None, level=None, gate_features=True
         _checks.number("dataset_size", dataset_size, low=1, integer=True)
     graph = _graph.functional_of(model)
     plan = _Plan(graph, method, gate_class, level, dataset_size, gate_features,
-                 include_classifier, seed, settings)
+                 include_classifier, group_by, seed, settings)
     return plan.build(model.name + "_sparse")
 
 
@@ -116,20 +121,21 @@ def _check_settings(method, gate_class, settings):
     if unknown:
         raise TypeError(f"Unknown setting(s) {unknown} for method={method!r}; accepted: "
                         f"{sorted(accepted)} (plus dataset_size, level, gate_features, "
-                        "include_classifier, seed).")
+                        "include_classifier, group_by, seed).")
 
 
 class _Plan:
     """Decides where gates go, then rebuilds the graph with them."""
 
     def __init__(self, graph, method, gate_class, level, dataset_size, gate_features,
-                 include_classifier, seed, settings):
+                 include_classifier, group_by, seed, settings):
         self.graph = graph
         self.method = method
         self.gate_class = gate_class
         self.level = level
         self.dataset_size = dataset_size
         self.seed = seed
+        self.group_by = group_by
         self.settings = dict(settings)
         self.kernel_gates = method == "targeted_dropout" or level == WEIGHT
         self.users = _graph.consumers(graph)
@@ -175,7 +181,8 @@ class _Plan:
             op = node.operation
             if isinstance(op, PRODUCERS) and id(op) not in self.classifiers:
                 end = self._chain_end(op)
-                self.gates_after[id(end)] = self._unit_gate(op.name, _fan_in(op), False)
+                group = _fan_in(op) * (_positions(op) if self.group_by == "flops" else 1)
+                self.gates_after[id(end)] = self._unit_gate(op.name, group, False)
             elif gate_features and isinstance(op, keras.layers.Flatten):
                 group = self._dense_rows(op)
                 if group:
@@ -287,6 +294,11 @@ def _sparse_twin(op, gate):
                          "channels_last are supported by kernel gates.")
     return SparseConv2D(op.filters, op.kernel_size, strides=op.strides, padding=op.padding,
                         **common)
+
+
+def _positions(op):
+    """Output positions per example (1 for Dense, H·W for Conv2D)."""
+    return int(np.prod(op.output.shape[1:-1]))
 
 
 def _fan_in(op):
