@@ -284,8 +284,7 @@ def run(args, build=None):
         "args": vars(args),
         "model_path": model_path,
     }
-    if args.method != "dense" or args.prune_rate is not None:
-        results["sparsity"] = tfsparse.summary(model, print_fn=None)
+    results["sparsity"] = tfsparse.summary(model, print_fn=None)
     if args.export:
         small = tfsparse.compact(model)
         results["export"] = tfsparse.export(small, os.path.join(run_dir, "export"),

@@ -25,7 +25,8 @@ def summarize(records):
     """
     groups = {}
     for r in records:
-        groups.setdefault((r["dataset"], r["model"], r["method"]), []).append(r)
+        label = r.get("config", {}).get("label") or r["method"]
+        groups.setdefault((r["dataset"], r["model"], label), []).append(r)
     rows = []
     for (dataset, model, method), rs in groups.items():
         errors = [100.0 * r["test_error"] for r in rs]

@@ -1,0 +1,119 @@
+"""Search over sparsity settings with keras-tuner.
+
+Users want *the cheapest model that is still accurate enough*. keras-tuner's
+multi-objective is an unweighted sum, not a constraint, so the hypermodel
+reports one scalar, `score` (minimise):
+
+- a trial whose validation accuracy reaches the target scores its cost as a
+  fraction of the dense network's (FLOPs or parameters kept, in [0, 1]);
+- a trial below the target scores 1 + the accuracy it is missing, so every
+  accurate trial beats every inaccurate one, and among inaccurate ones the
+  closest wins.
+
+Example:
+
+>>> hypermodel = SparsityHyperModel("npn", "lenet_300_100", splits, epochs=30,
+...                                 accuracy_target=0.95)
+>>> tuner = keras_tuner.RandomSearch(hypermodel, objective=OBJECTIVE,
+...                                  max_trials=20, directory="tuning")
+>>> tuner.search(*splits.train, validation_data=splits.val)
+"""
+
+import keras
+import keras_tuner as kt
+
+from tfsparse import _checks, models, recipes
+from tfsparse.sparsify import METHODS, sparsify
+from tfsparse.summary import summary
+
+OBJECTIVE = kt.Objective("score", direction="min")
+# What the score minimises → the `tfsparse.summary` total that measures it.
+COST_FRACTION = {"flops": "flops_fraction", "params": "weights_fraction"}
+COSTS = tuple(COST_FRACTION)
+
+
+def default_space(method, hp):
+    """The settings each method searches over (names as in `sparsify`)."""
+    if method == "hard_concrete":
+        return {"lam": hp.Float("lam", 1e-3, 1.0, sampling="log"),
+                "init_drop_rate": hp.Float("init_drop_rate", 0.05, 0.5),
+                "lr_multiplier": hp.Choice("lr_multiplier", [1.0, 3.0, 10.0, 30.0])}
+    if method == "npn":
+        return {"lam": hp.Float("lam", 1e-3, 1.0, sampling="log"),
+                "k_plastic": hp.Float("k_plastic", 1.0, 20.0, sampling="log"),
+                "lr_multiplier": hp.Choice("lr_multiplier", [1.0, 3.0, 10.0, 30.0])}
+    if method in ("bb", "dbb"):
+        return {"lr_multiplier": hp.Choice("lr_multiplier", [1.0, 3.0, 10.0, 30.0])}
+    return {"alpha": hp.Float("alpha", 0.1, 0.99), "gamma": hp.Float("gamma", 0.1, 0.99)}
+
+
+def score(val_accuracy, cost_fraction, accuracy_target):
+    """The scalar objective described in the module docstring."""
+    if val_accuracy >= accuracy_target:
+        return float(cost_fraction)
+    return 1.0 + float(accuracy_target - val_accuracy)
+
+
+class SparsityHyperModel(kt.HyperModel):
+    """Builds, sparsifies and trains a network; reports `score` (minimise).
+
+    Args:
+        method: one of `tfsparse.METHODS`.
+        model: a name from `tfsparse.models.MODELS` or a function
+            `builder(input_shape, num_classes) -> keras.Model` (your own).
+        splits: a `tfsparse.data.Splits` (input shape, classes, N).
+        epochs: training epochs of a trial (Hyperband overrides it).
+        accuracy_target: validation accuracy a trial must reach.
+        cost: `"flops"` or `"params"`: what the score minimises.
+        space: optional `space(method, hp) -> settings dict` replacing
+            `default_space`.
+        learning_rates: choices for the weights' Adam learning rate.
+    """
+
+    def __init__(self, method, model, splits, epochs, accuracy_target, cost="flops",
+                 space=None, learning_rates=(1e-3,), **kwargs):
+        super().__init__(**kwargs)
+        self.method = _checks.choice("method", method, METHODS)
+        self.builder = models.get(model) if isinstance(model, str) else model
+        if not callable(self.builder):
+            raise TypeError("`model` must be a model name or a builder function; got "
+                            f"{type(model).__name__}.")
+        self.splits = splits
+        self.epochs = _checks.number("epochs", epochs, low=1, integer=True)
+        self.accuracy_target = _checks.number("accuracy_target", accuracy_target, low=0,
+                                              high=1)
+        self.cost = _checks.choice("cost", cost, COSTS)
+        self.space = space or default_space
+        self.learning_rates = list(learning_rates)
+
+    def build(self, hp):
+        settings = self.space(self.method, hp)
+        plan = recipes.recipe(self.method, self.epochs,
+                              steps_per_epoch=self._steps_per_epoch(), **settings)
+        dense = self.builder(self.splits.input_shape, self.splits.num_classes)
+        model = sparsify(dense, self.method, dataset_size=len(self.splits.train[0]),
+                         **plan.settings)
+        model.compile(keras.optimizers.Adam(hp.Choice("lr", self.learning_rates)),
+                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                      metrics=["accuracy"])
+        # The scheduler is rebuilt per trial from the same settings, so
+        # nothing stateful crosses keras-tuner's deep copies.
+        model._tfsparse_scheduler = plan.scheduler
+        return model
+
+    def fit(self, hp, model, *args, callbacks=None, **kwargs):
+        kwargs.setdefault("epochs", self.epochs)
+        kwargs.setdefault("batch_size", 128)
+        kwargs.setdefault("verbose", 0)
+        callbacks = [model._tfsparse_scheduler, *(callbacks or [])]
+        model.fit(*args, callbacks=callbacks, **kwargs)
+        x_val, y_val = kwargs.get("validation_data") or self.splits.val
+        _, val_accuracy = model.evaluate(x_val, y_val, verbose=0)
+        figures = summary(model, print_fn=None)
+        cost_fraction = figures["total"][COST_FRACTION[self.cost]]
+        return {"score": score(val_accuracy, cost_fraction, self.accuracy_target),
+                "val_accuracy": float(val_accuracy),
+                "cost_fraction": float(cost_fraction)}
+
+    def _steps_per_epoch(self):
+        return -(-len(self.splits.train[0]) // 128)

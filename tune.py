@@ -1,0 +1,121 @@
+"""Searches a method's sparsity settings with keras-tuner.
+
+    python tune.py --method npn --model lenet_300_100 --dataset digits \
+        --accuracy-target 0.95 --trials 20 --epochs 30
+
+The objective is `score` (see `tfsparse.tuning`): the FLOPs kept by the
+cheapest trial whose validation accuracy reaches the target. Prints the trials
+as a table, saves the best model compacted and exported under
+`<out>/<run-name>/best/`, and draws accuracy against FLOPs with the Pareto
+front as `<out>/<run-name>/pareto.png`.
+"""
+
+import argparse
+import datetime
+import json
+import os
+import sys
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is imported.
+
+import keras_tuner as kt  # noqa: E402
+
+import tfsparse  # noqa: E402
+from tfsparse import data, models, plots, tuning  # noqa: E402
+
+TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
+          "hyperband": kt.Hyperband}
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--method", required=True, choices=tfsparse.METHODS)
+    p.add_argument("--model", required=True, choices=sorted(models.MODELS))
+    p.add_argument("--dataset", required=True, help="dataset name or .npz path")
+    p.add_argument("--accuracy-target", type=float, required=True,
+                   help="validation accuracy a trial must reach, in [0, 1]")
+    p.add_argument("--trials", type=int, default=10)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--tuner", default="random", choices=sorted(TUNERS))
+    p.add_argument("--cost", default="flops", choices=tuning.COSTS)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--validation-split", type=float, default=0.1)
+    p.add_argument("--out", default="saved_models")
+    p.add_argument("--run-name", default=None)
+    p.add_argument("--no-export", action="store_true", help="skip TFLite export of the best")
+    args = p.parse_args(argv)
+    if not 0 < args.accuracy_target <= 1:
+        p.error("--accuracy-target must be in (0, 1]")
+    if args.trials < 1 or args.epochs < 1:
+        p.error("--trials and --epochs must be at least 1")
+    if not 0 < args.validation_split < 1:
+        p.error("--validation-split must be in (0, 1): the search needs validation data")
+    if args.run_name is None:
+        stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
+        args.run_name = f"tune-{args.method}-{args.model}-{stamp}"
+    return args
+
+
+def make_tuner(args, hypermodel, directory):
+    common = dict(objective=tuning.OBJECTIVE, directory=directory, project_name="search",
+                  seed=args.seed, overwrite=True)
+    if args.tuner == "hyperband":
+        return kt.Hyperband(hypermodel, max_epochs=args.epochs, **common)
+    return TUNERS[args.tuner](hypermodel, max_trials=args.trials, **common)
+
+
+def trial_rows(tuner):
+    rows = []
+    for trial in tuner.oracle.trials.values():
+        metrics = trial.metrics.metrics
+        if "score" not in metrics:
+            continue  # a failed trial
+        get = lambda name: trial.metrics.get_last_value(name)  # noqa: E731
+        rows.append({"trial": trial.trial_id, **trial.hyperparameters.values,
+                     "val_accuracy": get("val_accuracy"), "cost": get("cost_fraction"),
+                     "score": get("score")})
+    return sorted(rows, key=lambda r: r["score"])
+
+
+def print_table(rows):
+    keys = list(dict.fromkeys(k for row in rows for k in row))
+    print(" | ".join(keys))
+    for row in rows:
+        print(" | ".join(f"{row.get(k):.4g}" if isinstance(row.get(k), float)
+                         else str(row.get(k)) for k in keys))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    splits = data.load(args.dataset, validation_split=args.validation_split, seed=args.seed)
+    run_dir = os.path.join(args.out, args.run_name)
+    os.makedirs(run_dir, exist_ok=True)
+    hypermodel = tuning.SparsityHyperModel(args.method, args.model, splits, args.epochs,
+                                           args.accuracy_target, cost=args.cost)
+    tuner = make_tuner(args, hypermodel, run_dir)
+    tuner.search(*splits.train, validation_data=splits.val)
+    rows = trial_rows(tuner)
+    print_table(rows)
+    plots.plot_tradeoff(os.path.join(run_dir, "pareto.png"), [r["cost"] for r in rows],
+                        [100 * (1 - r["val_accuracy"]) for r in rows],
+                        xlabel=f"{args.cost} kept (fraction of dense)",
+                        ylabel="validation error (%)", target=100 * (1 - args.accuracy_target),
+                        title=f"{args.method} on {args.model}: {len(rows)} trials")
+    best = tuner.get_best_models(1)[0]
+    _, test_accuracy = best.evaluate(*splits.test, verbose=0)
+    result = {"best": rows[0], "test_accuracy": float(test_accuracy), "trials": rows,
+              "summary": tfsparse.summary(best, print_fn=None)}
+    if not args.no_export:
+        result["export"] = tfsparse.export(tfsparse.compact(best),
+                                           os.path.join(run_dir, "best"),
+                                           test_data=splits.test)
+    with open(os.path.join(run_dir, "tuning.json"), "w") as f:
+        json.dump(result, f, indent=2, default=lambda v: v.tolist() if hasattr(v, "tolist")
+                  else str(v))
+    print(f"best trial {rows[0]['trial']}: score {rows[0]['score']:.4f}, test accuracy "
+          f"{test_accuracy:.4f} -> {run_dir}")
+    return result
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
