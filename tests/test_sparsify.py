@@ -23,12 +23,16 @@ def _convnet():
     ])
 
 
-def _branches():
+def _branches(merge="add"):
     inputs = keras.Input((10,), name="features")
     left = keras.layers.Dense(8, activation="relu", name="left")(inputs)
     right = keras.layers.Dense(6, activation="relu", name="right")(inputs)
-    merged = keras.layers.Concatenate(name="concat")([left, right])
-    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(merged))
+    if merge == "concat":
+        merged = keras.layers.Concatenate(name="concat")([left, right])
+        return keras.Model(inputs, keras.layers.Dense(3, name="logits")(merged))
+    left = keras.layers.Dense(3, name="left_logits")(left)
+    right = keras.layers.Dense(3, name="right_logits")(right)
+    return keras.Model(inputs, keras.layers.Add(name="sum")([left, right]))
 
 
 def _inbound(model, layer_name):
@@ -49,8 +53,14 @@ def test_unit_gates_follow_hidden_layers_and_features():
 def test_flat_input_gets_an_input_gate_and_branches_each_a_gate():
     sparse = tfsparse.sparsify(_branches(), "npn", dataset_size=100)
     names = sorted(g.name for g in gates_of(sparse))
+    # The logits layers feed a sum: their channels cannot be removed.
     assert names == ["input_0_gate", "left_gate", "right_gate"]
     assert gates_of(sparse)[0].group_size == 8 + 6  # rows in both first layers
+
+
+def test_layers_feeding_a_merge_are_not_gated():
+    sparse = tfsparse.sparsify(_branches("concat"), "npn", dataset_size=100)
+    assert [g.name for g in gates_of(sparse)] == ["input_0_gate"]
 
 
 def test_weights_are_copied_and_deterministic_npn_keeps_the_function():

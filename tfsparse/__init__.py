@@ -7,7 +7,11 @@ Keras model and `export` that to SavedModel and TFLite.
 
 from tfsparse import gates, layers, schedules
 from tfsparse.callbacks import SparsityScheduler, active_units
+from tfsparse.compact import compact
+from tfsparse.export import export, verify_tflite
+from tfsparse.pruning import magnitude_sparsity, prune_by_magnitude
 from tfsparse.sparse_model import SparseModel
 from tfsparse.sparsify import METHODS, sparsify
+from tfsparse.summary import summary
 
 __version__ = "0.1.0"

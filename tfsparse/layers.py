@@ -9,7 +9,7 @@ import keras
 from keras import ops
 
 from tfsparse._checks import number
-from tfsparse.gates.base import Gate
+from tfsparse.gates.base import UNIT, Gate
 
 
 def _gate_from(gate):
@@ -42,18 +42,28 @@ class _KernelGated(keras.layers.Layer):
         self.bias = (self.add_weight(name="bias", shape=(units,),
                                      initializer=self.bias_initializer)
                      if self.use_bias else None)
-        if self.kernel_gate is not None:
+        # A gate restored from a .keras file arrives already built.
+        if self.kernel_gate is not None and not self.kernel_gate.built:
             self.kernel_gate.build(kernel_shape)
 
     def gated_kernel(self, training=False):
         """The kernel multiplied by the gate's mask (sampled if training)."""
         if self.kernel_gate is None:
             return self.kernel
-        return self.kernel_gate(self.kernel, training=training)
+        # The gate computes in float32; the layer may compute in float16.
+        return ops.cast(self.kernel_gate(self.kernel, training=training), self.compute_dtype)
+
+    def gated_bias(self):
+        """The bias at inference and in training. A unit that a unit-structured
+        gate closed (or pruning marked) is removed whole, its bias too, so
+        that it outputs activation(0) and `tfsparse.compact` can drop it."""
+        if self.kernel_gate is None or self.kernel_gate.structure != UNIT:
+            return self.bias
+        return self.bias * ops.cast(self.kernel_gate.mask(), self.bias.dtype)
 
     def _finish(self, outputs):
         if self.use_bias:
-            outputs = outputs + self.bias
+            outputs = outputs + ops.cast(self.gated_bias(), outputs.dtype)
         return self.activation(outputs) if self.activation is not None else outputs
 
     def get_config(self):

@@ -35,6 +35,10 @@ PRODUCERS = (keras.layers.Dense, keras.layers.Conv2D)
 # Layers after a producer that the gate goes behind (channel-wise, 0 ↦ 0 or BN).
 CHAIN = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU,
          keras.layers.LeakyReLU)
+# Layers that mix the channels of several tensors (residual sums, concats).
+MERGES = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply,
+          keras.layers.Average, keras.layers.Maximum, keras.layers.Minimum,
+          keras.layers.Concatenate, keras.layers.Dot)
 # Layers between a classifier and an output that do not mix channels.
 TO_OUTPUT = (keras.layers.Activation, keras.layers.Softmax, keras.layers.Dropout,
              keras.layers.Flatten, keras.layers.Reshape)
@@ -181,6 +185,8 @@ class _Plan:
             op = node.operation
             if isinstance(op, PRODUCERS) and id(op) not in self.classifiers:
                 end = self._chain_end(op)
+                if any(isinstance(u, MERGES) for u in self.users.get(id(end), [])):
+                    continue  # a residual sum: its channels cannot be removed
                 group = _fan_in(op) * (_positions(op) if self.group_by == "flops" else 1)
                 self.gates_after[id(end)] = self._unit_gate(op.name, group, False)
             elif gate_features and isinstance(op, keras.layers.Flatten):
@@ -230,13 +236,14 @@ class _Plan:
         for node in _graph.nodes_in_order(self.graph):
             op = node.operation
             if isinstance(op, BetaBernoulliGate) and not isinstance(op, self.gate_class):
-                config = {k: v for k, v in op.get_config().items()
-                          if k in ("dataset_size", "group_size", "structure")}
-                dbb = self.gate_class(seed=self._next_seed(), name=op.name + "_dbb",
-                                      **config, **self.settings)
+                dbb = self.gate_class.from_bb(op, seed=self._next_seed(),
+                                              name=op.name + "_dbb", **self.settings)
                 self.replacements[id(op)] = dbb
                 self.copies.append((dbb, op, "bb"))
                 found = True
+        if not found:
+            # DBB straight on a network: there is no trained BB to keep frozen.
+            self.settings.setdefault("freeze_bb", False)
         return found
 
     # -------------------------------------------------------------- building
@@ -264,6 +271,10 @@ class _Plan:
             return lambda *args, **kwargs: gate(layer(*args, **kwargs))
 
         outputs = self.graph._run_through_graph(fed, operation_fn=operation_fn)
+        if len(inputs) == 1:  # a single tensor, as Keras expects for one input
+            inputs = inputs[0]
+        if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
+            outputs = outputs[0]
         model = SparseModel(inputs=inputs, outputs=outputs, name=name)
         for new, old, how in self.copies:
             _copy_weights(new, old, how)

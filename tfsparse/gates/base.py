@@ -67,6 +67,9 @@ class Gate(keras.layers.Layer):
 
     def __init__(self, structure=UNIT, dataset_size=1, group_size=1, seed=None,
                  lr_multiplier=1.0, **kwargs):
+        # Gates compute in float32 whatever the global policy (mixed_float16
+        # included): probabilities, logits and penalties need the range.
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
         self.structure = _checks.choice("structure", structure, self.structure_choices)
         self.dataset_size = _checks.number("dataset_size", dataset_size, low=1, integer=True)
@@ -152,18 +155,29 @@ class Gate(keras.layers.Layer):
         self.hard_mask.assign(ops.cast(self.deterministic_mask(), self.hard_mask.dtype))
         self.hardened.assign(1.0)
 
-    def compacted_layer(self, kept):
-        """For input-dependent gates: a layer of plain Keras ops that applies
-        the per-example part of the mask to the `kept` channels (indices) of a
-        compacted model. Static gates return None (their mask is folded into
-        the weights)."""
-        del kept
+    def hardened_mask(self, inputs):
+        """The training mask once hardened: the frozen snapshot. Input-dependent
+        gates override it to keep their (deterministic) per-example factor."""
+        del inputs
+        return self.hard_mask
+
+    def compacted_layer(self, kept, input_scale=None):
+        """For input-dependent gates: a layer of plain Keras ops for a
+        compacted model. It takes the gate's *unscaled* input restricted to
+        the `kept` channels (indices) and multiplies it by the per-example
+        factor only, `inference_mask(x) / mask()` (the static multiplier is
+        folded into the weights by `tfsparse.compact`). `input_scale`, when
+        given, is a per-kept-channel factor the input already carries from an
+        upstream gate and must be divided out before the factor is computed.
+        Static gates return None."""
+        del kept, input_scale
         return None
 
     # ------------------------------------------------------------------- call
     def call(self, inputs, training=False):
         if training:
-            mask = ops.where(self.hardened > 0, self.hard_mask, self.sample_mask(inputs))
+            mask = ops.where(self.hardened > 0, self.hardened_mask(inputs),
+                             self.sample_mask(inputs))
             self.add_loss(self.penalty())
         else:
             mask = self.inference_mask(inputs)

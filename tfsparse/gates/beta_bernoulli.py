@@ -1,0 +1,674 @@
+"""Beta-Bernoulli dropout gates, BB and DBB (Lee et al., 2018).
+
+BB gives each unit k a keep-probability π_k with prior Beta(α, 1) and
+approximate posterior Kumaraswamy(a_k, b_k); a unit's mask is a relaxed
+Bernoulli(π_k) draw. The KL divergence between the two has a closed form,
+which is the penalty. With a tiny α the prior puts almost all its mass near
+π = 0, so units that the data does not need are driven to E[π] ≈ 0 and are
+pruned.
+
+DBB (dependent BB) multiplies the BB mask by an input-dependent factor: a
+per-example keep-probability computed from a batch-normalised summary of the
+gate's input, so different examples switch off different units.
+
+The defaults are those of the authors' TensorFlow code
+(OpenXAIProject/Variational_Dropouts, `src/model/bbdropout.py`,
+`src/model/dbbdropout.py`, `src/model/layers.py`).
+"""
+
+import math
+
+import keras
+import tensorflow as tf
+import tensorflow_probability as tfp
+from keras import ops
+
+from tfsparse import _checks
+from tfsparse.gates.base import UNIT, Gate
+
+tfd = tfp.distributions
+
+EULER_GAMMA = 0.5772156649015329
+# Prior Beta(α, 1): the authors' α.
+ALPHA = 1e-4
+# a = softplus(a_raw): −1 for the LeNets (E[π] ≈ 0.24 at the start), the
+# authors use 2 for VGG (E[π] ≈ 0.68).
+A_RAW_INIT = -1.0
+# b = softplus(0.5413) = 1.0000.
+B_RAW_INIT = 0.5413
+TEMPERATURE = 0.1
+THRESHOLD = 1e-3
+# The raw parameters are clipped before softplus, as in the authors' code:
+# a_raw ≥ −10 and b_raw in [−10, 50], so that a, b ≥ softplus(−10) ≈ 4.5e-5
+# and b ≤ 50 (the digamma, logs and samples stay finite). a has no upper
+# bound: nothing overflows as a grows. σ_raw of DBB is clipped like b_raw.
+RAW_MIN = -10.0
+RAW_MAX = 50.0
+# Uniform draws are kept in [ε, 1−ε] (1 − 1e-7 is still below 1 in float32)
+# so that the inverse CDF and its gradient stay finite.
+UNIFORM_EPS = 1e-7
+# Probabilities passed to the relaxed Bernoulli are kept in [ε, 1−ε]: its
+# logits then stay within ±13.8.
+PROB_EPS = 1e-6
+# DBB: prior N(0, 5) on the shift β. The authors' code writes it as
+# ρ = sqrt(5), a standard deviation, so 5 is the *variance*.
+PRIOR_VARIANCE = 5.0
+BN_MOMENTUM = 0.99
+BN_EPSILON = 1e-3
+
+
+
+# ---------------------------------------------------------------- helpers
+def kl_kumaraswamy_beta(a, b, alpha):
+    """KL[Kumaraswamy(a, b) ‖ Beta(α, 1)], elementwise, in closed form.
+
+    The paper's expression is
+    (1 − α/a)(−γ_E − ψ(b) − 1/b) + log(a·b/α) − (b−1)/b. Since
+    ψ(b) + 1/b = ψ(b + 1), the first factor is −(γ_E + ψ(b + 1)) = −H_b (the
+    harmonic number), which avoids the cancellation of two terms ≈ 1/b when
+    b is small; the log is split for the same reason.
+
+    Args:
+        a, b: concentrations of the Kumaraswamy (positive tensors).
+        alpha: concentration α of the Beta(α, 1) prior (positive).
+
+    Returns:
+        The KL divergence, same shape as `a`/`b`, in nats.
+    """
+    a = tf.convert_to_tensor(a)
+    b = tf.convert_to_tensor(b, dtype=a.dtype)
+    alpha = tf.cast(alpha, a.dtype)
+    harmonic = tf.math.digamma(b + 1.0) + EULER_GAMMA
+    return ((alpha / a - 1.0) * harmonic + tf.math.log(a) + tf.math.log(b)
+            - tf.math.log(alpha) - 1.0 + 1.0 / b)
+
+
+def kl_normal(loc, scale, prior_variance):
+    """KL[N(loc, scale²) ‖ N(0, prior_variance)], elementwise.
+
+    Exact (it includes the constant −½ that the authors' code leaves out;
+    the constant changes no gradient), so it is ≥ 0.
+    """
+    loc = ops.convert_to_tensor(loc)
+    scale = ops.convert_to_tensor(scale, dtype=loc.dtype)
+    variance = float(prior_variance)
+    return (0.5 * math.log(variance) - ops.log(scale)
+            + (ops.square(scale) + ops.square(loc)) / (2.0 * variance) - 0.5)
+
+
+def kumaraswamy_sample(a, b, u):
+    """Draws π ~ Kumaraswamy(a, b) by the inverse CDF of a uniform `u`.
+
+    π = (1 − (1 − u)^(1/b))^(1/a), computed as
+    exp(log(−expm1(log1p(−u)/b)) / a). TFP's own inverse CDF computes
+    log1p(−exp(t)), which is −inf (and its gradient NaN) once exp(t) rounds
+    to 1, i.e. for u below ~6e-8·b in float32; this form is finite for every
+    u in (0, 1).
+    """
+    log_pi = ops.log(-ops.expm1(ops.log1p(-u) / b)) / a
+    return ops.exp(log_pi)
+
+
+def relaxed_bernoulli_sample(probs, temperature, u):
+    """A reparameterized draw of tfd.RelaxedBernoulli(temperature, probs).
+
+    `probs` is clipped to [ε, 1−ε] so that the distribution's logits are
+    finite. The draw is sigmoid((logits + log u − log(1−u)) / temperature)
+    with `u` a (clamped) uniform of the shape of `probs`: the distribution's
+    own reparameterization, written with a plain sigmoid because TFP's
+    `sample()` goes through its Sigmoid bijector, whose gradient is NaN once
+    the argument exceeds ~88 in float32 (at temperature 0.1, whenever
+    logits + noise > 8.8).
+    """
+    probs = ops.clip(probs, PROB_EPS, 1.0 - PROB_EPS)
+    distribution = tfd.RelaxedBernoulli(temperature, probs=probs)
+    noise = ops.log(u) - ops.log1p(-u)
+    return ops.sigmoid((distribution.logits_parameter() + noise) / temperature)
+
+
+def _uniform(shape, seed_generator):
+    return keras.random.uniform(shape, minval=UNIFORM_EPS, maxval=1.0 - UNIFORM_EPS,
+                                seed=seed_generator)
+
+
+def _f32(x):
+    return ops.cast(x, "float32")
+
+
+def _to_mask_shape(per_example, rank):
+    """[B, C] → [B, 1, …, 1, C] for an input of the given rank."""
+    for _ in range(rank - 2):
+        per_example = ops.expand_dims(per_example, 1)
+    return per_example
+
+
+def _spatial_mean(inputs):
+    """Mean over every axis but the batch and the channel axis, in float32."""
+    x = _f32(inputs)
+    rank = len(inputs.shape)
+    if rank > 2:
+        x = ops.mean(x, axis=tuple(range(1, rank - 1)))
+    return x
+
+
+def _check_bool(name, value):
+    if not isinstance(value, bool):
+        raise TypeError(f"`{name}` must be True or False, got {value!r}.")
+    return value
+
+
+# ------------------------------------------------------------------- BB
+@keras.saving.register_keras_serializable(package="tfsparse")
+class BetaBernoulliGate(Gate):
+    """Beta-Bernoulli dropout on the channels (last axis) of its input.
+
+    Each channel k has a keep-probability π_k with prior Beta(α, 1) and
+    variational posterior q(π_k) = Kumaraswamy(a_k, b_k), a = softplus(a_raw),
+    b = softplus(b_raw) (trainable). A training call draws one π ~ q per step
+    (shape `[C]`) and one relaxed mask z ~ RelaxedBernoulli(temperature, π)
+    per example (shape `[B, 1, …, 1, C]`), and adds the penalty
+    kl_weight · Σ_k KL[q(π_k) ‖ Beta(α, 1)] / N. Inference multiplies
+    channel k by E[π_k] (the Kumaraswamy mean) when E[π_k] > threshold and by
+    0 otherwise; no random op runs.
+
+    The distributions are TFP's `tfd.Kumaraswamy` (`posterior()`),
+    `tfd.Beta` (`prior()`) and `tfd.RelaxedBernoulli` (which gives the
+    mask's logits). Both draws are reparameterized from clamped uniforms in
+    forms whose values and gradients stay finite for every a, b in range
+    (`kumaraswamy_sample`, `relaxed_bernoulli_sample` say why TFP's own
+    `sample()` is not used).
+
+    The penalty is a KL divergence, so it is not weighted by `group_size`
+    (which only informs the summary).
+
+    Args:
+        alpha: α of the Beta(α, 1) prior (> 0); small values prune more.
+        a_raw_init: initial a_raw, a = softplus(a_raw); −1 (the authors'
+            LeNet value, E[π] ≈ 0.24 at the start) or 2 (their VGG value,
+            E[π] ≈ 0.68). At least −10.
+        b_raw_init: initial b_raw; 0.5413 gives b = 1. In [−10, 50].
+        temperature: temperature of the relaxed Bernoulli (scheduled value
+            `temperature`).
+        threshold: inference keeps a channel when E[π] > threshold, in
+            [0, 1).
+        kl_weight: initial factor on the KL (scheduled value `kl_weight`, for
+            a KL warm-up), ≥ 0.
+        structure: `"unit"` only (one π per channel).
+        dataset_size, group_size, seed, lr_multiplier: see `Gate`.
+        **kwargs: base `Layer` arguments.
+
+    Call arguments:
+        inputs: tensor whose last axis holds the channels.
+        training: Python boolean; `True` samples a mask and adds the KL.
+
+    Example:
+
+    >>> x = keras.Input((784,))
+    >>> h = BetaBernoulliGate(dataset_size=60000, name="input_gate")(x)
+    >>> h = keras.layers.Dense(500, activation="relu")(h)
+    >>> h = BetaBernoulliGate(dataset_size=60000)(h)
+
+    References:
+        - [Lee et al., 2018. Adaptive Network Sparsification with Dependent
+          Variational Beta-Bernoulli Dropout](https://arxiv.org/abs/1805.10896)
+        - [Nalisnick & Smyth, 2017. Stick-Breaking Variational
+          Autoencoders](https://arxiv.org/abs/1605.06197) (the
+          Kumaraswamy–Beta KL)
+    """
+
+    structure_choices = (UNIT,)
+
+    def __init__(self, alpha=ALPHA, a_raw_init=A_RAW_INIT, b_raw_init=B_RAW_INIT,
+                 temperature=TEMPERATURE, threshold=THRESHOLD, kl_weight=1.0,
+                 structure=UNIT, dataset_size=1, group_size=1, seed=None, **kwargs):
+        super().__init__(structure=structure, dataset_size=dataset_size,
+                         group_size=group_size, seed=seed, **kwargs)
+        self.alpha = float(_checks.number("alpha", alpha, low=0, low_open=True))
+        self.a_raw_init = float(_checks.number("a_raw_init", a_raw_init, low=RAW_MIN))
+        self.b_raw_init = float(_checks.number("b_raw_init", b_raw_init, low=RAW_MIN,
+                                               high=RAW_MAX))
+        self.initial_temperature = float(_checks.number("temperature", temperature, low=0,
+                                                        low_open=True))
+        self.threshold = float(_checks.number("threshold", threshold, low=0, high=1,
+                                              high_open=True))
+        self.initial_kl_weight = float(_checks.number("kl_weight", kl_weight, low=0))
+
+    # ------------------------------------------------------------- build
+    def build_gate(self, mask_shape):
+        self._build_bb(mask_shape, trainable=True)
+        self.temperature = self.add_scheduled("temperature", self.initial_temperature)
+        self.kl_weight = self.add_scheduled("kl_weight", self.initial_kl_weight)
+
+    def _build_bb(self, mask_shape, trainable):
+        # autocast=False: under mixed precision the probabilities and the KL
+        # are still computed from float32 parameters.
+        self.a_raw = self.add_weight(
+            name="a_raw", shape=mask_shape, dtype="float32", trainable=trainable,
+            initializer=keras.initializers.Constant(self.a_raw_init), autocast=False)
+        self.b_raw = self.add_weight(
+            name="b_raw", shape=mask_shape, dtype="float32", trainable=trainable,
+            initializer=keras.initializers.Constant(self.b_raw_init), autocast=False)
+
+    # -------------------------------------------------------- posterior
+    def concentrations(self):
+        """(a, b) of the Kumaraswamy posterior, float32 tensors of shape [C]."""
+        a = ops.softplus(ops.maximum(self.a_raw, RAW_MIN))
+        b = ops.softplus(ops.clip(self.b_raw, RAW_MIN, RAW_MAX))
+        return a, b
+
+    def posterior(self):
+        """q(π) = `tfd.Kumaraswamy(a, b)`, batch shape [C]."""
+        a, b = self.concentrations()
+        return tfd.Kumaraswamy(concentration1=a, concentration0=b)
+
+    def prior(self):
+        """p(π) = `tfd.Beta(α, 1)`."""
+        return tfd.Beta(tf.constant(self.alpha, "float32"), tf.constant(1.0, "float32"))
+
+    def expected_pi(self):
+        """E_q[π] per channel (the Kumaraswamy mean b·B(1 + 1/a, b))."""
+        return self.posterior().mean()
+
+    def sample_pi(self):
+        """One draw π ~ q, shape [C]."""
+        a, b = self.concentrations()
+        return kumaraswamy_sample(a, b, _uniform(self.mask_shape, self.seed_generator))
+
+    # ---------------------------------------------------- gate contract
+    def sample_mask(self, inputs):
+        # One π per step, one relaxed z per example and channel.
+        pi = self.sample_pi()
+        u = _uniform(self.noise_shape(inputs), self.seed_generator)
+        return relaxed_bernoulli_sample(pi, _f32(self.temperature), u)
+
+    def deterministic_mask(self):
+        mean = self.expected_pi()
+        return ops.where(mean > self.threshold, mean, ops.zeros_like(mean))
+
+    def bb_kl(self):
+        """Σ_k KL[Kumaraswamy(a_k, b_k) ‖ Beta(α, 1)] (no weight, no 1/N)."""
+        a, b = self.concentrations()
+        return ops.sum(kl_kumaraswamy_beta(a, b, self.alpha))
+
+    def regularization(self):
+        return _f32(self.kl_weight) * self.bb_kl()
+
+    def penalty(self):
+        # Same as `Gate.penalty`, but `hardened` is cast first: under a mixed
+        # precision policy it is autocast to float16 while the KL is float32.
+        hardened = _f32(self.hardened)
+        return (1.0 - hardened) * self.regularization() / float(self.dataset_size)
+
+    def expected_active(self, inputs=None):
+        """Mean number of channels kept per example at inference (for BB the
+        same for every example, so `inputs` is ignored)."""
+        del inputs
+        return ops.sum(ops.cast(self.active(), "float32"))
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(alpha=self.alpha, a_raw_init=self.a_raw_init,
+                      b_raw_init=self.b_raw_init, temperature=self.initial_temperature,
+                      threshold=self.threshold, kl_weight=self.initial_kl_weight)
+        return config
+
+
+# ------------------------------------------------------------------ DBB
+@keras.saving.register_keras_serializable(package="tfsparse")
+class DependentBetaBernoulliGate(BetaBernoulliGate):
+    """Dependent Beta-Bernoulli dropout: a BB gate times a per-example mask.
+
+    On top of the BB gate (see `BetaBernoulliGate`), each example gets a
+    keep-probability per channel computed from its own activations:
+    h = γ·(m − μ)/sqrt(σ_B² + ε) + β, where m is the gate's input averaged over
+    the spatial axes (the input itself for a rank-2 input), with its gradient
+    stopped, and μ, σ_B² the batch statistics in training and moving
+    averages at inference (as in `keras.layers.BatchNormalization`; the
+    moving averages are updated in training calls with `momentum`).
+
+    Training: one draw ε ~ N(0, 1) per channel and step is added as
+    softplus(σ_raw)·ε to h (a sample of the shift from its posterior
+    N(β, σ²)), h is clipped to [1e-6, 1 − 1e-6] and z_D ~
+    RelaxedBernoulli(temperature, h) is drawn per example; the mask is
+    z_BB·z_D. The penalty is
+    kl_weight · (Σ KL[q(π) ‖ Beta(α, 1)] + Σ KL[N(β, σ²) ‖ N(0, 5)]) / N;
+    the prior N(0, 5) has *variance* 5 (the authors' code writes its standard
+    deviation as sqrt(5)). With `freeze_bb=True` the first term is a
+    constant (a and b receive no gradient).
+
+    Inference (the authors' rule): with s_k = E[π_k] where kept by BB (else
+    0) and d = clip(h, 0, 1) computed with the moving statistics, the mask is
+    s_k·d where s_k·d > threshold, else 0, per example.
+
+    `mask()`/`deterministic_mask()` and `active()` describe the static BB
+    part; `inference_mask(inputs)` is the per-example mask;
+    `compacted_layer(kept)` returns the `DynamicBetaBernoulliMask` that a
+    compacted model keeps.
+
+    The paper trains DBB starting from a trained BB model with a, b frozen:
+    `DependentBetaBernoulliGate.from_bb(bb_gate)` or
+    `tfsparse.sparsify(bb_model, "dbb", ...)`.
+
+    Args:
+        alpha, a_raw_init, b_raw_init, temperature, threshold, kl_weight: see
+            `BetaBernoulliGate` (the temperature is used by both relaxed
+            Bernoullis).
+        freeze_bb: if True, a_raw and b_raw are not trainable and their
+            gradient is stopped (DBB continues from a trained BB). Set it to
+            False to learn BB and DBB together from scratch.
+        gamma_init: initial scale γ of the normalisation.
+        beta_init: initial shift β. The authors' code defaults to 10, which
+            clips h to 1 for almost every example (the gate starts as the BB
+            gate, and β must first travel down); with 1, the examples whose
+            activation is below the batch mean get h < 1 from the first
+            step. At inference right after creation (moving mean 0, variance
+            1) a non-negative input gives h ≥ β, so with β ≥ 1 the DBB gate
+            computes exactly its BB gate's function.
+        sigma_raw_init: initial σ_raw, σ = softplus(σ_raw); 0 gives
+            σ = log 2 ≈ 0.69, the centre of the authors' random
+            initialisation. In [−10, 50].
+        prior_variance: variance of the N(0, ·) prior on β (5).
+        momentum: momentum of the moving mean and variance, in [0, 1).
+        epsilon: added to the variance in the normalisation (> 0).
+        structure, dataset_size, group_size, seed, lr_multiplier: see `Gate`.
+        **kwargs: base `Layer` arguments.
+
+    Call arguments:
+        inputs: tensor whose last axis holds the channels.
+        training: Python boolean; `True` samples both masks, updates the
+            moving statistics and adds the KL.
+
+    Example:
+
+    >>> bb = model.get_layer("dense_1_gate")          # a trained BB gate
+    >>> dbb = DependentBetaBernoulliGate.from_bb(bb)  # built, a, b copied
+
+    References:
+        - [Lee et al., 2018. Adaptive Network Sparsification with Dependent
+          Variational Beta-Bernoulli Dropout](https://arxiv.org/abs/1805.10896)
+    """
+
+    input_dependent = True
+    # Constructor arguments that BB does not have (from_bb drops them when it
+    # copies the settings of another DBB gate).
+    _dbb_arguments = ("freeze_bb", "gamma_init", "beta_init", "sigma_raw_init",
+                      "prior_variance", "momentum", "epsilon")
+
+    def __init__(self, alpha=ALPHA, a_raw_init=A_RAW_INIT, b_raw_init=B_RAW_INIT,
+                 temperature=TEMPERATURE, threshold=THRESHOLD, kl_weight=1.0,
+                 freeze_bb=True, gamma_init=1.0, beta_init=1.0, sigma_raw_init=0.0,
+                 prior_variance=PRIOR_VARIANCE, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
+                 structure=UNIT, dataset_size=1, group_size=1, seed=None, **kwargs):
+        super().__init__(alpha=alpha, a_raw_init=a_raw_init, b_raw_init=b_raw_init,
+                         temperature=temperature, threshold=threshold, kl_weight=kl_weight,
+                         structure=structure, dataset_size=dataset_size,
+                         group_size=group_size, seed=seed, **kwargs)
+        self.freeze_bb = _check_bool("freeze_bb", freeze_bb)
+        self.gamma_init = float(_checks.number("gamma_init", gamma_init))
+        self.beta_init = float(_checks.number("beta_init", beta_init))
+        self.sigma_raw_init = float(_checks.number("sigma_raw_init", sigma_raw_init,
+                                                   low=RAW_MIN, high=RAW_MAX))
+        self.prior_variance = float(_checks.number("prior_variance", prior_variance, low=0,
+                                                   low_open=True))
+        self.momentum = float(_checks.number("momentum", momentum, low=0, high=1,
+                                             high_open=True))
+        self.epsilon = float(_checks.number("epsilon", epsilon, low=0, low_open=True))
+
+    @classmethod
+    def from_bb(cls, bb_gate, **settings):
+        """A DBB gate that continues from `bb_gate`.
+
+        It takes `bb_gate`'s settings (α, inits, temperature, threshold,
+        kl_weight, dataset_size, group_size, lr_multiplier, dtype), overridden
+        by `settings`. If `bb_gate` is built, the new gate is built for the
+        same channels and its a_raw, b_raw are copied (`load_bb_weights`);
+        otherwise call `load_bb_weights` once both are built.
+        """
+        if not isinstance(bb_gate, BetaBernoulliGate):
+            raise TypeError("`bb_gate` must be a BetaBernoulliGate, got "
+                            f"{type(bb_gate).__name__}.")
+        config = bb_gate.get_config()
+        for key in ("name", "seed", "trainable"):
+            config.pop(key, None)
+        if isinstance(bb_gate, DependentBetaBernoulliGate):
+            for key in DependentBetaBernoulliGate._dbb_arguments:
+                config.pop(key, None)
+        config.update(settings)
+        dbb = cls(**config)
+        if bb_gate.built:
+            dbb.build((None,) + tuple(bb_gate.mask_shape))
+            dbb.load_bb_weights(bb_gate)
+        return dbb
+
+    def load_bb_weights(self, bb_gate):
+        """Copies a_raw and b_raw from a built BB gate with the same channels
+        (call eagerly, after this gate is built)."""
+        if not isinstance(bb_gate, BetaBernoulliGate):
+            raise TypeError("`bb_gate` must be a BetaBernoulliGate, got "
+                            f"{type(bb_gate).__name__}.")
+        if not (self.built and bb_gate.built):
+            raise ValueError("load_bb_weights needs both gates built (call the model "
+                             "or `build` first).")
+        if tuple(self.mask_shape) != tuple(bb_gate.mask_shape):
+            raise ValueError(f"BB gate {bb_gate.name!r} has mask shape "
+                             f"{tuple(bb_gate.mask_shape)}, this gate "
+                             f"{tuple(self.mask_shape)}.")
+        self.a_raw.assign(bb_gate.a_raw)
+        self.b_raw.assign(bb_gate.b_raw)
+
+    # ------------------------------------------------------------- build
+    def build_gate(self, mask_shape):
+        self._build_bb(mask_shape, trainable=not self.freeze_bb)
+        self.temperature = self.add_scheduled("temperature", self.initial_temperature)
+        self.kl_weight = self.add_scheduled("kl_weight", self.initial_kl_weight)
+
+        def weight(name, value, trainable=True):
+            return self.add_weight(name=name, shape=mask_shape, dtype="float32",
+                                   initializer=keras.initializers.Constant(value),
+                                   trainable=trainable, autocast=False)
+
+        self.gamma = weight("gamma", self.gamma_init)
+        self.beta = weight("beta", self.beta_init)
+        self.sigma_raw = weight("sigma_raw", self.sigma_raw_init)
+        self.moving_mean = weight("moving_mean", 0.0, trainable=False)
+        self.moving_variance = weight("moving_variance", 1.0, trainable=False)
+
+    def concentrations(self):
+        a, b = super().concentrations()
+        if self.freeze_bb:
+            a, b = ops.stop_gradient(a), ops.stop_gradient(b)
+        return a, b
+
+    def sigma(self):
+        """σ = softplus(σ_raw), the posterior std of the shift β."""
+        return ops.softplus(ops.clip(self.sigma_raw, RAW_MIN, RAW_MAX))
+
+    # ---------------------------------------------------- dynamic part
+    def _normalize(self, pooled, mean, variance):
+        return self.gamma * (pooled - mean) * ops.rsqrt(variance + self.epsilon) + self.beta
+
+    def dynamic_mask(self, inputs):
+        """The per-example factor d = clip(h, 0, 1) at inference, [B, C]."""
+        pooled = ops.stop_gradient(_spatial_mean(inputs))
+        h = self._normalize(pooled, self.moving_mean, self.moving_variance)
+        return ops.clip(h, 0.0, 1.0)
+
+    def sample_mask(self, inputs):
+        z_bb = super().sample_mask(inputs)
+        # The dynamic factor sees the activations but does not train them.
+        pooled = ops.stop_gradient(_spatial_mean(inputs))
+        mean, variance = ops.moments(pooled, axes=[0])
+        self.moving_mean.assign(self.momentum * self.moving_mean
+                                + (1.0 - self.momentum) * mean)
+        self.moving_variance.assign(self.momentum * self.moving_variance
+                                    + (1.0 - self.momentum) * variance)
+        h = self._normalize(pooled, mean, variance)
+        # One draw per channel and step: a sample of the shift from N(β, σ²).
+        noise = keras.random.normal(self.mask_shape, seed=self.seed_generator)
+        h = h + self.sigma() * noise
+        u = _uniform(ops.shape(h), self.seed_generator)
+        z_d = relaxed_bernoulli_sample(h, _f32(self.temperature), u)
+        return z_bb * _to_mask_shape(z_d, len(inputs.shape))
+
+    def hardened_mask(self, inputs):
+        return self.hard_mask * _to_mask_shape(self.dynamic_mask(inputs), len(inputs.shape))
+
+    def inference_mask(self, inputs):
+        static = _f32(self.mask())
+        z = static * self.dynamic_mask(inputs)
+        z = ops.where(z > self.threshold, z, ops.zeros_like(z))
+        return _to_mask_shape(z, len(inputs.shape))
+
+    def dbb_kl(self):
+        """Σ_k KL[N(β_k, σ_k²) ‖ N(0, prior_variance)] (no weight, no 1/N)."""
+        return ops.sum(kl_normal(self.beta, self.sigma(), self.prior_variance))
+
+    def regularization(self):
+        return _f32(self.kl_weight) * (self.bb_kl() + self.dbb_kl())
+
+    def expected_active(self, inputs):
+        """Mean number of channels whose inference mask is > 0, per example
+        of the batch `inputs` (for reporting)."""
+        z = self.inference_mask(inputs)
+        rank = len(inputs.shape)
+        if rank > 2:
+            z = ops.reshape(z, (-1, z.shape[-1]))
+        return ops.mean(ops.sum(ops.cast(z > 0, "float32"), axis=-1))
+
+    def compacted_layer(self, kept, input_scale=None, apply_static=False):
+        """The per-example mask of a compacted model, for channels `kept`.
+
+        By default the layer does what `tfsparse.compact` needs: it takes the
+        gate's unscaled input on the `kept` channels and multiplies it by the
+        per-example part only, `inference_mask / mask()` (the static E[π]
+        goes into the consumers' kernel rows).
+
+        Args:
+            kept: indices of the channels the compacted model keeps (the
+                static survivors, `np.flatnonzero(gate.active())`).
+            input_scale: optional positive factor per kept channel that the
+                incoming tensor already carries (a multiplier folded into an
+                earlier layer, e.g. this gate's own E[π] folded into the
+                producer through a ReLU, or an upstream gate's). It is divided
+                out before the normalisation and stays on the output.
+            apply_static: also multiply by the static E[π] (then the output
+                is the gated model's output on those channels).
+
+        Returns:
+            A built `DynamicBetaBernoulliMask` holding this gate's frozen
+            statistics, γ, β and E[π] for `kept`.
+        """
+        kept = [int(k) for k in kept]
+        channels = int(self.mask_shape[-1])
+        if any(k < 0 or k >= channels for k in kept):
+            raise ValueError(f"`kept` must hold channel indices in [0, {channels}); "
+                             f"got {kept}.")
+        layer = DynamicBetaBernoulliMask(
+            units=len(kept), epsilon=self.epsilon, threshold=self.threshold,
+            apply_static=apply_static, name=f"{self.name}_dynamic")
+        layer.build((None, len(kept)))
+        values = {"gamma": self.gamma, "beta": self.beta, "moving_mean": self.moving_mean,
+                  "moving_variance": self.moving_variance, "static": _f32(self.mask())}
+        for name, source in values.items():
+            source = ops.convert_to_tensor(source)
+            getattr(layer, name).assign(ops.take(source, kept, axis=0))
+        if input_scale is not None:
+            scale = ops.convert_to_numpy(ops.convert_to_tensor(input_scale, "float32"))
+            if scale.shape != (len(kept),) or not (scale > 0).all():
+                raise ValueError(f"`input_scale` must hold {len(kept)} positive factors "
+                                 f"(one per kept channel); got {input_scale!r}.")
+            layer.input_scale.assign(scale)
+        return layer
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(freeze_bb=self.freeze_bb, gamma_init=self.gamma_init,
+                      beta_init=self.beta_init, sigma_raw_init=self.sigma_raw_init,
+                      prior_variance=self.prior_variance, momentum=self.momentum,
+                      epsilon=self.epsilon)
+        return config
+
+
+# ------------------------------------------------------ compacted layer
+@keras.saving.register_keras_serializable(package="tfsparse")
+class DynamicBetaBernoulliMask(keras.layers.Layer):
+    """The inference-time per-example mask of a DBB gate, in plain Keras ops.
+
+    What `tfsparse.compact` keeps of a `DependentBetaBernoulliGate`: the
+    static part (which channels survive, and their factor s = E[π]) is
+    folded into the neighbouring weights, the per-example part stays as this
+    layer (`DependentBetaBernoulliGate.compacted_layer` makes one). For each
+    example it computes m = mean of the input over the spatial axes, divided
+    by `input_scale` (the factor the input carries, 1 by default),
+    d = clip(γ·(m − μ)/sqrt(v + ε) + β, 0, 1) with the frozen moving mean μ
+    and variance v, zeroes d where s·d ≤ threshold (the gate's rule) and
+    returns input·d, or input·s·d with `apply_static=True`.
+
+    All values are non-trainable weights, so the layer saves, loads and
+    converts to TFLite like any Keras layer.
+
+    Args:
+        units: number of channels (last axis of the input).
+        epsilon: added to the moving variance.
+        threshold: the gate's threshold on s·d.
+        apply_static: multiply by s as well (default False: s is folded into
+            the consumers' kernel rows).
+        **kwargs: base `Layer` arguments.
+
+    Call arguments:
+        inputs: tensor `[B, …, units]`.
+
+    Example:
+
+    >>> layer = dbb_gate.compacted_layer(kept=[0, 3, 4])
+    >>> y = layer(x_kept)   # x_kept = the gate's input[..., [0, 3, 4]]
+
+    References:
+        - [Lee et al., 2018. Adaptive Network Sparsification with Dependent
+          Variational Beta-Bernoulli Dropout](https://arxiv.org/abs/1805.10896)
+    """
+
+    def __init__(self, units, epsilon=BN_EPSILON, threshold=THRESHOLD, apply_static=False,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.units = _checks.number("units", units, low=0, integer=True)
+        self.epsilon = float(_checks.number("epsilon", epsilon, low=0, low_open=True))
+        self.threshold = float(_checks.number("threshold", threshold, low=0, high=1,
+                                              high_open=True))
+        self.apply_static = _check_bool("apply_static", apply_static)
+
+    def build(self, input_shape):
+        if input_shape[-1] is not None and int(input_shape[-1]) != self.units:
+            raise ValueError(f"{self.name!r} expects {self.units} channels, got input "
+                             f"shape {input_shape}.")
+
+        def weight(name, value):
+            return self.add_weight(name=name, shape=(self.units,), dtype="float32",
+                                   initializer=keras.initializers.Constant(value),
+                                   trainable=False, autocast=False)
+
+        self.gamma = weight("gamma", 1.0)
+        self.beta = weight("beta", 0.0)
+        self.moving_mean = weight("moving_mean", 0.0)
+        self.moving_variance = weight("moving_variance", 1.0)
+        self.static = weight("static", 1.0)
+        self.input_scale = weight("input_scale", 1.0)
+
+    def call(self, inputs):
+        pooled = _spatial_mean(inputs) / self.input_scale
+        h = (self.gamma * (pooled - self.moving_mean)
+             * ops.rsqrt(self.moving_variance + self.epsilon) + self.beta)
+        d = ops.clip(h, 0.0, 1.0)
+        z = self.static * d
+        d = ops.where(z > self.threshold, z if self.apply_static else d, ops.zeros_like(d))
+        d = _to_mask_shape(d, len(inputs.shape))
+        return inputs * ops.cast(d, inputs.dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(units=self.units, epsilon=self.epsilon, threshold=self.threshold,
+                      apply_static=self.apply_static)
+        return config
