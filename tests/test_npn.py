@@ -130,13 +130,15 @@ def test_expand_mode_initialisation_and_wake():
     gate = NPNGate(k=1.0, k_plastic=1.0, mode="expand", init_size=3, seed=0)
     gate.build((None, 10))
     assert int(np.sum(gate.active().numpy())) == 3
-    assert gate.wake_next()
+    assert gate.wake_next() == 1
     assert int(np.sum(gate.active().numpy())) == 4
+    assert gate.wake_next(count=2) == 2
+    assert int(np.sum(gate.active().numpy())) == 6
     # A woken gate that closed again blocks further growth.
     phi = gate.phi.numpy()
     phi[0] = -5.0
     gate.phi.assign(phi)
-    assert not gate.wake_next()
+    assert gate.wake_next() == 0
 
 
 @pytest.mark.parametrize("bad, message", [

@@ -39,6 +39,7 @@ class SparsityScheduler(keras.callbacks.Callback):
             far, every NPN gate in expand mode wakes its next gate.
         monitor: the log entry watched for expansion (default `"val_loss"`).
         expand_fill: φ·k_plastic given to a woken gate (0 → π = 0.5).
+        expand_size: gates each layer wakes at a time (the paper: 1).
 
     Example:
 
@@ -49,7 +50,7 @@ class SparsityScheduler(keras.callbacks.Callback):
     """
 
     def __init__(self, schedules=None, harden_at=None, expand_between=None,
-                 monitor="val_loss", expand_fill=0.0):
+                 monitor="val_loss", expand_fill=0.0, expand_size=1):
         super().__init__()
         if schedules is not None and not isinstance(schedules, dict):
             raise TypeError("`schedules` must be a dict mapping a scheduled-value name to "
@@ -66,12 +67,14 @@ class SparsityScheduler(keras.callbacks.Callback):
         self.expand_between = expand_between
         self.monitor = monitor
         self.expand_fill = float(_checks.number("expand_fill", expand_fill))
+        self.expand_size = _checks.number("expand_size", expand_size, low=1, integer=True)
 
     def get_config(self):
         return {"schedules": {name: keras.saving.serialize_keras_object(s)
                               for name, s in self.schedules.items()},
                 "harden_at": self.harden_at, "expand_between": self.expand_between,
-                "monitor": self.monitor, "expand_fill": self.expand_fill}
+                "monitor": self.monitor, "expand_fill": self.expand_fill,
+                "expand_size": self.expand_size}
 
     # ------------------------------------------------------------- lifecycle
     def on_train_begin(self, logs=None):
@@ -155,7 +158,7 @@ class SparsityScheduler(keras.callbacks.Callback):
             if isinstance(gate, NPNGate) and gate.mode == EXPAND:
                 best = float(gate.expansion_best.numpy())
                 if not math.isnan(value) and value < best:
-                    gate.wake_next(self.expand_fill)
+                    gate.wake_next(self.expand_fill, self.expand_size)
                     gate.expansion_best.assign(value)
 
 

@@ -49,7 +49,8 @@ def recipe(method, epochs, steps_per_epoch=None, ramp=False, **settings):
             "ramping targeted dropout").
         **settings: override the method's defaults (`DEFAULTS[method]`);
             for NPN also `k_plastic` (default 7 prune / 1 expand),
-            `stage1`/`stage2` (epochs).
+            `stage1`/`stage2` (epochs), `expand_size` (gates woken per layer
+            and improved epoch; the paper's 1 by default).
 
     Returns:
         A `Recipe(method, settings, scheduler)`.
@@ -73,7 +74,9 @@ def _npn(epochs, settings):
     k_plastic = settings.setdefault("k_plastic", 1.0 if expand else 7.0)
     stage1 = settings.pop("stage1", round(NPN_STAGE1 * epochs))
     stage2 = settings.pop("stage2", round(NPN_STAGE2 * epochs))
+    expand_size = settings.pop("expand_size", 1)
     scheduler = SparsityScheduler(
         schedules={"k": schedules.npn_stages(k_plastic, stage1, stage2)},
-        harden_at=stage2, expand_between=(stage1, stage2) if expand else None)
+        harden_at=stage2, expand_between=(stage1, stage2) if expand else None,
+        expand_size=expand_size)
     return Recipe("npn", settings, scheduler)

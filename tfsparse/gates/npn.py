@@ -140,20 +140,21 @@ class NPNGate(Gate):
     def regularization(self):
         return self.lam * self.group_size * ops.sum(self.probability())
 
-    def wake_next(self, fill=0.0):
-        """Expand mode: wakes the next hibernating gate (φ = fill/k_plastic),
-        if every gate woken so far is still open. Returns True if one woke.
-        Call eagerly (the scheduler does, at the end of an epoch)."""
+    def wake_next(self, fill=0.0, count=1):
+        """Expand mode: wakes the next `count` hibernating gates (φ =
+        fill/k_plastic) if every gate woken so far is still open. Returns the
+        number woken. Call eagerly (the scheduler does, after validation)."""
         awake = int(self.awake.numpy())
         size = int(np.prod(self.mask_shape))
         n_active = int(ops.sum(ops.cast(self.active(), "int32")))
         if awake >= size or n_active < awake or bool(self.hardened.numpy()):
-            return False
+            return 0
+        woken = min(count, size - awake)
         phi = np.array(self.phi.numpy()).reshape(-1)
-        phi[awake] = fill / self.k_plastic
+        phi[awake:awake + woken] = fill / self.k_plastic
         self.phi.assign(phi.reshape(self.mask_shape))
-        self.awake.assign(awake + 1)
-        return True
+        self.awake.assign(awake + woken)
+        return woken
 
     def get_config(self):
         config = super().get_config()
