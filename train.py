@@ -246,7 +246,14 @@ def run(args, build=None):
 
     start = time.perf_counter()
     history, epoch_times = fit(model, splits, args, callbacks)
+    first_phase = None
     if args.dbb_epochs:
+        # The BB model's own figures, before DBB continues from it.
+        first_phase = {"method": "bb", "epochs": len(epoch_times),
+                       "test_error": 1.0 - float(model.evaluate(
+                           *splits.test, batch_size=args.batch_size, verbose=0)[1]),
+                       "time_per_epoch": [round(t, 4) for t in epoch_times],
+                       "sparsity": tfsparse.summary(model, print_fn=None)}
         model, more_history, more_times = continue_with_dbb(model, splits, args)
         for key, values in more_history.history.items():
             history.history.setdefault(key, []).extend(values)
@@ -284,7 +291,10 @@ def run(args, build=None):
         "args": vars(args),
         "model_path": model_path,
     }
-    results["sparsity"] = tfsparse.summary(model, print_fn=None)
+    # With a batch, input-dependent gates (DBB) also report per-example figures.
+    results["sparsity"] = tfsparse.summary(model, print_fn=None, x=splits.test[0][:1000])
+    if first_phase is not None:
+        results["first_phase"] = first_phase
     if args.export:
         small = tfsparse.compact(model)
         results["export"] = tfsparse.export(small, os.path.join(run_dir, "export"),

@@ -14,7 +14,8 @@ import os
 
 from bench import report, run
 
-MNIST = os.environ.get("TFSPARSE_MNIST", os.path.join("..", "shared", "data", "mnist-10k.npz"))
+MNIST = os.environ.get("TFSPARSE_MNIST", os.path.normpath(os.path.join(
+    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist-10k.npz")))
 RECORDS = os.path.join("bench", "records")
 
 # Gates learn 10× faster than weights (79 steps per epoch on 9,000 images).
@@ -39,6 +40,16 @@ SUITES = {
         ("npn-expand", "lenet5_caffe", "npn", 60,
          {"lam": 0.0005, "group_by": "flops", "mode": "expand", "init_size": 3,
           "expand_size": 4, **FAST_GATES}),
+    ],
+    # Issue 4: BB and DBB, starting from the trained dense network as in the
+    # paper (the DBB run records its BB phase as `first_phase`).
+    "bb_dbb": [
+        ("dense", "lenet_500_300", "dense", 30, {}),
+        ("bb+dbb", "lenet_500_300", "bb", 60,
+         {"pretrain_epochs": 10, "dbb_epochs": 30, **FAST_GATES}),
+        ("dense", "lenet5_caffe", "dense", 15, {}),
+        ("bb+dbb", "lenet5_caffe", "bb", 40,
+         {"pretrain_epochs": 10, "dbb_epochs": 20, **FAST_GATES}),
     ],
 }
 

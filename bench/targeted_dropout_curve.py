@@ -48,8 +48,8 @@ from tfsparse.callbacks import SparsityScheduler  # noqa: E402
 from tfsparse.pruning import magnitude_sparsity, prune_by_magnitude  # noqa: E402
 from tfsparse.schedules import targeted_dropout_ramp  # noqa: E402
 
-DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared",
-                                     "data", "mnist-10k.npz"))
+DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
+                                    "shared", "data", "mnist-10k.npz"))
 RATES = {"weight": [0.0, 0.5, 0.75, 0.9, 0.95, 0.99],
          "unit": [0.0, 0.25, 0.5, 0.75, 0.9]}
 RAMP_GAMMA = {"weight": 0.99, "unit": 0.90}
