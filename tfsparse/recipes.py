@@ -11,6 +11,7 @@ import dataclasses
 
 from tfsparse import _checks, schedules
 from tfsparse.callbacks import SparsityScheduler
+from tfsparse.gates.npn import OPEN_LOGIT
 from tfsparse.sparsify import METHODS
 
 # Defaults measured on mnist-10k (10,000 training images, 79 steps per
@@ -50,7 +51,8 @@ def recipe(method, epochs, steps_per_epoch=None, ramp=False, **settings):
         **settings: override the method's defaults (`DEFAULTS[method]`);
             for NPN also `k_plastic` (default 7 prune / 1 expand),
             `stage1`/`stage2` (epochs), `expand_size` (gates woken per layer
-            and improved epoch; the paper's 1 by default).
+            and improved epoch; the paper's 1 by default), `expand_fill`
+            (φ·k_plastic of a woken gate; default 3, π ≈ 0.95).
 
     Returns:
         A `Recipe(method, settings, scheduler)`.
@@ -75,8 +77,13 @@ def _npn(epochs, settings):
     stage1 = settings.pop("stage1", round(NPN_STAGE1 * epochs))
     stage2 = settings.pop("stage2", round(NPN_STAGE2 * epochs))
     expand_size = settings.pop("expand_size", 1)
+    # A woken gate starts open like the initial ones (π ≈ 0.95 at k_plastic).
+    # The paper's fill of 0 (π = 0.5) leaves it on the threshold: the first
+    # update closes half of them, and a closed woken gate stops that layer's
+    # growth for good.
+    expand_fill = settings.pop("expand_fill", OPEN_LOGIT)
     scheduler = SparsityScheduler(
         schedules={"k": schedules.npn_stages(k_plastic, stage1, stage2)},
         harden_at=stage2, expand_between=(stage1, stage2) if expand else None,
-        expand_size=expand_size)
+        expand_size=expand_size, expand_fill=expand_fill)
     return Recipe("npn", settings, scheduler)
