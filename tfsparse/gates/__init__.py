@@ -4,3 +4,5 @@ from tfsparse.gates.base import UNIT, WEIGHT, Gate, gates_of
 from tfsparse.gates.hard_concrete import HardConcreteGate
 from tfsparse.gates.npn import NPNGate
 from tfsparse.gates.targeted_dropout import TargetedDropoutGate
+from tfsparse.gates.beta_bernoulli import (BetaBernoulliGate, DependentBetaBernoulliGate,
+                                           DynamicBetaBernoulliMask)
