@@ -21,7 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is impor
 import keras_tuner as kt  # noqa: E402
 
 import tfsparse  # noqa: E402
-from tfsparse import data, models, plots, tuning  # noqa: E402
+from tfsparse import data, models, plots, recipes, tuning  # noqa: E402
 
 TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
           "hyperband": kt.Hyperband}
@@ -43,6 +43,9 @@ def parse_args(argv=None):
     p.add_argument("--out", default="saved_models")
     p.add_argument("--run-name", default=None)
     p.add_argument("--no-export", action="store_true", help="skip TFLite export of the best")
+    p.add_argument("--compare-default", action="store_true",
+                   help="also train the method's default settings (tfsparse.recipes) for "
+                        "the same epochs, for comparison with the best trial")
     args = p.parse_args(argv)
     if not 0 < args.accuracy_target <= 1:
         p.error("--accuracy-target must be in (0, 1]")
@@ -85,6 +88,26 @@ def print_table(rows):
                          else str(row.get(k)) for k in keys))
 
 
+def default_run(args, splits):
+    """The method with `tfsparse.recipes` defaults, trained like a trial."""
+    import keras
+
+    plan = recipes.recipe(args.method, args.epochs)
+    dense = models.get(args.model)(splits.input_shape, splits.num_classes)
+    model = tfsparse.sparsify(dense, args.method, dataset_size=len(splits.train[0]),
+                              seed=args.seed, **plan.settings)
+    model.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    model.fit(*splits.train, epochs=args.epochs, batch_size=128, verbose=0,
+              validation_data=splits.val, callbacks=[plan.scheduler])
+    figures = tfsparse.summary(model, print_fn=None)
+    return {"val_accuracy": float(model.evaluate(*splits.val, verbose=0)[1]),
+            "test_accuracy": float(model.evaluate(*splits.test, verbose=0)[1]),
+            "cost": figures["total"][tuning.COST_FRACTION[args.cost]],
+            "units_kept": figures["units_kept"]}
+
+
 def main(argv=None):
     args = parse_args(argv)
     splits = data.load(args.dataset, validation_split=args.validation_split, seed=args.seed)
@@ -105,6 +128,11 @@ def main(argv=None):
     _, test_accuracy = best.evaluate(*splits.test, verbose=0)
     result = {"best": rows[0], "test_accuracy": float(test_accuracy), "trials": rows,
               "summary": tfsparse.summary(best, print_fn=None)}
+    if args.compare_default:
+        result["default"] = default_run(args, splits)
+        print(f"default settings: val accuracy {result['default']['val_accuracy']:.4f}, "
+              f"{args.cost} kept {result['default']['cost']:.4f}, test accuracy "
+              f"{result['default']['test_accuracy']:.4f}")
     if not args.no_export:
         result["export"] = tfsparse.export(tfsparse.compact(best),
                                            os.path.join(run_dir, "best"),
