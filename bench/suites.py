@@ -27,10 +27,12 @@ SUITES = {
         ("hard_concrete", "lenet_300_100", "hard_concrete", 100,
          {"lam": 0.05, "init_drop_rate": 0.2, **FAST_GATES}),
         ("npn-prune", "lenet_300_100", "npn", 100, {"lam": 0.05, **FAST_GATES}),
-        # Expansion from 3 units per layer; the paper wakes one gate per
-        # improved epoch over 250 epochs, here 5 per improved epoch over 50.
+        # Expansion from 3 units per layer, with prune's λ and k: the paper
+        # wakes one gate per improved epoch over 250 epochs, here 5 per
+        # improved epoch over 50 (k = 1 left the input features unpruned).
         ("npn-expand", "lenet_300_100", "npn", 100,
-         {"lam": 0.005, "mode": "expand", "init_size": 3, "expand_size": 5, **FAST_GATES}),
+         {"lam": 0.05, "mode": "expand", "init_size": 3, "expand_size": 5, "k_plastic": 7.0,
+          **FAST_GATES}),
         ("dense", "lenet5_caffe", "dense", 15, {}),
         # LeNet-5's cost is in the convolutions: penalties weighted by FLOPs.
         ("hard_concrete", "lenet5_caffe", "hard_concrete", 60,
@@ -38,8 +40,8 @@ SUITES = {
         ("npn-prune", "lenet5_caffe", "npn", 60,
          {"lam": 0.004, "group_by": "flops", **FAST_GATES}),
         ("npn-expand", "lenet5_caffe", "npn", 60,
-         {"lam": 0.0005, "group_by": "flops", "mode": "expand", "init_size": 3,
-          "expand_size": 4, **FAST_GATES}),
+         {"lam": 0.004, "group_by": "flops", "mode": "expand", "init_size": 3,
+          "expand_size": 4, "k_plastic": 7.0, **FAST_GATES}),
     ],
     # Issue 4: BB and DBB, starting from the trained dense network as in the
     # paper (the DBB run records its BB phase as `first_phase`).
