@@ -8,7 +8,8 @@ STAMP := $(VENV)/.installed
 .PHONY: demo test bench
 
 demo: $(STAMP)
-	$(PY) train.py --model lenet_300_100 --dataset digits --epochs 15 --run-name demo
+	$(PY) train.py --model lenet_300_100 --dataset digits --method hard_concrete --set lam=0.1 \
+		--epochs 100 --export --run-name demo --verbose 0
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

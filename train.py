@@ -296,9 +296,7 @@ def run(args, build=None):
     if first_phase is not None:
         results["first_phase"] = first_phase
     if args.export:
-        small = tfsparse.compact(model)
-        results["export"] = tfsparse.export(small, os.path.join(run_dir, "export"),
-                                            test_data=splits.test)
+        results["export"] = export_before_after(model, splits, run_dir)
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2, default=_jsonable)
     return results
@@ -320,6 +318,36 @@ def continue_with_dbb(bb_model, splits, args):
     return dbb, history, times
 
 
+def export_before_after(model, splits, run_dir):
+    """Exports the trained model as it is (`before`) and compacted (`after`),
+    each with its TFLite check; returns both reports and their summaries."""
+    small = tfsparse.compact(model)
+    reports = {}
+    for name, network in (("before", model), ("after", small)):
+        report = tfsparse.export(network, os.path.join(run_dir, f"export_{name}"),
+                                 test_data=splits.test)
+        report["summary"] = tfsparse.summary(network, print_fn=None)["total"]
+        reports[name] = report
+    return reports
+
+
+def export_table(reports):
+    """The before/after table that `make demo` prints."""
+    rows = [("", "before (gated)", "after (compact)")]
+    get = {
+        "weights": lambda r: f"{int(r['summary']['weights_total']):,}",
+        "FLOPs (multiply-adds)": lambda r: f"{int(r['summary']['flops_total']):,}",
+        "TFLite size (KiB)": lambda r: f"{r['sizes_bytes']['tflite'] / 1024:.1f}",
+        "TFLite latency (ms, batch 1)": lambda r: f"{r['tflite']['latency_ms']:.4f}",
+        "TFLite test accuracy": lambda r: f"{100 * r['tflite']['accuracy']:.2f} %",
+        "TFLite = Keras (max abs diff)": lambda r: f"{r['tflite']['parity']['max_abs_diff']:.1e}",
+    }
+    for label, fn in get.items():
+        rows.append((label, fn(reports["before"]), fn(reports["after"])))
+    width = max(len(r[0]) for r in rows)
+    return "\n".join(f"{a:<{width}}  {b:>16}  {c:>16}" for a, b, c in rows)
+
+
 def summary_line(results):
     """One line describing a finished run."""
     times = results["time_per_epoch"]
@@ -335,6 +363,11 @@ def main(argv=None):
     """Command-line entry point; returns the results dict."""
     results = run(parse_args(argv))
     print(summary_line(results))
+    if "sparsity" in results and results["sparsity"]["units_total"]:
+        kept, total = results["sparsity"]["units_kept"], results["sparsity"]["units_total"]
+        print("units kept: " + "-".join(map(str, total)) + " -> " + "-".join(map(str, kept)))
+    if "export" in results:
+        print(export_table(results["export"]))
     return results
 
 
