@@ -52,6 +52,11 @@ def execute(nb, timeout=1800):
     from nbclient import NotebookClient
     NotebookClient(nb, timeout=timeout, kernel_name="python3",
                    resources={"metadata": {"path": HERE}}).execute()
+    # TensorFlow's start-up messages on stderr are noise in a committed page.
+    for cell in nb.cells:
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs
+                            if not (o.get("output_type") == "stream" and o.get("name") == "stderr")]
     return nb
 
 
