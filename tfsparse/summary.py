@@ -30,18 +30,47 @@ Counting conventions:
 
 For input-dependent gates (DBB) the kept units are those of the static part;
 given a batch `x`, `summary` also reports the average number of units active
-per example (from the gate's per-example inference mask).
+per example (from the gate's per-example inference mask) and the *expected
+FLOPs per example*, which is how the DBB paper counts FLOPs (with the
+per-example active units):
+
+- p(c), for each channel c of each tensor, is the fraction of the examples of
+  `x` for which channel c is non-zero after the input-dependent gate on that
+  channel: channel c is on for an example when every input-dependent gate on
+  it has a non-zero inference mask there (`gate.inference_mask(inputs)` on
+  the gate's real input, read from a probe `keras.Model` on the intermediate
+  tensors; for a spatial mask, any position counts). p is 1 for channels
+  without an input-dependent gate; statically removed channels are left out
+  of every count, as for the kept figures (p = 0).
+- p follows the channel map of the kept figures (`ChannelAnalysis`): forward
+  from a gate through activations that map 0 to 0, pooling, Dropout,
+  TakeFeatures and Flatten (channel c → its positions), but not through
+  BatchNormalization (BN(0) ≠ 0), Dense/Conv or other layers; and backward
+  from a gate to the layer that produces its channels, through activations,
+  BatchNormalization, pooling and Flatten: a channel is needed for an example
+  when some consumer needs it there (Dense/Conv and other layers need every
+  channel in every example). p(c) counts the examples where channel c is
+  both on and needed.
+- A linear layer (Dense, Conv, SparseDense, SparseConv2D, DepthwiseConv2D)
+  costs, per output position, Σ p_in(i) · p_out(j) over its kept non-zero
+  kernel weights w_ij (i its input channel, j its output channel); pooling
+  and BatchNormalization cost their kept FLOPs per channel times p of that
+  (output) channel. Other layers cost their kept FLOPs.
+- Without input-dependent gates every p is 1 and the expected FLOPs are the
+  kept FLOPs. A compacted DBB model (a `DynamicBetaBernoulliMask` where the
+  gate was) gives the same figures as its gated model.
 """
 
 import keras
 import numpy as np
 from keras import ops
 
-from tfsparse.compact import (BN, GATE, LINEAR, PASS, TAKE, ChannelAnalysis,
-                              gate_multiplier)
+from tfsparse.compact import (ACT, BN, FLATTEN, GATE, LINEAR, PASS, TAKE,
+                              ChannelAnalysis, _at_zero, gate_multiplier)
 from tfsparse.gates.base import Gate
 
 COLUMNS = ("Layer (type)", "Units kept/total", "Weights kept/total", "FLOPs kept/total")
+EXPECTED_COLUMN = "FLOPs expected"  # with `x`: per example, input-dependent gates
 WINDOW_POOLS = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D,
                 keras.layers.MaxPooling3D, keras.layers.AveragePooling1D,
                 keras.layers.AveragePooling2D, keras.layers.AveragePooling3D)
@@ -59,17 +88,23 @@ def summary(model, input_shape=None, print_fn=print, x=None):
         input_shape: shape of one example, without the batch axis; only needed
             for a Sequential model that is not built yet.
         print_fn: called with each line of the table; `None` prints nothing.
-        x: optional batch of inputs. For input-dependent gates (DBB) the
-            summary then also gives the average number of units active per
-            example.
+        x: optional batch of inputs (an array, or what `Model.predict`
+            takes). The summary then also gives, for input-dependent gates
+            (DBB), the average number of units active per example, and for
+            every layer the expected FLOPs per example on `x` (see the module
+            docstring; equal to the kept FLOPs without input-dependent
+            gates).
 
     Returns:
         A dict:
         - `"layers"`: one dict per layer call, with `name`, `type`,
           `units_kept`/`units_total` (None where a layer has no units),
-          `weights_kept`/`weights_total`, `flops_kept`/`flops_total`;
+          `weights_kept`/`weights_total`, `flops_kept`/`flops_total` and,
+          with `x`, `flops_expected` (a float);
         - `"total"`: the sums of the weights and FLOPs columns, and
-          `weights_fraction` / `flops_fraction` (kept / total);
+          `weights_fraction` / `flops_fraction` (kept / total); with `x`
+          also `flops_expected` and `flops_expected_fraction` (expected /
+          total FLOPs);
         - `"gates"`: one dict per unit gate in graph order (`name`, `type`,
           `units_kept`, `units_total`, `input_dependent` and, with `x`,
           `avg_active_units`);
@@ -81,6 +116,8 @@ def summary(model, input_shape=None, print_fn=print, x=None):
 
     >>> figures = tfsparse.summary(sparse)
     >>> figures["units_kept"], figures["total"]["flops_kept"]
+    >>> figures = tfsparse.summary(dbb_model, x=x_test[:1000])
+    >>> 1 / figures["total"]["flops_expected_fraction"]   # FLOPs speed-up
     """
     _ensure_built(model, input_shape)
     try:
@@ -90,11 +127,12 @@ def summary(model, input_shape=None, print_fn=print, x=None):
                         f"{error}") from None
     rows = [_row(analysis, node) for node in analysis.nodes]
     gates = [_gate_row(node) for node in analysis.nodes if analysis.kind[id(node)] == GATE]
+    total = _totals(rows)
     if x is not None:
-        _add_active_per_example(analysis, gates, x)
+        _add_expected(analysis, rows, gates, total, x)
     result = {
         "layers": rows,
-        "total": _totals(rows),
+        "total": total,
         "gates": gates,
         "units_kept": [g["units_kept"] for g in gates],
         "units_total": [g["units_total"] for g in gates],
@@ -175,16 +213,20 @@ def _bn_figures(analysis, node):
 
 
 def _pool_figures(analysis, node):
-    (x,), (y,), op = node.input_tensors, node.outputs, node.operation
+    (y,) = node.outputs
     channels = analysis.width(y)
     kept = int(np.count_nonzero(analysis.live[id(y)]))
-    if isinstance(op, WINDOW_POOLS):
-        per_channel = int(np.prod(op.pool_size)) * _positions(y)
-    elif isinstance(op, GLOBAL_POOLS):
-        per_channel = _positions(x)
-    else:  # Dropout and the like
-        per_channel = 0
+    per_channel = _pool_flops_per_channel(node)
     return dict(flops_kept=kept * per_channel, flops_total=channels * per_channel)
+
+
+def _pool_flops_per_channel(node):
+    (x,), (y,), op = node.input_tensors, node.outputs, node.operation
+    if isinstance(op, WINDOW_POOLS):
+        return int(np.prod(op.pool_size)) * _positions(y)
+    if isinstance(op, GLOBAL_POOLS):
+        return _positions(x)
+    return 0  # Dropout and the like
 
 
 def _depthwise_figures(node):
@@ -225,30 +267,237 @@ def _fraction(kept, total):
 
 
 # -------------------------------------------------- input-dependent gates
-def _add_active_per_example(analysis, gates, x):
-    """Average active units per example of each input-dependent gate."""
-    nodes = [node for node in analysis.nodes if analysis.kind[id(node)] == GATE
-             and node.operation.input_dependent]
+def _add_expected(analysis, rows, gates, total, x):
+    """Adds `avg_active_units` to the input-dependent gates and
+    `flops_expected` to the rows and the total (see the module docstring)."""
+    active, batch = _per_example_active(analysis, x)
+    by_name = {g["name"]: g for g in gates}
+    for node in analysis.nodes:
+        if analysis.kind[id(node)] == GATE and id(node) in active:
+            on = active[id(node)]
+            by_name[node.operation.name]["avg_active_units"] = (
+                float(on.sum(axis=1).mean()) if batch else 0.0)
+    # Without input-dependent gates every channel is on in every example: any
+    # batch size gives the same fractions.
+    fractions = _ChannelFractions(analysis, active, batch if active else 1)
+    for row, node in zip(rows, analysis.nodes):
+        row["flops_expected"] = _expected_flops(analysis, node, row, fractions)
+    total["flops_expected"] = float(sum(r["flops_expected"] for r in rows))
+    total["flops_expected_fraction"] = _fraction(total["flops_expected"],
+                                                 total["flops_total"])
+
+
+def _per_example_layer(op):
+    """Whether `op` is the per-example part of a compacted DBB gate."""
+    try:
+        from tfsparse.gates.beta_bernoulli import DynamicBetaBernoulliMask
+    except ImportError:  # pragma: no cover - TensorFlow Probability missing
+        return False
+    return isinstance(op, DynamicBetaBernoulliMask)
+
+
+def _dependent_nodes(analysis):
+    """Input-dependent gates, and compacted per-example DBB layers, whose
+    input and output channels are tracked."""
+    nodes = []
+    for node in analysis.nodes:
+        kind, op = analysis.kind[id(node)], node.operation
+        if kind == GATE and op.input_dependent:
+            nodes.append(node)
+        elif (_per_example_layer(op) and len(node.input_tensors) == 1
+              and len(node.outputs) == 1 and analysis.tracked(node.input_tensors[0])
+              and analysis.tracked(node.outputs[0])):
+            nodes.append(node)
+    return nodes
+
+
+def _per_example_active(analysis, x):
+    """({id(node): bool [B, C]}, B): which channels each input-dependent gate
+    lets through for each example of `x` (mask non-zero at some position)."""
+    nodes = _dependent_nodes(analysis)
     if not nodes:
-        return
-    graph = analysis.graph
-    probe = keras.Model(graph.inputs, [node.input_tensors[0] for node in nodes])
+        return {}, 0
+    probe = keras.Model(analysis.graph.inputs, [node.input_tensors[0] for node in nodes])
     values = probe.predict(x, verbose=0, batch_size=256)
     values = values if isinstance(values, (list, tuple)) else [values]
-    by_name = {g["name"]: g for g in gates}
+    active = {}
     for node, value in zip(nodes, values):
-        gate = node.operation
-        mask = np.asarray(ops.convert_to_numpy(gate.inference_mask(
-            ops.convert_to_tensor(value))))
-        by_name[gate.name]["avg_active_units"] = _active_per_example(mask, len(value))
+        width = analysis.width(node.outputs[0])
+        mask = _per_example_mask(node.operation, value)
+        active[id(node)] = _active_matrix(mask, len(value), width)
+    return active, len(values[0])
 
 
-def _active_per_example(mask, batch):
+def _per_example_mask(op, value):
+    if _per_example_layer(op):
+        return _compacted_dbb_mask(op, value)
+    return np.asarray(ops.convert_to_numpy(op.inference_mask(ops.convert_to_tensor(value))))
+
+
+def _compacted_dbb_mask(layer, value):
+    """The factor that a `DynamicBetaBernoulliMask` applies, [B, C], by its
+    rule: d = clip(γ·(m/scale − μ)/sqrt(v + ε) + β, 0, 1) with m the spatial
+    mean of the input, zero where s·d ≤ threshold."""
+    def weight(name):
+        return np.asarray(ops.convert_to_numpy(getattr(layer, name)), "float32")
+
+    value = np.asarray(value, "float32")
+    pooled = value.mean(axis=tuple(range(1, value.ndim - 1))) if value.ndim > 2 else value
+    pooled = pooled / weight("input_scale")
+    h = (weight("gamma") * (pooled - weight("moving_mean"))
+         / np.sqrt(weight("moving_variance") + np.float32(layer.epsilon)) + weight("beta"))
+    d = np.clip(h, 0.0, 1.0)
+    return np.where(weight("static") * d > layer.threshold, d, 0.0)
+
+
+def _active_matrix(mask, batch, width):
+    """A mask as bool [batch, width]: the channel is non-zero at some position
+    (a mask without a batch axis holds for every example)."""
+    mask = np.asarray(mask)
+    if mask.ndim == 0:
+        mask = mask.reshape(1)
     channels = mask.shape[-1]
     if mask.ndim <= 1 or mask.shape[0] != batch:
-        return float(np.count_nonzero(mask.reshape(-1, channels).any(axis=0)))
-    active = (mask.reshape(batch, -1, channels) != 0).any(axis=1)
-    return float(active.sum(axis=1).mean())
+        on = (mask.reshape(-1, channels) != 0).any(axis=0)[None, :]
+    else:
+        on = (mask.reshape(batch, -1, channels) != 0).any(axis=1)
+    return np.array(np.broadcast_to(on, (batch, width)))
+
+
+def _and(a, b):
+    """Logical and of two per-example activities (None: on everywhere)."""
+    if a is None:
+        return b
+    return a if b is None else a & b
+
+
+class _ChannelFractions:
+    """p(c) per tracked tensor: the fraction of the examples for which
+    channel c is on (non-zero after its input-dependent gates, forward) and
+    needed (some consumer reads it, backward). Per-example activities are
+    bool [B, C] arrays, None where a channel is on in every example."""
+
+    def __init__(self, analysis, active, batch):
+        self.a, self.active, self.batch = analysis, active, batch
+        self.on, self.need = {}, {}
+        self._forward()
+        self._backward()
+
+    def _width(self, tensor):
+        return self.a.width(tensor)
+
+    def _forward(self):
+        a = self.a
+        for node in a.nodes:
+            kind, op = a.kind[id(node)], node.operation
+            if id(node) in self.active:
+                (x,), (y,) = node.input_tensors, node.outputs
+                self._set_on(y, _and(self.on.get(id(x)), self.active[id(node)]))
+            elif kind in (GATE, PASS, TAKE, FLATTEN, ACT):
+                (x,), (y,) = node.input_tensors, node.outputs
+                on = self.on.get(id(x))
+                if on is not None and kind == ACT:
+                    on = on | (_at_zero(op, on.shape[1]) != 0)[None, :]
+                elif on is not None and kind == TAKE:
+                    on = on[:, np.asarray(op.indices)]
+                elif on is not None and kind == FLATTEN:
+                    on = np.tile(on, (1, self._width(y) // on.shape[1]))
+                self._set_on(y, on)
+            # BN, Dense/Conv and other layers: non-zero in every example.
+
+    def _set_on(self, tensor, on):
+        if on is not None and self.a.tracked(tensor):
+            self.on[id(tensor)] = on
+
+    def _backward(self):
+        a = self.a
+        for tensor in a.graph.outputs:
+            if a.tracked(tensor):
+                self.need[id(tensor)] = None
+        for node in reversed(a.nodes):
+            kind, op = a.kind[id(node)], node.operation
+            if id(node) in self.active or kind in (GATE, BN, ACT, PASS):
+                (x,), (y,) = node.input_tensors, node.outputs
+                self._add_need(x, _and(self._needed(y), self.active.get(id(node))))
+            elif kind == FLATTEN:
+                (x,), (y,) = node.input_tensors, node.outputs
+                need = self._needed(y)
+                if need is not None:
+                    need = need.reshape(self.batch, -1, self._width(x)).any(axis=1)
+                self._add_need(x, need)
+            elif kind == TAKE:
+                (x,), (y,) = node.input_tensors, node.outputs
+                need = np.zeros((self.batch, self._width(x)), bool)
+                wanted = self._needed(y)
+                wanted = (np.ones((self.batch, self._width(y)), bool) if wanted is None
+                          else wanted)
+                np.logical_or.at(need.T, np.asarray(op.indices), wanted.T)
+                self._add_need(x, need)
+            else:  # Dense/Conv and other layers read every channel
+                for tensor in node.input_tensors:
+                    if a.tracked(tensor):
+                        self._add_need(tensor, None)
+
+    def _needed(self, tensor):
+        if id(tensor) in self.need:
+            return self.need[id(tensor)]
+        return np.zeros((self.batch, self._width(tensor)), bool)
+
+    def _add_need(self, tensor, need):
+        key = id(tensor)
+        if key not in self.need:
+            self.need[key] = None if need is None else np.array(need)
+        elif self.need[key] is not None:
+            self.need[key] = None if need is None else self.need[key] | need
+
+    def __call__(self, tensor):
+        """p per channel of a tracked `tensor`."""
+        both = _and(self.on.get(id(tensor)), self._needed(tensor))
+        if both is None:
+            return np.ones(self._width(tensor))
+        return both.mean(axis=0) if self.batch else np.zeros(self._width(tensor))
+
+
+def _weighted_nonzeros(kernel, rows, cols, p_in, p_out, block=1 << 22):
+    """Σ p_in(i) · p_out(j) over the non-zero kernel entries in `rows` ×
+    `cols` (over every spatial tap), a block of rows at a time so that a
+    large kernel is never copied whole."""
+    kernel = kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1])
+    step = max(1, block // max(1, kernel.shape[0] * len(cols)))
+    total = 0.0
+    for start in range(0, len(rows), step):
+        part = rows[start:start + step]
+        used = (kernel[:, part][..., cols] != 0).astype("float64")
+        total += float(np.einsum("kic,i,c->", used, p_in[start:start + step], p_out))
+    return total
+
+
+def _expected_flops(analysis, node, row, p):
+    """Expected FLOPs per example of one call node (see the module docstring)."""
+    kind, op = analysis.kind[id(node)], node.operation
+    if kind == LINEAR:
+        (x,), (y,) = node.input_tensors, node.outputs
+        kernel, _ = analysis.kernel(op)
+        rows = np.flatnonzero(analysis.live[id(x)] & ~analysis.zero[id(x)])
+        cols = analysis.kept_columns(node)
+        weighted = _weighted_nonzeros(kernel, rows, cols, p(x)[rows], p(y)[cols])
+        return weighted * _positions(y)
+    if kind in (BN, PASS):
+        (y,) = node.outputs
+        per_channel = _positions(y) if kind == BN else _pool_flops_per_channel(node)
+        return float(p(y)[analysis.live[id(y)]].sum()) * per_channel
+    if isinstance(op, keras.layers.DepthwiseConv2D):
+        (x,), (y,) = node.input_tensors, node.outputs
+        kernel = np.asarray(ops.convert_to_numpy(op.kernel))
+        channels, multiplier = kernel.shape[-2], kernel.shape[-1]
+        counts = (kernel != 0).reshape(-1, channels, multiplier).sum(axis=0)
+        if op.data_format != "channels_last":
+            return float(row["flops_kept"])
+        p_in = p(x) if analysis.tracked(x) else np.ones(channels)
+        p_out = p(y) if analysis.tracked(y) else np.ones(channels * multiplier)
+        return float(np.sum(counts * p_in[:, None] * p_out.reshape(channels, multiplier))
+                     * _positions(y))
+    return float(row["flops_kept"])
 
 
 # -------------------------------------------------------------------- table
@@ -256,26 +505,38 @@ def _fmt_pair(kept, total):
     return "-" if total in (None, 0) else f"{kept:,}/{total:,}"
 
 
+def _fmt_expected(expected, total):
+    return "-" if not total else f"{expected:,.0f}"
+
+
 def _table(name, result):
+    expected = "flops_expected" in result["total"]
+    columns = COLUMNS + (EXPECTED_COLUMN,) * expected
     lines = [[f"{r['name']} ({r['type']})", _fmt_pair(r["units_kept"], r["units_total"]),
               _fmt_pair(r["weights_kept"], r["weights_total"]),
-              _fmt_pair(r["flops_kept"], r["flops_total"])] for r in result["layers"]]
+              _fmt_pair(r["flops_kept"], r["flops_total"])]
+             + ([_fmt_expected(r["flops_expected"], r["flops_total"])] if expected else [])
+             for r in result["layers"]]
     total = result["total"]
     footer = ["Total", "", _fmt_pair(total["weights_kept"], total["weights_total"]),
               _fmt_pair(total["flops_kept"], total["flops_total"])]
+    if expected:
+        footer.append(_fmt_expected(total["flops_expected"], total["flops_total"]))
     widths = [max(len(str(c)) for c in column)
-              for column in zip(COLUMNS, footer, *lines)]
+              for column in zip(columns, footer, *lines)]
     rule = "-" * (sum(widths) + 3 * (len(widths) - 1))
 
     def fmt(cells):
         return "   ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
                           for i, (c, w) in enumerate(zip(cells, widths)))
 
-    out = [f'Sparsity summary: "{name}"', rule, fmt(COLUMNS), rule.replace("-", "=")]
+    out = [f'Sparsity summary: "{name}"', rule, fmt(columns), rule.replace("-", "=")]
     out += [fmt(line) for line in lines]
     out += [rule, fmt(footer),
             f"Weights kept: {total['weights_fraction']:.2%}   "
-            f"FLOPs kept: {total['flops_fraction']:.2%}"]
+            f"FLOPs kept: {total['flops_fraction']:.2%}"
+            + (f"   FLOPs expected per example on x: "
+               f"{total['flops_expected_fraction']:.2%}" if expected else "")]
     if result["gates"]:
         out.append("Units per gate: " + "-".join(map(str, result["units_total"])) + " → "
                    + "-".join(map(str, result["units_kept"])))
