@@ -99,8 +99,9 @@ for name, r in (("dense", dense_report), ("sparse", report)):
 
 # %%
 print(f"units kept: {before['units_kept']} of {before['units_total']}")
-print(f"weights kept: {100 * after['total']['weights_fraction']:.1f} %, "
-      f"FLOPs kept: {100 * after['total']['flops_fraction']:.1f} %")
+print(f"weights kept: {100 * before['total']['weights_fraction']:.1f} %, "
+      f"FLOPs kept: {100 * before['total']['flops_fraction']:.1f} % "
+      f"(the compact model has {after['total']['weights_total']:,} weights)")
 print(f"accuracy: dense {dense_accuracy:.4f} -> sparse {sparse_accuracy:.4f}")
 print(f"TFLite file: {dense_report['sizes_bytes']['tflite'] / report['sizes_bytes']['tflite']:.1f}x "
       f"smaller, latency {dense_report['tflite']['latency_ms'] / report['tflite']['latency_ms']:.1f}x lower")
