@@ -34,7 +34,10 @@ def _train(method, settings, backup_dir=None, interrupt_at=None, epochs=8, **rec
     x, y = _data()
     plan = recipes.recipe(method, epochs, steps_per_epoch=6, **recipe_args, **settings)
     model = tfsparse.sparsify(dense, method, dataset_size=len(x), seed=0, **plan.settings)
-    model.compile(keras.optimizers.Adam(1e-2),
+    # SGD with momentum: Adam divides by √v, so a gradient that is ~0 up to
+    # float round-off (thread-order dependent in TF's CPU reductions) would
+    # take a full ±lr step either way, and two identical runs would differ.
+    model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     callbacks = [plan.scheduler]
     if backup_dir is not None:
