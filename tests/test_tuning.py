@@ -1,0 +1,42 @@
+"""keras-tuner search over sparsity settings, end to end on digits."""
+
+import json
+import os
+
+import keras_tuner as kt
+import pytest
+
+import tune
+from tfsparse import data, tuning
+
+
+def test_score_prefers_every_accurate_trial():
+    assert tuning.score(0.95, 0.2, 0.9) == pytest.approx(0.2)
+    assert tuning.score(0.85, 0.01, 0.9) == pytest.approx(1.05)
+    assert tuning.score(0.95, 1.0, 0.9) < tuning.score(0.899, 0.0, 0.9)
+
+
+def test_three_trial_search_end_to_end(tmp_path):
+    result = tune.main(["--method", "hard_concrete", "--model", "lenet_300_100",
+                        "--dataset", "digits", "--accuracy-target", "0.5", "--trials", "3",
+                        "--epochs", "2", "--out", str(tmp_path), "--run-name", "t"])
+    run_dir = tmp_path / "t"
+    assert len(result["trials"]) == 3
+    assert result["best"]["score"] == min(t["score"] for t in result["trials"])
+    assert (run_dir / "pareto.png").stat().st_size > 0
+    assert json.loads((run_dir / "tuning.json").read_text())["best"] == result["best"]
+    assert result["export"]["tflite"]["parity"]["ok"]
+    assert os.path.exists(run_dir / "best" / "model.tflite")
+
+
+@pytest.mark.parametrize("tuner_class", [kt.BayesianOptimization, kt.Hyperband])
+def test_hypermodel_works_with_other_tuners(tmp_path, tuner_class):
+    splits = data.load("digits")
+    hypermodel = tuning.SparsityHyperModel("npn", "lenet_300_100", splits, epochs=2,
+                                           accuracy_target=0.5)
+    extra = {"max_epochs": 2} if tuner_class is kt.Hyperband else {"max_trials": 2}
+    tuner = tuner_class(hypermodel, objective=tuning.OBJECTIVE, directory=str(tmp_path),
+                        project_name="p", seed=0, **extra)
+    tuner.search(*splits.train, validation_data=splits.val)
+    best = tuner.oracle.get_best_trials(1)[0]
+    assert 0.0 <= best.score <= 2.0
