@@ -20,7 +20,9 @@ from tfsparse.sparsify import METHODS
 DEFAULTS = {
     "hard_concrete": {"lam": 0.05, "init_drop_rate": 0.2, "lr_multiplier": 10.0},
     "npn": {"lam": 0.05, "lr_multiplier": 10.0},
-    "bb": {},
+    # BB's E[π] must fall under 1e-3 to prune: measured on LeNet-500-300, 10×
+    # kept 394-380-261 after 60 epochs, 50× 183-117-67 after 100.
+    "bb": {"lr_multiplier": 50.0},
     "dbb": {},
     "targeted_dropout": {"alpha": 0.5, "gamma": 0.5},
 }
