@@ -6,3 +6,7 @@ from tfsparse.gates.npn import NPNGate
 from tfsparse.gates.targeted_dropout import TargetedDropoutGate
 from tfsparse.gates.beta_bernoulli import (BetaBernoulliGate, DependentBetaBernoulliGate,
                                            DynamicBetaBernoulliMask)
+
+__all__ = ["UNIT", "WEIGHT", "Gate", "gates_of", "HardConcreteGate", "NPNGate",
+           "TargetedDropoutGate", "BetaBernoulliGate", "DependentBetaBernoulliGate",
+           "DynamicBetaBernoulliMask"]
