@@ -330,24 +330,8 @@ def _per_example_active(analysis, x):
 
 def _per_example_mask(op, value):
     if _per_example_layer(op):
-        return _compacted_dbb_mask(op, value)
+        return np.asarray(ops.convert_to_numpy(op.factor(ops.convert_to_tensor(value))))
     return np.asarray(ops.convert_to_numpy(op.inference_mask(ops.convert_to_tensor(value))))
-
-
-def _compacted_dbb_mask(layer, value):
-    """The factor that a `DynamicBetaBernoulliMask` applies, [B, C], by its
-    rule: d = clip(γ·(m/scale − μ)/sqrt(v + ε) + β, 0, 1) with m the spatial
-    mean of the input, zero where s·d ≤ threshold."""
-    def weight(name):
-        return np.asarray(ops.convert_to_numpy(getattr(layer, name)), "float32")
-
-    value = np.asarray(value, "float32")
-    pooled = value.mean(axis=tuple(range(1, value.ndim - 1))) if value.ndim > 2 else value
-    pooled = pooled / weight("input_scale")
-    h = (weight("gamma") * (pooled - weight("moving_mean"))
-         / np.sqrt(weight("moving_variance") + np.float32(layer.epsilon)) + weight("beta"))
-    d = np.clip(h, 0.0, 1.0)
-    return np.where(weight("static") * d > layer.threshold, d, 0.0)
 
 
 def _active_matrix(mask, batch, width):

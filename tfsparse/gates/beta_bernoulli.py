@@ -654,14 +654,17 @@ class DynamicBetaBernoulliMask(keras.layers.Layer):
         self.static = weight("static", 1.0)
         self.input_scale = weight("input_scale", 1.0)
 
-    def call(self, inputs):
+    def factor(self, inputs):
+        """The per-example multiplier, [B, C] (zero where s·d ≤ threshold)."""
         pooled = _spatial_mean(inputs) / self.input_scale
         h = (self.gamma * (pooled - self.moving_mean)
              * ops.rsqrt(self.moving_variance + self.epsilon) + self.beta)
         d = ops.clip(h, 0.0, 1.0)
         z = self.static * d
-        d = ops.where(z > self.threshold, z if self.apply_static else d, ops.zeros_like(d))
-        d = _to_mask_shape(d, len(inputs.shape))
+        return ops.where(z > self.threshold, z if self.apply_static else d, ops.zeros_like(d))
+
+    def call(self, inputs):
+        d = _to_mask_shape(self.factor(inputs), len(inputs.shape))
         return inputs * ops.cast(d, inputs.dtype)
 
     def compute_output_shape(self, input_shape):
