@@ -1,12 +1,15 @@
 """Every gate family trains under tf.distribute.MirroredStrategy over two
 logical CPU devices; deterministic configurations give the same losses and
-weights as one device (so penalties are scaled correctly per replica)."""
+weights as one device (so penalties are scaled correctly per replica). Two
+worker processes under MultiWorkerMirroredStrategy end on identical weights."""
 
 import json
 import os
+import socket
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 
 SCRIPT = os.path.join(os.path.dirname(__file__), "helpers", "distributed_check.py")
@@ -33,3 +36,39 @@ def test_deterministic_cases_match_one_device(results):
         if result["deterministic"]:
             assert result["max_loss_diff"] <= TOLERANCE, name
             assert result["max_weight_diff"] <= TOLERANCE, name
+
+
+MULTI_WORKER_SCRIPT = os.path.join(os.path.dirname(__file__), "helpers",
+                                   "multi_worker_check.py")
+MULTI_WORKER_METHODS = ("hard_concrete", "npn", "bb", "dbb", "targeted_dropout")
+
+
+def _free_ports(count):
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("localhost", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports
+
+
+def test_two_workers_end_on_identical_weights(tmp_path):
+    """MultiWorkerMirroredStrategy, 2 processes on localhost (TF_CONFIG): one
+    epoch of a sparsified LeNet-5 per gate family; every weight, gate state
+    included, must be bit-identical on both workers, and training must have
+    changed them."""
+    ports = ",".join(map(str, _free_ports(2)))
+    workers = [subprocess.Popen([sys.executable, MULTI_WORKER_SCRIPT, str(i), ports,
+                                 str(tmp_path)], stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, text=True) for i in range(2)]
+    outputs = [w.communicate(timeout=600) for w in workers]
+    for worker, (_, stderr) in zip(workers, outputs):
+        assert worker.returncode == 0, stderr[-3000:]
+    for method in MULTI_WORKER_METHODS:
+        first, second = (np.load(tmp_path / f"worker-{i}-{method}.npz") for i in range(2))
+        assert first.files == second.files
+        assert np.isfinite(first["loss"]), method
+        assert first["changed"] > 0, method
+        for name in first.files:
+            np.testing.assert_array_equal(first[name], second[name], err_msg=method)

@@ -2,6 +2,7 @@
 
 import keras
 import tensorflow as tf
+from keras.src.backend.tensorflow.trainer import _collective_all_reduce_multi_worker
 from keras.src.losses import loss as loss_module
 
 from tfsparse.gates.base import gates_of
@@ -22,9 +23,37 @@ class SparseModel(keras.Model):
     `lr_multiplier` (the update of the gate's variables is scaled after the
     optimizer step, which works for any optimizer). Without ARM gates and
     multipliers it is `keras.Model.train_step` unchanged.
+
+    It also makes `fit` and `evaluate` work under
+    `tf.distribute.MultiWorkerMirroredStrategy`, where Keras 3.15 fails for
+    every model (tensorflow/tensorflow#72388): Keras averages each worker's
+    batch to build the model, which the collective strategy cannot do
+    eagerly, and reduces scalar logs along an axis 0 they do not have.
     """
 
     def train_step(self, data):
+        return _reducible_logs(self.distribute_strategy, self._gated_train_step(data))
+
+    def test_step(self, data):
+        return _reducible_logs(self.distribute_strategy, super().test_step(data))
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Building only needs the shapes of one batch: take this worker's
+        # first replica instead of Keras' cross-worker average.
+        if iterator is None or not _multi_worker(self.distribute_strategy):
+            return super()._maybe_symbolic_build(iterator=iterator, data_batch=data_batch)
+        for _, _, batches in iterator:
+            data_batch = tf.nest.map_structure(self._first_replica, next(batches))
+            break
+        with self.distribute_strategy.scope():
+            self._symbolic_build(data_batch=data_batch)
+
+    def _first_replica(self, value):
+        if isinstance(value, tf.distribute.DistributedValues):
+            return self.distribute_strategy.experimental_local_results(value)[0]
+        return value
+
+    def _gated_train_step(self, data):
         gates = gates_of(self)
         arm_gates = [g for g in gates if isinstance(g, NPNGate) and g.estimator == ARM]
         boosted = [(v, g.lr_multiplier) for g in gates if g.lr_multiplier != 1.0
@@ -78,3 +107,17 @@ class SparseModel(keras.Model):
                 continue
             arm = self.optimizer.scale_loss(gate.arm_gradient(u, f1, f2))
             gradients[i] = arm if gradients[i] is None else gradients[i] + arm
+
+
+def _multi_worker(strategy):
+    return strategy is not None and _collective_all_reduce_multi_worker(strategy)
+
+
+def _reducible_logs(strategy, logs):
+    """Gives scalar logs a length-1 axis under a multi-worker strategy, where
+    Keras reduces logs with `strategy.reduce("MEAN", value, axis=0)`; the
+    reduction removes the axis again, so callbacks see the usual scalars."""
+    if not _multi_worker(strategy):
+        return logs
+    return tf.nest.map_structure(
+        lambda v: tf.reshape(v, [1]) if getattr(v, "shape", None) == () else v, logs)

@@ -463,9 +463,12 @@ class DependentBetaBernoulliGate(BetaBernoulliGate):
         self.kl_weight = self.add_scheduled("kl_weight", self.initial_kl_weight)
 
         def weight(name, value, trainable=True):
+            # Replicas average their updates of the moving statistics, so
+            # that every worker of a distributed run keeps the same ones.
             return self.add_weight(name=name, shape=mask_shape, dtype="float32",
                                    initializer=keras.initializers.Constant(value),
-                                   trainable=trainable, autocast=False)
+                                   trainable=trainable, autocast=False,
+                                   aggregation="none" if trainable else "mean")
 
         self.gamma = weight("gamma", self.gamma_init)
         self.beta = weight("beta", self.beta_init)
