@@ -8,7 +8,9 @@ Regimes:
     none       no dropout;
     dropout    standard dropout 0.5 after each hidden fully connected layer
                (`fc*`; conv feature maps are left alone);
-    targeted   targeted dropout, α = γ = 0.5 (the paper's default);
+    targeted   targeted dropout, α = γ = 0.5 by default (the paper's
+               default; `--alpha`, `--gamma` change it, e.g. γ = 0.9 to target
+               90 % pruning: then the file names carry `_a<α>_g<γ>`);
     ramping    ramping targeted dropout to α = 0.99 and γ = 0.99 (weight
                level) or 0.90 (unit level). γ reaches 0.95·γ at half of the
                ramp and γ at its end, α rises linearly; the ramp lasts
@@ -44,6 +46,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 import tfsparse  # noqa: E402
+from tfsparse import models  # noqa: E402
 from tfsparse.callbacks import SparsityScheduler  # noqa: E402
 from tfsparse.pruning import magnitude_sparsity, prune_by_magnitude  # noqa: E402
 from tfsparse.schedules import targeted_dropout_ramp  # noqa: E402
@@ -58,47 +61,9 @@ MODELS = ("lenet_300_100", "lenet5_caffe")
 
 
 # ------------------------------------------------------------------- models
-def _builder(name):
-    """tfsparse.models' builder, or a stand-in with the same layers and names
-    while that module is missing."""
-    try:
-        from tfsparse import models
-        return getattr(models, name)
-    except (ImportError, AttributeError):
-        return lambda input_shape, num_classes, gate_factory=None: _inline(
-            name, input_shape, num_classes, gate_factory)
-
-
-def _inline(name, input_shape, num_classes, gate_factory):
-    layers = keras.layers
-
-    def gate(stack, layer_name):
-        extra = gate_factory(layer_name) if gate_factory else None
-        if extra is not None:
-            stack.append(extra)
-
-    stack = [keras.Input(input_shape)]
-    if name == "lenet5_caffe":
-        stack += [layers.Conv2D(20, 5, activation="relu", name="conv1")]
-        gate(stack, "conv1")
-        stack += [layers.MaxPooling2D(2, name="pool1"),
-                  layers.Conv2D(50, 5, activation="relu", name="conv2")]
-        gate(stack, "conv2")
-        stack += [layers.MaxPooling2D(2, name="pool2"), layers.Flatten(name="flatten"),
-                  layers.Dense(500, activation="relu", name="fc1")]
-        gate(stack, "fc1")
-    else:
-        stack += [layers.Flatten(name="flatten")]
-        for i, units in enumerate((300, 100), start=1):
-            stack.append(layers.Dense(units, activation="relu", name=f"fc{i}"))
-            gate(stack, f"fc{i}")
-    stack.append(layers.Dense(num_classes, name="logits"))
-    return keras.Sequential(stack, name=name)
-
-
 def build(regime, args, input_shape, total_steps):
     """(model, callbacks, settings) for one regime."""
-    builder = _builder(args.model)
+    builder = getattr(models, args.model)
     if regime == "dropout":
         def factory(name):
             if name.startswith("fc"):
@@ -109,7 +74,7 @@ def build(regime, args, input_shape, total_steps):
     if regime == "none":
         return model, [], {}
     if regime == "targeted":
-        settings = {"alpha": 0.5, "gamma": 0.5}
+        settings = {"alpha": args.alpha, "gamma": args.gamma}
         return (tfsparse.sparsify(model, "targeted_dropout", level=args.level,
                                   seed=args.seed, **settings), [], settings)
     alpha, gamma = 0.99, RAMP_GAMMA[args.level]
@@ -199,6 +164,8 @@ def parse_args(argv=None):
                    help="use only the first N training and test images (smoke runs)")
     p.add_argument("--regimes", default=",".join(REGIMES),
                    help=f"comma-separated subset of {','.join(REGIMES)}")
+    p.add_argument("--alpha", type=float, default=0.5, help="α of the targeted regime")
+    p.add_argument("--gamma", type=float, default=0.5, help="γ of the targeted regime")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--ramp-fraction", type=float, default=0.4,
@@ -211,6 +178,9 @@ def parse_args(argv=None):
     unknown = sorted(set(args.regimes) - set(REGIMES))
     if unknown:
         p.error(f"unknown regime(s) {unknown}; choose from {', '.join(REGIMES)}")
+    for name in ("alpha", "gamma"):
+        if not 0 <= getattr(args, name) <= 1:
+            p.error(f"--{name} must be in [0, 1]")
     if not 0 < args.ramp_fraction <= 1:
         p.error("--ramp-fraction must be in (0, 1]")
     return args
@@ -223,6 +193,7 @@ def main(argv=None):
         "model": args.model, "level": args.level, "epochs": args.epochs,
         "limit": args.limit, "seed": args.seed, "batch_size": args.batch_size,
         "lr": args.lr, "ramp_fraction": args.ramp_fraction,
+        "alpha": args.alpha, "gamma": args.gamma,
         "train_examples": len(train[0]), "test_examples": len(test[0]),
         "rates": RATES[args.level],
         "regimes": {regime: run_regime(regime, args, train, test)
@@ -233,6 +204,8 @@ def main(argv=None):
     }
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"td_curve_{args.model}_{args.level}")
+    if (args.alpha, args.gamma) != (0.5, 0.5):
+        stem += f"_a{args.alpha:g}_g{args.gamma:g}"
     with open(stem + ".json", "w") as f:
         json.dump(record, f, indent=2)
     plot(record, stem + ".png")

@@ -166,3 +166,21 @@ def test_verify_tflite_reports_parity_and_latency(tmp_path):
     check = verify_tflite(report["files"]["tflite"], model, x, latency_runs=3)
     assert check["parity_ok"] is True and check["max_abs_diff"] <= TOLERANCE
     assert check["latency_ms"] > 0 and check["keras_latency_ms"] > 0
+
+
+@pytest.mark.parametrize("offset, ok", [(0.005, True), (0.02, False)])
+def test_float_parity_bound_scales_with_the_outputs(tmp_path, offset, ok):
+    """The float32 verdict is |TFLite − Keras| ≤ 1e-5 · max(1, max |output|):
+    with outputs near 1,000 an offset of 0.005 passes and 0.02 fails."""
+    keras.utils.set_random_seed(0)
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dense(3, name="out")])
+    model.get_layer("out").bias.assign(np.full(3, 1000.0, dtype="float32"))
+    report = export(model, tmp_path / "run", latency_runs=2, sparse_weights=False)
+    shifted = keras.models.clone_model(model)
+    shifted.set_weights(model.get_weights())
+    shifted.get_layer("out").bias.assign(np.full(3, 1000.0 + offset, dtype="float32"))
+    x = np.random.default_rng(0).normal(size=(8, 4)).astype("float32")
+    check = verify_tflite(report["files"]["tflite"], shifted, x, latency_runs=2)
+    assert check["output_scale"] == pytest.approx(1000.0, rel=0.01)
+    assert check["max_abs_diff"] == pytest.approx(offset, abs=2e-4)  # float32 ulp at 1e3: 6e-5
+    assert check["parity_ok"] is ok
