@@ -55,6 +55,32 @@ SUITES = {
         ("bb+dbb", "lenet5_caffe", "bb", 40,
          {"pretrain_epochs": 10, "dbb_epochs": 20, "lr_multiplier": 50.0}),
     ],
+    # Issue 8: targeted dropout on the three networks, then pruned post hoc:
+    # weight level with γ = 0.9 (the target rate) and α = 0.75, pruned to 90 %;
+    # unit level with the paper's α = γ = 0.5, pruned to 50 % of the units.
+    "targeted_dropout": [
+        (label, model, "targeted_dropout", epochs, settings)
+        for model, epochs in (("lenet_300_100", 30), ("lenet_500_300", 30),
+                              ("lenet5_caffe", 15))
+        for label, settings in (
+            ("td-weight", {"level": "weight", "alpha": 0.75, "gamma": 0.9, "prune_rate": 0.9}),
+            ("td-unit", {"level": "unit", "alpha": 0.5, "gamma": 0.5, "prune_rate": 0.5}))
+    ],
+    # Issue 8: every method on every network: issue 3's methods on
+    # LeNet-500-300 and issue 4's on LeNet-300-100, with the settings of the
+    # other MLP.
+    "cross": [
+        ("dense", "lenet_500_300", "dense", 30, {}),
+        ("hard_concrete", "lenet_500_300", "hard_concrete", 100,
+         {"lam": 0.05, "init_drop_rate": 0.2, **FAST_GATES}),
+        ("npn-prune", "lenet_500_300", "npn", 100, {"lam": 0.05, **FAST_GATES}),
+        ("npn-expand", "lenet_500_300", "npn", 100,
+         {"lam": 0.05, "mode": "expand", "init_size": 3, "expand_size": 5, "k_plastic": 7.0,
+          **FAST_GATES}),
+        ("dense", "lenet_300_100", "dense", 30, {}),
+        ("bb+dbb", "lenet_300_100", "bb", 100,
+         {"pretrain_epochs": 10, "dbb_epochs": 30, "lr_multiplier": 50.0}),
+    ],
 }
 
 
