@@ -14,7 +14,9 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest -q tests
 
+# The whole benchmark pipeline in minutes (1 seed, epochs / 20) into bench/results/quick/.
 bench: $(STAMP)
+	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) -m bench --quick
 
 $(PY):
@@ -28,10 +30,5 @@ $(STAMP): setup.cfg pyproject.toml | $(PY)
 
 # The full benchmark of the README (hours on 2 cores; resumes where it stopped).
 bench-full: $(STAMP)
-	$(VENV)/bin/pip install -e '.[bench]'
-	$(PY) -m bench.suites l0_npn
-	$(PY) -m bench.suites bb_dbb
-	$(PY) -m bench.report --sparsity bench/records/l0_npn.jsonl bench/records/bb_dbb.jsonl \
-		--plot bench/records/tradeoff.png
-	$(PY) -m bench.timing
-	$(PY) -m bench.export_bench --tfmot
+	$(VENV)/bin/pip install -q -e '.[bench]'
+	$(PY) -m bench

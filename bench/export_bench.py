@@ -1,13 +1,14 @@
 """Compacted TFLite files against the dense network's, side by side.
 
-    python -m bench.export_bench [--models lenet5_caffe ...] [--tfmot]
+    python -m bench.export_bench [--models ...] [--seeds 0 1 2] [--tfmot 0.9 0.95]
 
 Takes the trained models that the suites saved (records in bench/records/),
 compacts each with `tfsparse.compact`, exports it with `tfsparse.export`
-(float32 TFLite, LiteRT interpreter), and writes size and median batch-1
+(float32 TFLite, LiteRT interpreter), and appends size and median batch-1
 latency as ratios to the dense network's TFLite file measured in the same
-invocation. With `--tfmot`, tfmot's magnitude pruning at 90 % (its own
-process, tf_keras) is measured in the same invocation too.
+invocation. With `--tfmot`, tfmot's magnitude pruning to those sparsities
+(its own process, tf_keras, same seed) is measured in the same invocation
+too. (model, seed) pairs already in `--out` are skipped.
 """
 
 import argparse
@@ -24,14 +25,15 @@ from tfsparse import data
 
 from bench.suites import MNIST, RECORDS
 
-SUITE_FILES = ("l0_npn.jsonl", "bb_dbb.jsonl", "targeted_dropout.jsonl")
+SUITE_FILES = ("l0_npn.jsonl", "bb_dbb.jsonl", "targeted_dropout.jsonl", "cross.jsonl")
+MODELS = ("lenet_300_100", "lenet_500_300", "lenet5_caffe")
 
 
-def saved_models(model, seed):
+def saved_models(model, seed, records=RECORDS):
     """(label, path) of every saved model of `model` and `seed` in the records."""
     found = {}
     for name in SUITE_FILES:
-        path = os.path.join(RECORDS, name)
+        path = os.path.join(records, name)
         if not os.path.exists(path):
             continue
         with open(path) as f:
@@ -53,56 +55,89 @@ def measure(label, model_path, splits, runs, workdir):
             "latency_ms": report["tflite"]["latency_ms"],
             "accuracy": report["tflite"]["accuracy"],
             "parity": report["tflite"]["parity"]["max_abs_diff"],
+            "parity_ok": report["tflite"]["parity"]["ok"],
             "params": int(small.count_params()),
             "flops": figures["total"]["flops_kept"]}
 
 
-def tfmot_records(model, runs):
+def tfmot_records(model, seed, sparsities, runs, dataset=MNIST, epochs=15, prune_epochs=5):
     out = tempfile.mktemp(suffix=".jsonl")
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
     subprocess.run([sys.executable, "-m", "bench.tfmot_baseline", "--model", model,
-                    "--sparsity", "0.9", "--latency-runs", str(runs), "--out", out],
+                    "--seed", str(seed), "--sparsity", *map(str, sparsities),
+                    "--epochs", str(epochs), "--prune-epochs", str(prune_epochs),
+                    "--data", dataset, "--latency-runs", str(runs), "--out", out],
                    check=True, env=env)
+    with open(out) as f:
+        records = [json.loads(line) for line in f]
+    os.unlink(out)
+    return records
+
+
+def measure_seed(model, seed, records=RECORDS, runs=500, tfmot=(), dataset=MNIST,
+                 tfmot_epochs=(15, 5)):
+    """Rows for every saved model of (`model`, `seed`), with size and latency
+    ratios to the dense network's TFLite file measured here; [] without a
+    dense run."""
+    paths = saved_models(model, seed, records)
+    if "dense" not in paths:
+        print(f"no dense run of {model} (seed {seed}) in {records}: run the suites first")
+        return []
+    splits = data.load(dataset, validation_split=0.1, seed=seed)
+    with tempfile.TemporaryDirectory() as workdir:
+        measured = [measure(label, path, splits, runs, workdir)
+                    for label, path in paths.items()]
+    if tfmot:
+        for r in tfmot_records(model, seed, tfmot, runs, dataset, *tfmot_epochs):
+            measured.append({"label": r["method"], "size_bytes": r["size_bytes"],
+                             "latency_ms": r["latency_ms"], "accuracy": r["accuracy"],
+                             "sparsity": r.get("sparsity"),
+                             "measured_sparsity": r.get("measured_sparsity")})
+    dense = next(m for m in measured if m["label"] == "dense")
+    for m in measured:
+        m.update(model=model, seed=seed, size_ratio=dense["size_bytes"] / m["size_bytes"],
+                 speedup=dense["latency_ms"] / m["latency_ms"])
+    return measured
+
+
+def measured_pairs(path):
+    if not os.path.exists(path):
+        return set()
+    with open(path) as f:
+        return {(r["model"], r["seed"]) for r in map(json.loads, f)}
+
+
+def run(models=MODELS, seeds=(0,), records=RECORDS, runs=500, tfmot=(), dataset=MNIST,
+        tfmot_epochs=(15, 5), out=None):
+    """Measures every (model, seed) not yet in `out`; returns all rows of `out`."""
+    out = out or os.path.join(records, "export.jsonl")
+    done = measured_pairs(out)
+    for seed in seeds:
+        for model in models:
+            if (model, seed) in done:
+                continue
+            rows = measure_seed(model, seed, records, runs, tfmot, dataset, tfmot_epochs)
+            with open(out, "a") as f:
+                for row in rows:
+                    f.write(json.dumps(row) + "\n")
     with open(out) as f:
         return [json.loads(line) for line in f]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", nargs="+", default=["lenet_300_100", "lenet5_caffe"])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--models", nargs="+", default=list(MODELS))
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--runs", type=int, default=500, help="latency repetitions")
-    p.add_argument("--tfmot", action="store_true")
+    p.add_argument("--tfmot", nargs="*", type=float, default=(),
+                   help="tfmot sparsities to compare (e.g. 0.9 0.95)")
     p.add_argument("--out", default=os.path.join(RECORDS, "export.jsonl"))
     args = p.parse_args(argv)
-    splits = data.load(MNIST, validation_split=0.1, seed=args.seed)
-    rows = []
-    with tempfile.TemporaryDirectory() as workdir:
-        for model in args.models:
-            paths = saved_models(model, args.seed)
-            if "dense" not in paths:
-                print(f"no dense run of {model} in {RECORDS}: run the suites first")
-                continue
-            measured = [measure(label, path, splits, args.runs, workdir)
-                        for label, path in paths.items()]
-            if args.tfmot:
-                for r in tfmot_records(model, args.runs):
-                    measured.append({"label": r["method"], "size_bytes": r["size_bytes"],
-                                     "latency_ms": r["latency_ms"],
-                                     "accuracy": r["accuracy"]})
-            dense = next(m for m in measured if m["label"] == "dense")
-            for m in measured:
-                m.update(model=model, seed=args.seed,
-                         size_ratio=dense["size_bytes"] / m["size_bytes"],
-                         speedup=dense["latency_ms"] / m["latency_ms"])
-                rows.append(m)
-    with open(args.out, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    print("| model | method | TFLite KiB | smaller | latency (ms) | faster | accuracy |")
-    print("| --- | --- | ---: | ---: | ---: | ---: | ---: |")
+    rows = run(args.models, args.seeds, runs=args.runs, tfmot=args.tfmot, out=args.out)
+    print("| model | seed | method | TFLite KiB | smaller | latency (ms) | faster | accuracy |")
+    print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['model']} | {r['label']} | {r['size_bytes'] / 1024:.1f} | "
+        print(f"| {r['model']} | {r['seed']} | {r['label']} | {r['size_bytes'] / 1024:.1f} | "
               f"{r['size_ratio']:.1f}× | {r['latency_ms']:.4f} | {r['speedup']:.1f}× | "
               f"{100 * r['accuracy']:.2f} % |")
 

@@ -73,12 +73,12 @@ def _variants(record):
     phase as well as the final DBB model."""
     label = record.get("config", {}).get("label") or record["method"]
     final = {"error": 100 * record["test_error"], "sparsity": record["sparsity"],
-             "epoch_time": statistics.fmean(record["time_per_epoch"])}
+             "epoch_time": statistics.median(record["time_per_epoch"])}
     first = record.get("first_phase")
     if first is None:
         return [(label, final)]
     bb = {"error": 100 * first["test_error"], "sparsity": first["sparsity"],
-          "epoch_time": statistics.fmean(first["time_per_epoch"])}
+          "epoch_time": statistics.median(first["time_per_epoch"])}
     return [("bb", bb), ("dbb", final)]
 
 

@@ -92,6 +92,36 @@ def done(path, label, model, seed):
                    and r["config"]["seed"] == seed for r in map(json.loads, f))
 
 
+def scaled(epochs, settings, scale):
+    """Epochs (and pretraining/DBB epochs) times `scale`, at least 1 each:
+    the quick mode runs every schedule compressed."""
+    if scale == 1:
+        return epochs, settings
+    settings = dict(settings)
+    for key in ("pretrain_epochs", "dbb_epochs"):
+        if key in settings:
+            settings[key] = max(1, round(settings[key] * scale))
+    return max(1, round(epochs * scale)), settings
+
+
+def run_suite(name, seeds=(0,), models=None, only=None, records=RECORDS, dataset=MNIST,
+              epochs_scale=1.0, runs_dir=None):
+    """Runs the configurations of suite `name` that `records/<name>.jsonl`
+    does not hold yet for each seed; returns the path of that file."""
+    path = os.path.join(records, f"{name}.jsonl")
+    extra = {"out": runs_dir} if runs_dir else {}
+    for seed in seeds:
+        for label, model, method, epochs, settings in SUITES[name]:
+            if only and label not in only or models and model not in models:
+                continue
+            if done(path, label, model, seed):
+                continue
+            epochs, settings = scaled(epochs, settings, epochs_scale)
+            run.run_config(model, method, dataset, seed, epochs, path, label=label,
+                           verbose=0, **settings, **extra)
+    return path
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="Runs one benchmark suite on mnist-10k.")
     p.add_argument("suite", choices=sorted(SUITES))
@@ -99,15 +129,7 @@ def main(argv=None):
     p.add_argument("--only", nargs="*", default=None, help="labels to run (default: all)")
     p.add_argument("--models", nargs="*", default=None, help="models to run (default: all)")
     args = p.parse_args(argv)
-    path = os.path.join(RECORDS, f"{args.suite}.jsonl")
-    for seed in args.seeds:
-        for label, model, method, epochs, settings in SUITES[args.suite]:
-            if args.only and label not in args.only or args.models and model not in args.models:
-                continue
-            if done(path, label, model, seed):
-                continue
-            run.run_config(model, method, MNIST, seed, epochs, path, label=label,
-                           verbose=0, **settings)
+    path = run_suite(args.suite, args.seeds, args.models, args.only)
     report.report(path)
 
 

@@ -66,6 +66,13 @@ def compile_model(model, lr=1e-3):
     return model
 
 
+def kernel_sparsity(model):
+    """Fraction of exact zeros over all kernels (what tfmot pruned)."""
+    kernels = [w for layer in model.layers for w in layer.weights if "kernel" in w.name]
+    zeros = sum(int(np.sum(w.numpy() == 0)) for w in kernels)
+    return zeros / sum(int(np.prod(w.shape)) for w in kernels)
+
+
 def tflite_bytes(model, sparse):
     converter = tf.lite.TFLiteConverter.from_keras_model(model)
     if sparse:
@@ -116,9 +123,13 @@ def main(argv=None):
     trained = dense.get_weights()
     for target in args.sparsity:
         dense.set_weights(trained)  # each target starts from the dense network
+        # Masks are updated every `frequency` steps; the last update must fall
+        # on end_step, or the target is never reached.
+        end_step = max(1, int(0.8 * steps))
+        frequency = max(1, end_step // 20)
         schedule = tfmot.sparsity.keras.PolynomialDecay(
             initial_sparsity=0.0, final_sparsity=target, begin_step=0,
-            end_step=int(0.8 * steps))
+            end_step=end_step - end_step % frequency, frequency=frequency)
         pruned = compile_model(tfmot.sparsity.keras.prune_low_magnitude(
             dense, pruning_schedule=schedule))
         pruned.fit(x_train, y_train, epochs=args.prune_epochs, batch_size=128, verbose=0,
@@ -126,6 +137,7 @@ def main(argv=None):
         stripped = tfmot.sparsity.keras.strip_pruning(pruned)
         records.append({"method": f"tfmot {int(round(100 * target))}%", "model": args.model,
                         "seed": args.seed, "sparsity": target,
+                        "measured_sparsity": kernel_sparsity(stripped),
                         **measure(tflite_bytes(stripped, True), x_test, y_test,
                                   args.latency_runs)})
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)

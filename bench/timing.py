@@ -55,12 +55,14 @@ def time_steps(model, x, y):
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", nargs="+", default=["lenet_300_100", "lenet5_caffe"])
+    p.add_argument("--models", nargs="+",
+                   default=["lenet_300_100", "lenet_500_300", "lenet5_caffe"])
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--dataset", default=MNIST)
     p.add_argument("--out", default=os.path.join(RECORDS, "timing.jsonl"))
     args = p.parse_args(argv)
-    splits = data.load(MNIST, validation_split=0.1)
+    splits = data.load(args.dataset, validation_split=0.1)
     x, y = splits.train[0][:128 * args.steps], splits.train[1][:128 * args.steps]
     rows = []
     for model_name in args.models:

@@ -32,3 +32,27 @@ def test_report_groups_and_stats():
     assert abs(rows[0]["error_mean"] - 2.0) < 1e-9
     assert abs(rows[0]["error_std"] - 2 ** 0.5) < 1e-9
     assert rows[1]["error_std"] == 0.0 and rows[0]["time_per_epoch"] == 2.0
+
+
+def test_dashboard_pipeline_on_digits_resumes_and_renders(tmp_path):
+    """`python -m bench`'s pipeline end to end at toy scale: every suite's
+    LeNet-300-100 rows, TFLite ratios, step times, the table and the plots; a
+    second call trains nothing again."""
+    from bench import dashboard, table
+
+    mode = {**dashboard.QUICK, "records": str(tmp_path), "epochs_scale": 0.02}
+    text = dashboard.run(mode, models=("lenet_300_100",), dataset="digits", tfmot=())
+    rows = {r["method"]: r for r in table.rows(str(tmp_path), "lenet_300_100")}
+    assert set(rows) == {"dense", "hard_concrete", "npn-prune", "npn-expand", "bb", "dbb",
+                         "td-weight", "td-unit"}
+    assert rows["dense"]["size_ratio"] == 1.0 and rows["dense"]["step_time"] == 1.0
+    assert rows["td-unit"]["units"] == "300-100 → 150-50"  # pruned to half the units
+    assert rows["td-weight"]["weights_kept"] < 0.15  # 90 % of the hidden kernels pruned
+    assert rows["dbb"]["size_ratio"] is not None and rows["bb"]["size_ratio"] is None
+    assert "| td-unit | 1 |" in text
+    for kind in ("tradeoff", "units"):
+        assert (tmp_path / f"dashboard_{kind}_lenet_300_100.png").stat().st_size > 0
+
+    sizes = {p.name: p.stat().st_size for p in tmp_path.glob("*.jsonl")}
+    dashboard.run(mode, models=("lenet_300_100",), dataset="digits", tfmot=())
+    assert {p.name: p.stat().st_size for p in tmp_path.glob("*.jsonl")} == sizes

@@ -16,7 +16,7 @@ def pareto_front(costs, errors):
 
 
 def plot_tradeoff(path, costs, errors, labels=None, xlabel="FLOPs kept (fraction of dense)",
-                  ylabel="error (%)", title=None, target=None):
+                  ylabel="error (%)", title=None, target=None, xscale="linear"):
     """Scatter of error against cost with the Pareto front marked; saves a PNG."""
     import matplotlib
     matplotlib.use("Agg")
@@ -32,6 +32,7 @@ def plot_tradeoff(path, costs, errors, labels=None, xlabel="FLOPs kept (fraction
     ax.plot(costs[front], errors[front], "k--", lw=1, label="Pareto front")
     if target is not None:
         ax.axhline(target, color="grey", lw=0.8, ls=":", label="error target")
+    ax.set_xscale(xscale)
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:

@@ -1,0 +1,222 @@
+"""The dashboard: one table per network and its plots, from the records.
+
+    python -m bench.table [--records bench/records] [--out bench/records/dashboard.md]
+
+Reads the suites' training records (`<suite>.jsonl`), the TFLite
+measurements (`export.jsonl`, from `bench.export_bench`) and the step times
+(`timing.jsonl`, from `bench.timing`) and writes a markdown table per network
+plus, per network, `dashboard_tradeoff_<model>.png` (test error against FLOPs
+kept, one point per method and seed, Pareto front dashed) and
+`dashboard_units_<model>.png` (units kept per layer, seed 0).
+
+Every time figure is a ratio to the dense network measured in the same
+invocation: TFLite latency in the same `export_bench` process, training time
+(per step, so per epoch) in the same interleaved `timing` rounds. The suites'
+own epoch times are in the records but not compared: other work shared the
+machine while they ran.
+"""
+
+import argparse
+import json
+import os
+import statistics
+
+from bench.export_bench import SUITE_FILES
+from bench.report import _variants
+
+# Row order of the tables, and the `bench.timing` variant timing each method.
+METHODS = ("dense", "hard_concrete", "npn-prune", "npn-expand", "bb", "dbb", "td-weight",
+           "td-unit", "tfmot 90%", "tfmot 95%")
+TIMING_VARIANT = {"dense": "dense", "hard_concrete": "hard_concrete",
+                  "npn-prune": "npn (ARM)", "npn-expand": "npn (ARM)", "bb": "bb",
+                  "dbb": "dbb", "td-weight": "targeted_dropout (weight)",
+                  "td-unit": "targeted_dropout (unit)"}
+# The saved model of a BB→DBB run is the DBB one.
+EXPORT_LABEL = {"dbb": "bb+dbb"}
+MODELS = ("lenet_300_100", "lenet_500_300", "lenet5_caffe")
+
+
+def _read(path):
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def runs(records_dir):
+    """{(model, method): {seed: figures}} from the training records; figures
+    are error (%) and sparsity (`tfsparse.summary`)."""
+    out = {}
+    for name in SUITE_FILES:
+        for record in _read(os.path.join(records_dir, name)):
+            seed = record["config"]["seed"]
+            for label, figures in _variants(record):
+                out.setdefault((record["model"], label), {}).setdefault(seed, figures)
+    return out
+
+
+def _mean_std(values):
+    values = list(values)
+    if not values:
+        return None, None
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def hidden_units(sparsity):
+    """[(layer, kept, total)] of the Dense/Conv layers but the last (the
+    classifier), from `tfsparse.summary`'s layer rows."""
+    layers = [(r["name"], r["units_kept"], r["units_total"]) for r in sparsity["layers"]
+              if r["units_total"] is not None and r["weights_total"] > 0
+              and ("Dense" in r["type"] or "Conv" in r["type"])]
+    return layers[:-1]
+
+
+def _units_text(sparsity):
+    if sparsity.get("units_total"):  # unit gates, input features included
+        kept, total = sparsity["units_kept"], sparsity["units_total"]
+    else:
+        layers = hidden_units(sparsity)
+        kept, total = [k for _, k, _ in layers], [t for _, _, t in layers]
+    return "-".join(map(str, total)) + " → " + "-".join(map(str, kept))
+
+
+def rows(records_dir, model):
+    """The table rows of one network (dicts; None where not measured)."""
+    trained = runs(records_dir)
+    exports = [r for r in _read(os.path.join(records_dir, "export.jsonl"))
+               if r["model"] == model]
+    timing = {r["variant"]: r["ratio"] for r in _read(os.path.join(records_dir, "timing.jsonl"))
+              if r["model"] == model}
+    out = []
+    for method in METHODS:
+        by_seed = trained.get((model, method), {})
+        measured = [r for r in exports if r["label"] == EXPORT_LABEL.get(method, method)]
+        if not by_seed and not measured:
+            continue
+        row = {"method": method, "seeds": len(by_seed) or len(measured)}
+        if by_seed:
+            figures = [by_seed[s] for s in sorted(by_seed)]
+            row["error"] = _mean_std(f["error"] for f in figures)
+            total = [f["sparsity"]["total"] for f in figures]
+            row["weights_kept"] = statistics.fmean(t["weights_fraction"] for t in total)
+            row["flops_kept"] = statistics.fmean(t["flops_fraction"] for t in total)
+            row["flops_per_example"] = statistics.fmean(
+                t.get("flops_expected_fraction", t["flops_fraction"]) for t in total)
+            row["units"] = _units_text(figures[0]["sparsity"])
+        else:  # tfmot: accuracy from its TFLite file, weights kept by construction
+            row["error"] = _mean_std(100 * (1 - r["accuracy"]) for r in measured)
+            sparsity = (measured[0].get("measured_sparsity") or measured[0].get("sparsity")
+                        or float(method.split()[1][:-1]) / 100)
+            row["weights_kept"] = row["flops_kept"] = 1 - sparsity
+            row["flops_per_example"], row["units"] = None, None
+        row["size_ratio"] = (statistics.fmean(r["size_ratio"] for r in measured)
+                             if measured else None)
+        row["speedup"] = statistics.fmean(r["speedup"] for r in measured) if measured else None
+        row["tflite_seeds"] = len(measured)
+        row["step_time"] = timing.get(TIMING_VARIANT.get(method))
+        out.append(row)
+    return out
+
+
+def _fmt(value, pattern, missing="—"):
+    return missing if value is None else pattern.format(value)
+
+
+def markdown(model_rows):
+    lines = ["| method | seeds | test error (%) | units kept (seed 0) | weights kept | "
+             "FLOPs kept | TFLite × smaller | TFLite × faster | training time × dense |",
+             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    for r in model_rows:
+        mean, std = r["error"]
+        flops = f"{100 * r['flops_kept']:.1f} %"
+        if r["flops_per_example"] is not None and r["flops_per_example"] < r["flops_kept"] - 1e-6:
+            flops += f" ({100 * r['flops_per_example']:.1f} % per example)"
+        if r["method"].startswith(("td-weight", "tfmot")):
+            flops += " nonzero"
+        lines.append(
+            f"| {r['method']} | {r['seeds']} | {mean:.2f} ± {std:.2f} | "
+            f"{_fmt(r['units'], '{}')} | {100 * r['weights_kept']:.1f} % | {flops} | "
+            f"{_fmt(r['size_ratio'], '{:.1f}×')} | {_fmt(r['speedup'], '{:.1f}×')} | "
+            f"{_fmt(r['step_time'], '{:.2f}')} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot_tradeoff(records_dir, model, path):
+    """Error against FLOPs kept (per example for DBB), one point per method
+    and seed, with the Pareto front."""
+    from tfsparse.plots import plot_tradeoff as draw
+    costs, errors, labels = [], [], []
+    for (name, method), by_seed in runs(records_dir).items():
+        if name != model:
+            continue
+        for figures in by_seed.values():
+            total = figures["sparsity"]["total"]
+            costs.append(total.get("flops_expected_fraction", total["flops_fraction"]))
+            errors.append(figures["error"])
+            labels.append(method)
+    if not costs:
+        return None
+    return draw(path, costs, errors, labels=labels, title=f"{model} on mnist-10k",
+                ylabel="test error (%)", xscale="log")
+
+
+def plot_units(records_dir, model, path):
+    """Share of units kept per hidden layer (seed 0 of each method), as
+    grouped bars; the dense network is 100 % everywhere."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import numpy as np
+
+    methods = [(m, by_seed[min(by_seed)]) for (name, m), by_seed in runs(records_dir).items()
+               if name == model and m != "dense"]
+    if not methods:
+        return None
+    layers = hidden_units(methods[0][1]["sparsity"])
+    x = np.arange(len(layers))
+    width = 0.8 / len(methods)
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for i, (method, figures) in enumerate(methods):
+        kept = [100 * k / t for _, k, t in hidden_units(figures["sparsity"])]
+        ax.bar(x - 0.4 + (i + 0.5) * width, kept, width, label=method)
+    ax.set_xticks(x, [f"{name} ({total})" for name, _, total in layers])
+    ax.set_ylabel("units kept (% of the layer)")
+    ax.set_ylim(0, 100)
+    ax.set_title(f"{model}: units kept per layer (seed 0)")
+    ax.legend(fontsize=7)
+    ax.grid(axis="y", alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+def render(records_dir, out=None, models=MODELS):
+    """Writes the markdown (to `out`, default `<records_dir>/dashboard.md`)
+    and the plots beside it; returns the markdown."""
+    out = out or os.path.join(records_dir, "dashboard.md")
+    folder = os.path.dirname(out) or "."
+    parts = []
+    for model in models:
+        model_rows = rows(records_dir, model)
+        if not model_rows:
+            continue
+        parts.append(f"### {model}\n\n" + markdown(model_rows))
+        plot_tradeoff(records_dir, model, os.path.join(folder, f"dashboard_tradeoff_{model}.png"))
+        plot_units(records_dir, model, os.path.join(folder, f"dashboard_units_{model}.png"))
+    text = "\n".join(parts)
+    with open(out, "w") as f:
+        f.write(text)
+    return text
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--records", default=os.path.join("bench", "records"))
+    p.add_argument("--out", default=None)
+    args = p.parse_args(argv)
+    print(render(args.records, args.out), end="")
+
+
+if __name__ == "__main__":
+    main()
