@@ -1,6 +1,7 @@
 """The dashboard: one table per network and its plots, from the records.
 
     python -m bench.table [--records bench/records] [--out bench/records/dashboard.md]
+    python -m bench.table --readme README.md   # also rewrites the README's dashboard
 
 Reads the suites' training records (`<suite>.jsonl`), the TFLite
 measurements (`export.jsonl`, from `bench.export_bench`) and the step times
@@ -22,7 +23,6 @@ import os
 import statistics
 
 from bench.export_bench import SUITE_FILES
-from bench.report import _variants
 
 # Row order of the tables, and the `bench.timing` variant timing each method.
 METHODS = ("dense", "hard_concrete", "npn-prune", "npn-expand", "bb", "dbb", "td-weight",
@@ -34,6 +34,18 @@ TIMING_VARIANT = {"dense": "dense", "hard_concrete": "hard_concrete",
 # The saved model of a BB→DBB run is the DBB one.
 EXPORT_LABEL = {"dbb": "bb+dbb"}
 MODELS = ("lenet_300_100", "lenet_500_300", "lenet5_caffe")
+
+
+def variants(record):
+    """(label, figures) pairs a record stands for: a BB→DBB run gives its BB
+    phase as well as the final DBB model."""
+    label = record.get("config", {}).get("label") or record["method"]
+    final = {"error": 100 * record["test_error"], "sparsity": record["sparsity"]}
+    first = record.get("first_phase")
+    if first is None:
+        return [(label, final)]
+    bb = {"error": 100 * first["test_error"], "sparsity": first["sparsity"]}
+    return [("bb", bb), ("dbb", final)]
 
 
 def _read(path):
@@ -50,7 +62,7 @@ def runs(records_dir):
     for name in SUITE_FILES:
         for record in _read(os.path.join(records_dir, name)):
             seed = record["config"]["seed"]
-            for label, figures in _variants(record):
+            for label, figures in variants(record):
                 out.setdefault((record["model"], label), {}).setdefault(seed, figures)
     return out
 
@@ -128,9 +140,10 @@ def markdown(model_rows):
              "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in model_rows:
         mean, std = r["error"]
-        flops = f"{100 * r['flops_kept']:.1f} %"
+        flops = f"{100 * r['flops_kept']:.1f} % ({1 / r['flops_kept']:.1f}×)"
         if r["flops_per_example"] is not None and r["flops_per_example"] < r["flops_kept"] - 1e-6:
-            flops += f" ({100 * r['flops_per_example']:.1f} % per example)"
+            flops += (f"; {100 * r['flops_per_example']:.1f} % "
+                      f"({1 / r['flops_per_example']:.1f}×) per example")
         if r["method"].startswith(("td-weight", "tfmot")):
             flops += " nonzero"
         lines.append(
@@ -201,7 +214,7 @@ def render(records_dir, out=None, models=MODELS):
         model_rows = rows(records_dir, model)
         if not model_rows:
             continue
-        parts.append(f"### {model}\n\n" + markdown(model_rows))
+        parts.append(f"#### {model}\n\n" + markdown(model_rows))
         plot_tradeoff(records_dir, model, os.path.join(folder, f"dashboard_tradeoff_{model}.png"))
         plot_units(records_dir, model, os.path.join(folder, f"dashboard_units_{model}.png"))
     text = "\n".join(parts)
@@ -210,12 +223,41 @@ def render(records_dir, out=None, models=MODELS):
     return text
 
 
+README_START = "<!-- dashboard:start (python -m bench.table --readme README.md) -->"
+README_END = "<!-- dashboard:end -->"
+
+
+def update_readme(path, text, records_dir):
+    """Replaces the README's block between the dashboard markers with the
+    tables of `text` and links to the plots."""
+    with open(path) as f:
+        readme = f.read()
+    if README_START not in readme or README_END not in readme:
+        raise ValueError(f"{path} has no dashboard markers ({README_START!r} ... "
+                         f"{README_END!r}).")
+    head, rest = readme.split(README_START, 1)
+    _, tail = rest.split(README_END, 1)
+    images = []
+    for model in MODELS:
+        for kind, what in (("tradeoff", "error against FLOPs"), ("units", "units kept")):
+            image = os.path.join(records_dir, f"dashboard_{kind}_{model}.png")
+            if os.path.exists(image):
+                images.append(f"![{model}: {what}]({image})")
+    block = "\n".join([README_START, "", text.strip(), "", "\n".join(images), "", README_END])
+    with open(path, "w") as f:
+        f.write(head + block + tail)
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--records", default=os.path.join("bench", "records"))
     p.add_argument("--out", default=None)
+    p.add_argument("--readme", default=None, help="rewrite the dashboard block of this file")
     args = p.parse_args(argv)
-    print(render(args.records, args.out), end="")
+    text = render(args.records, args.out)
+    if args.readme:
+        update_readme(args.readme, text, args.records)
+    print(text, end="")
 
 
 if __name__ == "__main__":
