@@ -154,6 +154,29 @@ def markdown(model_rows):
     return "\n".join(lines) + "\n"
 
 
+def verdict(model_rows, margin=0.5):
+    """One sentence: the method with the fewest FLOPs (per example for DBB)
+    whose mean error is within `margin` points of the dense network's, and
+    its TFLite latency against tfmot's 90 % model."""
+    by_method = {r["method"]: r for r in model_rows}
+    if "dense" not in by_method:
+        return ""
+    limit = by_method["dense"]["error"][0] + margin
+    within = [r for r in model_rows if r["method"] != "dense" and r["error"][0] <= limit
+              and not r["method"].startswith("tfmot")]
+    if not within:
+        return f"No method is within {margin} points of the dense network's error.\n"
+    best = min(within, key=lambda r: r["flops_per_example"] or r["flops_kept"])
+    flops = best["flops_per_example"] or best["flops_kept"]
+    text = (f"Fewest FLOPs within {margin} points of dense ({limit:.2f} %): "
+            f"**{best['method']}**, {1 / flops:.1f}× fewer")
+    tfmot = by_method.get("tfmot 90%")
+    if tfmot and tfmot["speedup"] and best["speedup"]:
+        text += (f"; its TFLite file runs {best['speedup'] / tfmot['speedup']:.1f}× faster "
+                 f"than tfmot's 90 % model")
+    return text + ".\n"
+
+
 def plot_tradeoff(records_dir, model, path):
     """Error against FLOPs kept (per example for DBB), one point per method
     and seed, with the Pareto front."""
@@ -214,7 +237,7 @@ def render(records_dir, out=None, models=MODELS):
         model_rows = rows(records_dir, model)
         if not model_rows:
             continue
-        parts.append(f"#### {model}\n\n" + markdown(model_rows))
+        parts.append(f"#### {model}\n\n" + markdown(model_rows) + "\n" + verdict(model_rows))
         plot_tradeoff(records_dir, model, os.path.join(folder, f"dashboard_tradeoff_{model}.png"))
         plot_units(records_dir, model, os.path.join(folder, f"dashboard_units_{model}.png"))
     text = "\n".join(parts)
