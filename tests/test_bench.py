@@ -56,3 +56,34 @@ def test_dashboard_pipeline_on_digits_resumes_and_renders(tmp_path):
     sizes = {p.name: p.stat().st_size for p in tmp_path.glob("*.jsonl")}
     dashboard.run(mode, models=("lenet_300_100",), dataset="digits", tfmot=())
     assert {p.name: p.stat().st_size for p in tmp_path.glob("*.jsonl")} == sizes
+
+
+def test_verdict_picks_the_fewest_flops_within_the_error_margin():
+    from bench.table import verdict
+
+    def row(method, error, flops, speedup=None, per_example=None):
+        return {"method": method, "error": (error, 0.0), "flops_kept": flops,
+                "flops_per_example": per_example, "speedup": speedup}
+
+    rows = [row("dense", 4.0, 1.0, 1.0), row("a", 4.4, 0.10, 5.0),
+            row("b", 4.6, 0.02, 9.0),  # fewer FLOPs but 0.6 points worse
+            row("c", 4.5, 0.5, 2.0, per_example=0.05), row("tfmot 90%", 4.1, 0.1, 1.0)]
+    text = verdict(rows)
+    assert "**c**, 20.0× fewer" in text and "2.0× faster than tfmot" in text
+    assert "No method" in verdict([row("dense", 4.0, 1.0), row("a", 9.0, 0.1)])
+
+
+def test_update_readme_rewrites_only_the_marked_block(tmp_path):
+    import pytest
+
+    from bench.table import README_END, README_START, update_readme
+
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\noutro\n")
+    update_readme(readme, "#### new table\n", str(tmp_path))
+    text = readme.read_text()
+    assert text.startswith("intro\n") and text.endswith("\noutro\n")
+    assert "new table" in text and "old table" not in text
+    readme.write_text("no markers")
+    with pytest.raises(ValueError, match="dashboard markers"):
+        update_readme(readme, "x", str(tmp_path))
