@@ -130,6 +130,11 @@ def rows(records_dir, model):
     return out
 
 
+def _times(fraction):
+    """1 / fraction as "N×" (every unit closed: "all units closed")."""
+    return f"{1 / fraction:.1f}×" if fraction > 0 else "all units closed"
+
+
 def _fmt(value, pattern, missing="—"):
     return missing if value is None else pattern.format(value)
 
@@ -140,10 +145,10 @@ def markdown(model_rows):
              "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
     for r in model_rows:
         mean, std = r["error"]
-        flops = f"{100 * r['flops_kept']:.1f} % ({1 / r['flops_kept']:.1f}×)"
+        flops = f"{100 * r['flops_kept']:.1f} % ({_times(r['flops_kept'])})"
         if r["flops_per_example"] is not None and r["flops_per_example"] < r["flops_kept"] - 1e-6:
             flops += (f"; {100 * r['flops_per_example']:.1f} % "
-                      f"({1 / r['flops_per_example']:.1f}×) per example")
+                      f"({_times(r['flops_per_example'])}) per example")
         if r["method"].startswith(("td-weight", "tfmot")):
             flops += " nonzero"
         lines.append(
@@ -169,7 +174,7 @@ def verdict(model_rows, margin=0.5):
     best = min(within, key=lambda r: r["flops_per_example"] or r["flops_kept"])
     flops = best["flops_per_example"] or best["flops_kept"]
     text = (f"Fewest FLOPs within {margin} points of dense ({limit:.2f} %): "
-            f"**{best['method']}**, {1 / flops:.1f}× fewer")
+            f"**{best['method']}**, {_times(flops)} fewer")
     tfmot = by_method.get("tfmot 90%")
     if tfmot and tfmot["speedup"] and best["speedup"]:
         text += (f"; its TFLite file runs {best['speedup'] / tfmot['speedup']:.1f}× faster "
