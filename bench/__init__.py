@@ -1,7 +1,6 @@
-"""Benchmarks: train (model, method, dataset, seed) configurations, append one JSON
-record per run to a .jsonl file, and summarize it as a markdown table.
+"""Benchmarks on ../shared/data/mnist-10k.npz (see bench/dashboard.py).
 
-    python -m bench --quick                          # smoke run on digits
-    python -m bench --model lenet_300_100 --dataset data.npz --seeds 0 1 2 --epochs 30
-    python -m bench.report bench/results/quick.jsonl
+    python -m bench [--quick]            # the README's dashboard, end to end
+    python -m bench.suites NAME          # one suite of training runs
+    python -m bench.table --readme README.md
 """

@@ -9,12 +9,14 @@ resumes): (1) every suite of `bench.suites` (every method on LeNet-300-100,
 LeNet-500-300 and LeNet-5-Caffe) for each seed; (2) `bench.export_bench`:
 compacted TFLite size and latency against the dense network's, with tfmot's
 magnitude pruning to 90 % and 95 % in its own process; (3) `bench.timing`:
-training step times side by side; (4) `bench.table`: markdown and plots.
+training step times side by side, all networks in one invocation (again
+when a network is missing); (4) `bench.table`: markdown and plots.
 The full run writes to bench/records/ (committed), the quick one to
 bench/results/quick/.
 """
 
 import argparse
+import json
 import os
 
 from bench import export_bench, suites, table, timing
@@ -26,6 +28,13 @@ FULL = {"records": suites.RECORDS, "seeds": (0, 1, 2), "epochs_scale": 1.0,
 QUICK = {"records": os.path.join("bench", "results", "quick"), "seeds": (0,),
          "epochs_scale": 0.05, "latency_runs": 50, "tfmot_epochs": (1, 1),
          "timing": ["--rounds", "1", "--steps", "5"]}
+
+
+def timed_models(path):
+    if not os.path.exists(path):
+        return set()
+    with open(path) as f:
+        return {json.loads(line)["model"] for line in f if line.strip()}
 
 
 def run(mode, seeds=None, models=table.MODELS, dataset=suites.MNIST, render_only=False,
@@ -42,7 +51,7 @@ def run(mode, seeds=None, models=table.MODELS, dataset=suites.MNIST, render_only
         export_bench.run(models, seeds, records=records, runs=mode["latency_runs"],
                          tfmot=tfmot, dataset=dataset, tfmot_epochs=mode["tfmot_epochs"])
         timing_path = os.path.join(records, "timing.jsonl")
-        if with_timing and not os.path.exists(timing_path):
+        if with_timing and not set(models) <= timed_models(timing_path):
             timing.main(["--models", *models, "--dataset", dataset, "--out", timing_path,
                          *mode["timing"]])
     return table.render(records, models=models)

@@ -8,7 +8,8 @@ compacts each with `tfsparse.compact`, exports it with `tfsparse.export`
 latency as ratios to the dense network's TFLite file measured in the same
 invocation. With `--tfmot`, tfmot's magnitude pruning to those sparsities
 (its own process, tf_keras, same seed) is measured in the same invocation
-too. (model, seed) pairs already in `--out` are skipped.
+too. A (model, seed) whose rows in `--out` already cover every saved model
+and tfmot sparsity is skipped; otherwise all of its rows are measured again.
 """
 
 import argparse
@@ -100,28 +101,39 @@ def measure_seed(model, seed, records=RECORDS, runs=500, tfmot=(), dataset=MNIST
     return measured
 
 
-def measured_pairs(path):
+def _read(path):
     if not os.path.exists(path):
-        return set()
+        return []
     with open(path) as f:
-        return {(r["model"], r["seed"]) for r in map(json.loads, f)}
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def expected_labels(model, seed, records, tfmot):
+    """The rows a complete measurement of (`model`, `seed`) has."""
+    labels = set(saved_models(model, seed, records))
+    if tfmot:
+        labels |= {"dense (tf_keras)"} | {f"tfmot {int(round(100 * s))}%" for s in tfmot}
+    return labels
 
 
 def run(models=MODELS, seeds=(0,), records=RECORDS, runs=500, tfmot=(), dataset=MNIST,
         tfmot_epochs=(15, 5), out=None):
-    """Measures every (model, seed) not yet in `out`; returns all rows of `out`."""
+    """Measures every (model, seed) whose rows in `out` miss a saved model
+    or a tfmot sparsity (all of its rows again, so that the ratios come from
+    one invocation); returns all rows of `out`."""
     out = out or os.path.join(records, "export.jsonl")
-    done = measured_pairs(out)
+    rows = _read(out)
     for seed in seeds:
         for model in models:
-            if (model, seed) in done:
+            have = {r["label"] for r in rows if (r["model"], r["seed"]) == (model, seed)}
+            if expected_labels(model, seed, records, tfmot) <= have:
                 continue
-            rows = measure_seed(model, seed, records, runs, tfmot, dataset, tfmot_epochs)
-            with open(out, "a") as f:
-                for row in rows:
-                    f.write(json.dumps(row) + "\n")
-    with open(out) as f:
-        return [json.loads(line) for line in f]
+            fresh = measure_seed(model, seed, records, runs, tfmot, dataset, tfmot_epochs)
+            rows = [r for r in rows if (r["model"], r["seed"]) != (model, seed)] + fresh
+            with open(out + ".tmp", "w") as f:
+                f.writelines(json.dumps(r) + "\n" for r in rows)
+            os.replace(out + ".tmp", out)
+    return rows
 
 
 def main(argv=None):
@@ -129,7 +141,7 @@ def main(argv=None):
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--runs", type=int, default=500, help="latency repetitions")
-    p.add_argument("--tfmot", nargs="*", type=float, default=(),
+    p.add_argument("--tfmot", nargs="+", type=float, default=(),
                    help="tfmot sparsities to compare (e.g. 0.9 0.95)")
     p.add_argument("--out", default=os.path.join(RECORDS, "export.jsonl"))
     args = p.parse_args(argv)

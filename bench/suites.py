@@ -72,16 +72,14 @@ SUITES = {
     ],
     # Issue 8: every method on every network: issue 3's methods on
     # LeNet-500-300 and issue 4's on LeNet-300-100, with the settings of the
-    # other MLP.
+    # other MLP (the dense baselines are those of l0_npn and bb_dbb).
     "cross": [
-        ("dense", "lenet_500_300", "dense", 30, {}),
         ("hard_concrete", "lenet_500_300", "hard_concrete", 100,
          {"lam": 0.05, "init_drop_rate": 0.2, **FAST_GATES}),
         ("npn-prune", "lenet_500_300", "npn", 100, {"lam": 0.05, **FAST_GATES}),
         ("npn-expand", "lenet_500_300", "npn", 100,
          {"lam": 0.05, "mode": "expand", "init_size": 3, "expand_size": 5, "k_plastic": 7.0,
           **FAST_GATES}),
-        ("dense", "lenet_300_100", "dense", 30, {}),
         ("bb+dbb", "lenet_300_100", "bb", 100,
          {"pretrain_epochs": 10, "dbb_epochs": 30, "lr_multiplier": 50.0}),
     ],

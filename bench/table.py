@@ -34,6 +34,9 @@ TIMING_VARIANT = {"dense": "dense", "hard_concrete": "hard_concrete",
 # The saved model of a BB→DBB run is the DBB one.
 EXPORT_LABEL = {"dbb": "bb+dbb"}
 MODELS = ("lenet_300_100", "lenet_500_300", "lenet5_caffe")
+# Weight-level sparsity: FLOPs count nonzero weights, which dense kernels still
+# multiply; such rows are marked and never win the FLOPs verdict.
+UNSTRUCTURED = ("td-weight", "tfmot")
 
 
 def variants(record):
@@ -149,10 +152,13 @@ def markdown(model_rows):
         if r["flops_per_example"] is not None and r["flops_per_example"] < r["flops_kept"] - 1e-6:
             flops += (f"; {100 * r['flops_per_example']:.1f} % "
                       f"({_times(r['flops_per_example'])}) per example")
-        if r["method"].startswith(("td-weight", "tfmot")):
+        if r["method"].startswith(UNSTRUCTURED):
             flops += " nonzero"
+        seeds = str(r["seeds"])
+        if r["tflite_seeds"] and r["tflite_seeds"] != r["seeds"]:
+            seeds += f" (TFLite: {r['tflite_seeds']})"
         lines.append(
-            f"| {r['method']} | {r['seeds']} | {mean:.2f} ± {std:.2f} | "
+            f"| {r['method']} | {seeds} | {mean:.2f} ± {std:.2f} | "
             f"{_fmt(r['units'], '{}')} | {100 * r['weights_kept']:.1f} % | {flops} | "
             f"{_fmt(r['size_ratio'], '{:.1f}×')} | {_fmt(r['speedup'], '{:.1f}×')} | "
             f"{_fmt(r['step_time'], '{:.2f}')} |")
@@ -162,13 +168,14 @@ def markdown(model_rows):
 def verdict(model_rows, margin=0.5):
     """One sentence: the method with the fewest FLOPs (per example for DBB)
     whose mean error is within `margin` points of the dense network's, and
-    its TFLite latency against tfmot's 90 % model."""
+    its TFLite latency against tfmot's 90 % model. Unit-level methods only:
+    weight-level sparsity saves no multiply-add in a dense kernel."""
     by_method = {r["method"]: r for r in model_rows}
     if "dense" not in by_method:
         return ""
     limit = by_method["dense"]["error"][0] + margin
     within = [r for r in model_rows if r["method"] != "dense" and r["error"][0] <= limit
-              and not r["method"].startswith("tfmot")]
+              and not r["method"].startswith(UNSTRUCTURED)]
     if not within:
         return f"No method is within {margin} points of the dense network's error.\n"
     best = min(within, key=lambda r: r["flops_per_example"] or r["flops_kept"])
@@ -255,9 +262,9 @@ README_START = "<!-- dashboard:start (python -m bench.table --readme README.md) 
 README_END = "<!-- dashboard:end -->"
 
 
-def update_readme(path, text, records_dir):
+def update_readme(path, text, plots_dir):
     """Replaces the README's block between the dashboard markers with the
-    tables of `text` and links to the plots."""
+    tables of `text` and links to the plots `render` wrote into `plots_dir`."""
     with open(path) as f:
         readme = f.read()
     if README_START not in readme or README_END not in readme:
@@ -268,7 +275,7 @@ def update_readme(path, text, records_dir):
     images = []
     for model in MODELS:
         for kind, what in (("tradeoff", "error against FLOPs"), ("units", "units kept")):
-            image = os.path.join(records_dir, f"dashboard_{kind}_{model}.png")
+            image = os.path.join(plots_dir, f"dashboard_{kind}_{model}.png")
             if os.path.exists(image):
                 images.append(f"![{model}: {what}]({image})")
     block = "\n".join([README_START, "", text.strip(), "", "\n".join(images), "", README_END])
@@ -282,9 +289,10 @@ def main(argv=None):
     p.add_argument("--out", default=None)
     p.add_argument("--readme", default=None, help="rewrite the dashboard block of this file")
     args = p.parse_args(argv)
-    text = render(args.records, args.out)
+    out = args.out or os.path.join(args.records, "dashboard.md")
+    text = render(args.records, out)
     if args.readme:
-        update_readme(args.readme, text, args.records)
+        update_readme(args.readme, text, os.path.dirname(out) or ".")
     print(text, end="")
 
 

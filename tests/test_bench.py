@@ -67,7 +67,8 @@ def test_verdict_picks_the_fewest_flops_within_the_error_margin():
 
     rows = [row("dense", 4.0, 1.0, 1.0), row("a", 4.4, 0.10, 5.0),
             row("b", 4.6, 0.02, 9.0),  # fewer FLOPs but 0.6 points worse
-            row("c", 4.5, 0.5, 2.0, per_example=0.05), row("tfmot 90%", 4.1, 0.1, 1.0)]
+            row("c", 4.5, 0.5, 2.0, per_example=0.05), row("tfmot 90%", 4.1, 0.1, 1.0),
+            row("td-weight", 4.2, 0.01, 1.0)]  # nonzero weights: saves no FLOPs
     text = verdict(rows)
     assert "**c**, 20.0× fewer" in text and "2.0× faster than tfmot" in text
     assert "No method" in verdict([row("dense", 4.0, 1.0), row("a", 9.0, 0.1)])

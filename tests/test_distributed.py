@@ -59,12 +59,25 @@ def test_two_workers_end_on_identical_weights(tmp_path):
     included, must be bit-identical on both workers, and training must have
     changed them."""
     ports = ",".join(map(str, _free_ports(2)))
-    workers = [subprocess.Popen([sys.executable, MULTI_WORKER_SCRIPT, str(i), ports,
-                                 str(tmp_path)], stdout=subprocess.PIPE,
-                                stderr=subprocess.PIPE, text=True) for i in range(2)]
-    outputs = [w.communicate(timeout=600) for w in workers]
-    for worker, (_, stderr) in zip(workers, outputs):
-        assert worker.returncode == 0, stderr[-3000:]
+    logs = [tmp_path / f"worker-{i}.log" for i in range(2)]
+    workers = []
+    try:
+        for i, log in enumerate(logs):
+            # Output goes to files: a full pipe would block a worker, and its
+            # peer with it, inside a collective.
+            with open(log, "w") as out:
+                workers.append(subprocess.Popen(
+                    [sys.executable, MULTI_WORKER_SCRIPT, str(i), ports, str(tmp_path)],
+                    stdout=out, stderr=subprocess.STDOUT))
+        for worker in workers:
+            worker.wait(timeout=600)
+    finally:
+        for worker in workers:  # one worker failing leaves its peer waiting
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
+    for worker, log in zip(workers, logs):
+        assert worker.returncode == 0, log.read_text()[-3000:]
     for method in MULTI_WORKER_METHODS:
         first, second = (np.load(tmp_path / f"worker-{i}-{method}.npz") for i in range(2))
         assert first.files == second.files

@@ -38,15 +38,14 @@ def default_space(method, hp):
     Gate learning-rate multipliers start at 3: at ×1 the gates of a 20-50
     epoch trial on a small dataset barely move (a first 20-trial search on
     mnist-10k spent 7 trials there, all at the dense network's FLOPs)."""
-    fast_gates = hp.Choice("lr_multiplier", [3.0, 10.0, 30.0])
-    if method == "hard_concrete":
-        return {"lam": hp.Float("lam", 0.01, 0.5, sampling="log"),
-                "init_drop_rate": hp.Float("init_drop_rate", 0.05, 0.5),
-                "lr_multiplier": fast_gates}
-    if method == "npn":
-        return {"lam": hp.Float("lam", 0.01, 0.5, sampling="log"),
-                "k_plastic": hp.Float("k_plastic", 1.0, 20.0, sampling="log"),
-                "lr_multiplier": fast_gates}
+    if method in ("hard_concrete", "npn"):
+        space = {"lam": hp.Float("lam", 0.01, 0.5, sampling="log"),
+                 "lr_multiplier": hp.Choice("lr_multiplier", [3.0, 10.0, 30.0])}
+        if method == "hard_concrete":
+            space["init_drop_rate"] = hp.Float("init_drop_rate", 0.05, 0.5)
+        else:
+            space["k_plastic"] = hp.Float("k_plastic", 1.0, 20.0, sampling="log")
+        return space
     if method in ("bb", "dbb"):
         return {"lr_multiplier": hp.Choice("lr_multiplier", [10.0, 30.0, 50.0, 100.0])}
     return {"alpha": hp.Float("alpha", 0.1, 0.99), "gamma": hp.Float("gamma", 0.1, 0.99)}
