@@ -25,6 +25,7 @@ from bench.suites import MNIST, RECORDS
 VARIANTS = {
     "dense": None,
     "hard_concrete": ("hard_concrete", {}),
+    "hard_concrete (one mask per batch)": ("hard_concrete", {"per_example": False}),
     "npn (ARM)": ("npn", {}),
     "npn (hard-concrete estimator)": ("npn", {"estimator": "hard_concrete"}),
     "bb": ("bb", {}),

@@ -39,6 +39,7 @@ BAD = [
     # gates: rates, strengths, temperatures, k
     (lambda: HardConcreteGate(lam=-0.1), "lam"),
     (lambda: HardConcreteGate(init_drop_rate=0.0), "init_drop_rate"),
+    (lambda: HardConcreteGate(per_example="yes"), "per_example"),
     (lambda: HardConcreteGate(init_drop_rate=1.5), "init_drop_rate"),
     (lambda: HardConcreteGate(temperature=0.0), "temperature"),
     (lambda: HardConcreteGate(temperature=-1.0), "temperature"),

@@ -17,6 +17,9 @@ from tfsparse.layers import SparseConv2D, SparseDense, TakeFeatures
 CASES = {
     "hard_concrete_unit": lambda x: HardConcreteGate(lam=0.1, dataset_size=64, seed=1)(
         keras.layers.Conv2D(4, 3, activation="relu")(x)),
+    "hard_concrete_per_batch": lambda x: HardConcreteGate(
+        lam=0.1, dataset_size=64, per_example=False, seed=1)(
+            keras.layers.Conv2D(4, 3, activation="relu")(x)),
     "npn_arm": lambda x: NPNGate(lam=0.1, dataset_size=64, seed=1)(
         keras.layers.Conv2D(4, 3, activation="relu")(x)),
     "npn_hard_concrete": lambda x: NPNGate(estimator="hard_concrete", dataset_size=64,
@@ -99,3 +102,14 @@ def test_mixed_precision_keeps_gates_in_float32(case):
             assert gate.penalty().dtype == "float32"
     finally:
         keras.mixed_precision.set_global_policy("float32")
+
+
+@pytest.mark.parametrize("per_example", [True, False])
+def test_hard_concrete_draws_per_example_or_per_batch(per_example):
+    """`per_example=False` (the official code's default) shares one mask
+    across the batch; the default draws one per example."""
+    gate = HardConcreteGate(init_drop_rate=0.5, per_example=per_example, seed=3)
+    mask = keras.ops.convert_to_numpy(gate(np.ones((16, 5, 5, 8), "float32"), training=True))
+    first = mask[:1]
+    assert np.all(mask == mask[:, :1, :1, :])  # one value per example and channel
+    assert np.all(mask == first) == (not per_example)

@@ -53,8 +53,8 @@ class HardConcreteGate(Gate):
     """L0 gate with a hard-concrete relaxation (Louizos et al., 2018).
 
     Each mask value has a trainable log α. Training draws
-    z = clip(σ((log u − log(1−u) + log α)/β)·(ζ−γ)+γ, 0, 1) with one draw per
-    example and unit, and adds the expected L0 norm
+    z = clip(σ((log u − log(1−u) + log α)/β)·(ζ−γ)+γ, 0, 1), by default one
+    draw per example and unit, and adds the expected L0 norm
     λ · Σ P(z ≠ 0) · group_size / N. Inference uses
     clip(σ(log α)·(ζ−γ)+γ, 0, 1), which is exactly 0 for closed gates.
 
@@ -64,6 +64,10 @@ class HardConcreteGate(Gate):
             at N(log((1−p)/p), 0.01).
         temperature: β of the concrete distribution (scheduled value
             `temperature`).
+        per_example: True (default) draws a mask per example (lower-variance
+            gradients); False draws one per batch, as the official code's
+            default (`local_rep=False`), which costs less per step. Weight
+            gates always draw one per batch.
         structure, dataset_size, group_size, seed: see `Gate`.
 
     Example:
@@ -77,10 +81,13 @@ class HardConcreteGate(Gate):
           Regularization](https://arxiv.org/abs/1712.01312)
     """
 
-    def __init__(self, lam=0.1, init_drop_rate=0.5, temperature=BETA, structure=UNIT,
-                 dataset_size=1, group_size=1, seed=None, **kwargs):
+    def __init__(self, lam=0.1, init_drop_rate=0.5, temperature=BETA, per_example=True,
+                 structure=UNIT, dataset_size=1, group_size=1, seed=None, **kwargs):
         super().__init__(structure=structure, dataset_size=dataset_size,
                          group_size=group_size, seed=seed, **kwargs)
+        if not isinstance(per_example, bool):
+            raise TypeError(f"`per_example` must be True or False; got {per_example!r}.")
+        self.per_example = per_example
         self.lam = _checks.number("lam", lam, low=0)
         self.init_drop_rate = _checks.number("init_drop_rate", init_drop_rate, low=0,
                                              high=1, low_open=True, high_open=True)
@@ -96,7 +103,8 @@ class HardConcreteGate(Gate):
         self.temperature = self.add_scheduled("temperature", self.initial_temperature)
 
     def sample_mask(self, inputs):
-        return sample_hard_concrete(self.log_alpha, self.noise_shape(inputs),
+        return sample_hard_concrete(self.log_alpha,
+                                    self.noise_shape(inputs, per_example=self.per_example),
                                     self.temperature, self.seed_generator)
 
     def deterministic_mask(self):
@@ -109,5 +117,5 @@ class HardConcreteGate(Gate):
     def get_config(self):
         config = super().get_config()
         config.update(lam=self.lam, init_drop_rate=self.init_drop_rate,
-                      temperature=self.initial_temperature)
+                      temperature=self.initial_temperature, per_example=self.per_example)
         return config
