@@ -24,7 +24,7 @@ from bench import export_bench, suites, table, timing
 SUITE_ORDER = ("l0_npn", "bb_dbb", "targeted_dropout", "cross")
 TFMOT_SPARSITIES = (0.9, 0.95)
 FULL = {"records": suites.RECORDS, "seeds": (0, 1, 2), "epochs_scale": 1.0,
-        "latency_runs": 500, "tfmot_epochs": (15, 5), "timing": ["--rounds", "5"]}
+        "latency_runs": 500, "tfmot_epochs": (15, 5), "timing": []}
 QUICK = {"records": os.path.join("bench", "results", "quick"), "seeds": (0,),
          "epochs_scale": 0.05, "latency_runs": 50, "tfmot_epochs": (1, 1),
          "timing": ["--rounds", "1", "--steps", "5"]}
