@@ -16,25 +16,24 @@ bench/results/quick/.
 """
 
 import argparse
-import json
 import os
 
 from bench import export_bench, suites, table, timing
+from bench.report import load_records
 
 SUITE_ORDER = ("l0_npn", "bb_dbb", "targeted_dropout", "cross")
 TFMOT_SPARSITIES = (0.9, 0.95)
-FULL = {"records": suites.RECORDS, "seeds": (0, 1, 2), "epochs_scale": 1.0,
+# runs_dir: where trained models go (None: train.py's bench/results/runs).
+FULL = {"records": suites.RECORDS, "runs_dir": None, "seeds": (0, 1, 2), "epochs_scale": 1.0,
         "latency_runs": 500, "tfmot_epochs": (15, 5), "timing": []}
-QUICK = {"records": os.path.join("bench", "results", "quick"), "seeds": (0,),
+QUICK = {"records": os.path.join("bench", "results", "quick"),
+         "runs_dir": os.path.join("bench", "results", "quick", "runs"), "seeds": (0,),
          "epochs_scale": 0.05, "latency_runs": 50, "tfmot_epochs": (1, 1),
          "timing": ["--rounds", "1", "--steps", "5"]}
 
 
 def timed_models(path):
-    if not os.path.exists(path):
-        return set()
-    with open(path) as f:
-        return {json.loads(line)["model"] for line in f if line.strip()}
+    return {r["model"] for r in load_records(path, missing_ok=True)}
 
 
 def run(mode, seeds=None, models=table.MODELS, dataset=suites.MNIST, render_only=False,
@@ -44,10 +43,9 @@ def run(mode, seeds=None, models=table.MODELS, dataset=suites.MNIST, render_only
     records, seeds = mode["records"], seeds or mode["seeds"]
     os.makedirs(records, exist_ok=True)
     if not render_only:
-        runs_dir = os.path.join(records, "runs") if mode is not FULL else None
         for name in SUITE_ORDER:
             suites.run_suite(name, seeds, models=models, records=records, dataset=dataset,
-                             epochs_scale=mode["epochs_scale"], runs_dir=runs_dir)
+                             epochs_scale=mode["epochs_scale"], runs_dir=mode["runs_dir"])
         export_bench.run(models, seeds, records=records, runs=mode["latency_runs"],
                          tfmot=tfmot, dataset=dataset, tfmot_epochs=mode["tfmot_epochs"])
         timing_path = os.path.join(records, "timing.jsonl")

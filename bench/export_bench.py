@@ -24,6 +24,7 @@ import keras
 import tfsparse
 from tfsparse import data
 
+from bench.report import load_records
 from bench.suites import MNIST, RECORDS
 
 SUITE_FILES = ("l0_npn.jsonl", "bb_dbb.jsonl", "targeted_dropout.jsonl", "cross.jsonl")
@@ -34,15 +35,11 @@ def saved_models(model, seed, records=RECORDS):
     """(label, path) of every saved model of `model` and `seed` in the records."""
     found = {}
     for name in SUITE_FILES:
-        path = os.path.join(records, name)
-        if not os.path.exists(path):
-            continue
-        with open(path) as f:
-            for record in map(json.loads, f):
-                config = record["config"]
-                if config["model"] == model and config["seed"] == seed:
-                    if os.path.exists(record["model_path"]):
-                        found.setdefault(config["label"], record["model_path"])
+        for record in load_records(os.path.join(records, name), missing_ok=True):
+            config = record["config"]
+            if config["model"] == model and config["seed"] == seed:
+                if os.path.exists(record["model_path"]):
+                    found.setdefault(config["label"], record["model_path"])
     return found
 
 
@@ -69,8 +66,7 @@ def tfmot_records(model, seed, sparsities, runs, dataset=MNIST, epochs=15, prune
                     "--epochs", str(epochs), "--prune-epochs", str(prune_epochs),
                     "--data", dataset, "--latency-runs", str(runs), "--out", out],
                    check=True, env=env)
-    with open(out) as f:
-        records = [json.loads(line) for line in f]
+    records = load_records(out)
     os.unlink(out)
     return records
 
@@ -101,13 +97,6 @@ def measure_seed(model, seed, records=RECORDS, runs=500, tfmot=(), dataset=MNIST
     return measured
 
 
-def _read(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def expected_labels(model, seed, records, tfmot):
     """The rows a complete measurement of (`model`, `seed`) has."""
     labels = set(saved_models(model, seed, records))
@@ -122,7 +111,7 @@ def run(models=MODELS, seeds=(0,), records=RECORDS, runs=500, tfmot=(), dataset=
     or a tfmot sparsity (all of its rows again, so that the ratios come from
     one invocation); returns all rows of `out`."""
     out = out or os.path.join(records, "export.jsonl")
-    rows = _read(out)
+    rows = load_records(out, missing_ok=True)
     for seed in seeds:
         for model in models:
             have = {r["label"] for r in rows if (r["model"], r["seed"]) == (model, seed)}

@@ -8,11 +8,15 @@ over seeds (sample std; 0 for a single seed), parameters, mean time per epoch.
 
 import argparse
 import json
+import os
 import statistics
 
 
-def load_records(path):
-    """Reads one JSON record per non-empty line."""
+def load_records(path, missing_ok=False):
+    """Reads one JSON record per non-empty line ([] for a file that does not
+    exist yet, with `missing_ok`)."""
+    if missing_ok and not os.path.exists(path):
+        return []
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
 

@@ -9,7 +9,6 @@ is only read at the end of a run.
 """
 
 import argparse
-import json
 import os
 
 from bench import report, run
@@ -88,11 +87,9 @@ SUITES = {
 
 
 def done(path, label, model, seed):
-    if not os.path.exists(path):
-        return False
-    with open(path) as f:
-        return any(r["config"].get("label") == label and r["config"]["model"] == model
-                   and r["config"]["seed"] == seed for r in map(json.loads, f))
+    return any(r["config"].get("label") == label and r["config"]["model"] == model
+               and r["config"]["seed"] == seed
+               for r in report.load_records(path, missing_ok=True))
 
 
 def scaled(epochs, settings, scale):

@@ -18,11 +18,11 @@ machine while they ran.
 """
 
 import argparse
-import json
 import os
 import statistics
 
 from bench.export_bench import SUITE_FILES
+from bench.report import load_records
 
 # Row order of the tables, and the `bench.timing` variant timing each method.
 METHODS = ("dense", "hard_concrete", "npn-prune", "npn-expand", "bb", "dbb", "td-weight",
@@ -51,19 +51,12 @@ def variants(record):
     return [("bb", bb), ("dbb", final)]
 
 
-def _read(path):
-    if not os.path.exists(path):
-        return []
-    with open(path) as f:
-        return [json.loads(line) for line in f if line.strip()]
-
-
 def runs(records_dir):
     """{(model, method): {seed: figures}} from the training records; figures
     are error (%) and sparsity (`tfsparse.summary`)."""
     out = {}
     for name in SUITE_FILES:
-        for record in _read(os.path.join(records_dir, name)):
+        for record in load_records(os.path.join(records_dir, name), missing_ok=True):
             seed = record["config"]["seed"]
             for label, figures in variants(record):
                 out.setdefault((record["model"], label), {}).setdefault(seed, figures)
@@ -72,8 +65,6 @@ def runs(records_dir):
 
 def _mean_std(values):
     values = list(values)
-    if not values:
-        return None, None
     return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
@@ -95,12 +86,14 @@ def _units_text(sparsity):
     return "-".join(map(str, total)) + " → " + "-".join(map(str, kept))
 
 
-def rows(records_dir, model):
-    """The table rows of one network (dicts; None where not measured)."""
-    trained = runs(records_dir)
-    exports = [r for r in _read(os.path.join(records_dir, "export.jsonl"))
-               if r["model"] == model]
-    timing = {r["variant"]: r["ratio"] for r in _read(os.path.join(records_dir, "timing.jsonl"))
+def rows(records_dir, model, trained=None):
+    """The table rows of one network (dicts; None where not measured);
+    `trained` is `runs(records_dir)` when the caller has it already."""
+    trained = runs(records_dir) if trained is None else trained
+    exports = [r for r in load_records(os.path.join(records_dir, "export.jsonl"),
+                                       missing_ok=True) if r["model"] == model]
+    timing = {r["variant"]: r["ratio"]
+              for r in load_records(os.path.join(records_dir, "timing.jsonl"), missing_ok=True)
               if r["model"] == model}
     out = []
     for method in METHODS:
@@ -120,8 +113,7 @@ def rows(records_dir, model):
             row["units"] = _units_text(figures[0]["sparsity"])
         else:  # tfmot: accuracy from its TFLite file, weights kept by construction
             row["error"] = _mean_std(100 * (1 - r["accuracy"]) for r in measured)
-            sparsity = (measured[0].get("measured_sparsity") or measured[0].get("sparsity")
-                        or float(method.split()[1][:-1]) / 100)
+            sparsity = measured[0].get("measured_sparsity") or measured[0]["sparsity"]
             row["weights_kept"] = row["flops_kept"] = 1 - sparsity
             row["flops_per_example"], row["units"] = None, None
         row["size_ratio"] = (statistics.fmean(r["size_ratio"] for r in measured)
@@ -189,12 +181,12 @@ def verdict(model_rows, margin=0.5):
     return text + ".\n"
 
 
-def plot_tradeoff(records_dir, model, path):
+def plot_tradeoff(trained, model, path):
     """Error against FLOPs kept (per example for DBB), one point per method
     and seed, with the Pareto front."""
     from tfsparse.plots import plot_tradeoff as draw
     costs, errors, labels = [], [], []
-    for (name, method), by_seed in runs(records_dir).items():
+    for (name, method), by_seed in trained.items():
         if name != model:
             continue
         for figures in by_seed.values():
@@ -208,7 +200,7 @@ def plot_tradeoff(records_dir, model, path):
                 ylabel="test error (%)", xscale="log")
 
 
-def plot_units(records_dir, model, path):
+def plot_units(trained, model, path):
     """Share of units kept per hidden layer (seed 0 of each method), as
     grouped bars; the dense network is 100 % everywhere."""
     import matplotlib
@@ -216,7 +208,7 @@ def plot_units(records_dir, model, path):
     import matplotlib.pyplot as plt
     import numpy as np
 
-    methods = [(m, by_seed[min(by_seed)]) for (name, m), by_seed in runs(records_dir).items()
+    methods = [(m, by_seed[min(by_seed)]) for (name, m), by_seed in trained.items()
                if name == model and m != "dense"]
     if not methods:
         return None
@@ -244,14 +236,15 @@ def render(records_dir, out=None, models=MODELS):
     and the plots beside it; returns the markdown."""
     out = out or os.path.join(records_dir, "dashboard.md")
     folder = os.path.dirname(out) or "."
+    trained = runs(records_dir)
     parts = []
     for model in models:
-        model_rows = rows(records_dir, model)
+        model_rows = rows(records_dir, model, trained)
         if not model_rows:
             continue
         parts.append(f"#### {model}\n\n" + markdown(model_rows) + "\n" + verdict(model_rows))
-        plot_tradeoff(records_dir, model, os.path.join(folder, f"dashboard_tradeoff_{model}.png"))
-        plot_units(records_dir, model, os.path.join(folder, f"dashboard_units_{model}.png"))
+        plot_tradeoff(trained, model, os.path.join(folder, f"dashboard_tradeoff_{model}.png"))
+        plot_units(trained, model, os.path.join(folder, f"dashboard_units_{model}.png"))
     text = "\n".join(parts)
     with open(out, "w") as f:
         f.write(text)

@@ -17,7 +17,6 @@ import json
 import os
 import platform
 import random
-import statistics
 import time
 
 import keras

@@ -40,7 +40,8 @@ def test_dashboard_pipeline_on_digits_resumes_and_renders(tmp_path):
     second call trains nothing again."""
     from bench import dashboard, table
 
-    mode = {**dashboard.QUICK, "records": str(tmp_path), "epochs_scale": 0.02}
+    mode = {**dashboard.QUICK, "records": str(tmp_path), "runs_dir": str(tmp_path / "runs"),
+            "epochs_scale": 0.02}
     text = dashboard.run(mode, models=("lenet_300_100",), dataset="digits", tfmot=())
     rows = {r["method"]: r for r in table.rows(str(tmp_path), "lenet_300_100")}
     assert set(rows) == {"dense", "hard_concrete", "npn-prune", "npn-expand", "bb", "dbb",
