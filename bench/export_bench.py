@@ -8,8 +8,11 @@ compacts each with `tfsparse.compact`, exports it with `tfsparse.export`
 latency as ratios to the dense network's TFLite file measured in the same
 invocation. With `--tfmot`, tfmot's magnitude pruning to those sparsities
 (its own process, tf_keras, same seed) is measured in the same invocation
-too. A (model, seed) whose rows in `--out` already cover every saved model
-and tfmot sparsity is skipped; otherwise all of its rows are measured again.
+too. Each row names the saved model it measured; a (model, seed) is measured
+again when a saved model has no row of its own yet (a new or retrained run)
+or a tfmot sparsity is missing. Rows of models that are no longer on disk
+(trained in another checkout) are kept: their ratios were measured side by
+side with their own dense reference.
 """
 
 import argparse
@@ -22,7 +25,7 @@ import tempfile
 import keras
 
 import tfsparse
-from tfsparse import data
+from tfsparse import data, models
 
 from bench.report import load_records
 from bench.suites import MNIST, RECORDS
@@ -49,7 +52,8 @@ def measure(label, model_path, splits, runs, workdir):
     report = tfsparse.export(small, os.path.join(workdir, label.replace("+", "_")),
                              test_data=splits.test, latency_runs=runs)
     figures = tfsparse.summary(small, print_fn=None)
-    return {"label": label, "size_bytes": report["sizes_bytes"]["tflite"],
+    return {"label": label, "model_path": model_path,
+            "size_bytes": report["sizes_bytes"]["tflite"],
             "latency_ms": report["tflite"]["latency_ms"],
             "accuracy": report["tflite"]["accuracy"],
             "parity": report["tflite"]["parity"]["max_abs_diff"],
@@ -71,54 +75,74 @@ def tfmot_records(model, seed, sparsities, runs, dataset=MNIST, epochs=15, prune
     return records
 
 
+def reference(model, seed, paths, splits, runs, workdir):
+    """The dense network's TFLite figures for the ratios: its trained model's
+    when saved, otherwise (a checkout without it) an untrained network of the
+    same architecture, whose size and latency are the same (its accuracy is
+    meaningless, so it yields no row)."""
+    if "dense" in paths:
+        return measure("dense", paths["dense"], splits, runs, workdir), True
+    network = models.get(model)(splits.input_shape, splits.num_classes)
+    report = tfsparse.export(network, os.path.join(workdir, "dense-reference"),
+                             test_data=splits.test, latency_runs=runs)
+    return {"label": "dense", "size_bytes": report["sizes_bytes"]["tflite"],
+            "latency_ms": report["tflite"]["latency_ms"]}, False
+
+
 def measure_seed(model, seed, records=RECORDS, runs=500, tfmot=(), dataset=MNIST,
-                 tfmot_epochs=(15, 5)):
-    """Rows for every saved model of (`model`, `seed`), with size and latency
-    ratios to the dense network's TFLite file measured here; [] without a
-    dense run."""
+                 tfmot_epochs=(15, 5), labels=None):
+    """Rows for the saved models of (`model`, `seed`) named in `labels` (all
+    by default) and for tfmot's sparsities, with size and latency ratios to
+    the dense network's TFLite file measured in this same call."""
     paths = saved_models(model, seed, records)
-    if "dense" not in paths:
-        print(f"no dense run of {model} (seed {seed}) in {records}: run the suites first")
-        return []
+    if labels is not None:
+        paths = {k: v for k, v in paths.items() if k in labels or k == "dense"}
     splits = data.load(dataset, validation_split=0.1, seed=seed)
     with tempfile.TemporaryDirectory() as workdir:
-        measured = [measure(label, path, splits, runs, workdir)
-                    for label, path in paths.items()]
+        dense, trained = reference(model, seed, paths, splits, runs, workdir)
+        measured = [dense] if trained else []
+        measured += [measure(label, path, splits, runs, workdir)
+                     for label, path in paths.items() if label != "dense"]
     if tfmot:
         for r in tfmot_records(model, seed, tfmot, runs, dataset, *tfmot_epochs):
             measured.append({"label": r["method"], "size_bytes": r["size_bytes"],
                              "latency_ms": r["latency_ms"], "accuracy": r["accuracy"],
                              "sparsity": r.get("sparsity"),
                              "measured_sparsity": r.get("measured_sparsity")})
-    dense = next(m for m in measured if m["label"] == "dense")
     for m in measured:
         m.update(model=model, seed=seed, size_ratio=dense["size_bytes"] / m["size_bytes"],
                  speedup=dense["latency_ms"] / m["latency_ms"])
     return measured
 
 
-def expected_labels(model, seed, records, tfmot):
-    """The rows a complete measurement of (`model`, `seed`) has."""
-    labels = set(saved_models(model, seed, records))
-    if tfmot:
-        labels |= {"dense (tf_keras)"} | {f"tfmot {int(round(100 * s))}%" for s in tfmot}
-    return labels
+def to_measure(model, seed, rows, records, tfmot):
+    """(labels of saved models without a row of their own, whether tfmot
+    rows are missing) for (`model`, `seed`)."""
+    have = {r["label"]: r.get("model_path") for r in rows
+            if (r["model"], r["seed"]) == (model, seed)}
+    stale = {label for label, path in saved_models(model, seed, records).items()
+             if have.get(label, None) != path}
+    wanted = {"dense (tf_keras)"} | {f"tfmot {int(round(100 * s))}%" for s in tfmot}
+    return stale, bool(tfmot) and not wanted <= set(have)
 
 
 def run(models=MODELS, seeds=(0,), records=RECORDS, runs=500, tfmot=(), dataset=MNIST,
         tfmot_epochs=(15, 5), out=None):
-    """Measures every (model, seed) whose rows in `out` miss a saved model
-    or a tfmot sparsity (all of its rows again, so that the ratios come from
-    one invocation); returns all rows of `out`."""
+    """Measures, per (model, seed), the saved models that have no row of
+    their own yet and any missing tfmot sparsity (see the module docstring);
+    returns all rows of `out`."""
     out = out or os.path.join(records, "export.jsonl")
     rows = load_records(out, missing_ok=True)
     for seed in seeds:
         for model in models:
-            have = {r["label"] for r in rows if (r["model"], r["seed"]) == (model, seed)}
-            if expected_labels(model, seed, records, tfmot) <= have:
+            stale, tfmot_missing = to_measure(model, seed, rows, records, tfmot)
+            if not stale and not tfmot_missing:
                 continue
-            fresh = measure_seed(model, seed, records, runs, tfmot, dataset, tfmot_epochs)
-            rows = [r for r in rows if (r["model"], r["seed"]) != (model, seed)] + fresh
+            fresh = measure_seed(model, seed, records, runs, tfmot if tfmot_missing else (),
+                                 dataset, tfmot_epochs, labels=stale)
+            replaced = {m["label"] for m in fresh}
+            rows = [r for r in rows if (r["model"], r["seed"]) != (model, seed)
+                    or r["label"] not in replaced] + fresh
             with open(out + ".tmp", "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
             os.replace(out + ".tmp", out)

@@ -1,15 +1,18 @@
 """Training step time of every method as a ratio to the dense network.
 
-    python -m bench.timing [--models lenet_300_100 lenet5_caffe] [--rounds 5]
+    python -m bench.timing [--models lenet_300_100 lenet5_caffe] [--rounds 15]
 
-All variants of one network are built first, warmed up (tracing), then timed
-in interleaved rounds, each variant once per round in a shuffled order (batch
-128, real mnist-10k images), so that every ratio compares runs measured side
-by side on the same machine in the same invocation. Each round fits
-`--steps` and 2·`--steps` steps; a step's time is the difference of the
-fastest of each over the rounds, divided by `--steps`: noise from a shared
-machine only adds time, and `fit`'s own start-up cost (tens of ms, more than a
-whole MLP step) cancels out. Run it on an otherwise idle machine.
+All variants of one network are built first and warmed up (tracing). Then,
+in each of `--rounds` rounds, every variant fits `--steps` batches of 128 real
+mnist-10k images, in a shuffled order. A callback stamps the start of every
+step; a fit's step time is the median of the differences between consecutive
+stamps, so `fit`'s start-up cost and the odd slow step are left out while
+Keras' own per-step work (what a user pays in `model.fit`) stays in. A
+variant's ratio is the median over rounds of its step time divided by the
+dense network's *in the same round*: the machine's load drifts over seconds,
+so only measurements taken side by side are compared. The spread of the
+per-round ratios (25th-75th percentile) is recorded with the median. Run it
+on an otherwise idle machine.
 """
 
 import argparse
@@ -20,16 +23,18 @@ import random
 import time
 
 import keras
+import numpy as np
 
 import tfsparse
 from tfsparse import data, models, recipes
 
 from bench.suites import MNIST, RECORDS
 
+BATCH = 128
 VARIANTS = {
     "dense": None,
     "hard_concrete": ("hard_concrete", {}),
-    "hard_concrete (one mask per batch)": ("hard_concrete", {"per_example": False}),
+    "hard_concrete (one mask per example)": ("hard_concrete", {"per_example": True}),
     "npn (ARM)": ("npn", {}),
     "npn (hard-concrete estimator)": ("npn", {"estimator": "hard_concrete"}),
     "bb": ("bb", {}),
@@ -53,66 +58,88 @@ def build(model_name, variant, splits, jit_compile="auto"):
     return model
 
 
-def _fit_seconds(model, x, y):
-    start = time.perf_counter()
-    model.fit(x, y, batch_size=128, epochs=1, shuffle=False, verbose=0)
-    return time.perf_counter() - start
+class StepClock(keras.callbacks.Callback):
+    """Stamps the start of every training step (time.perf_counter)."""
+
+    def __init__(self):
+        super().__init__()
+        self.stamps = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.stamps.append(time.perf_counter())
 
 
-def fit_times(model, x, y):
-    """(seconds for the first half of x's batches, seconds for all of them)."""
-    half = len(x) // 2
-    return _fit_seconds(model, x[:half], y[:half]), _fit_seconds(model, x, y)
+def step_seconds(model, x, y):
+    """Median seconds per step of one fit over (x, y) in batches of 128."""
+    clock = StepClock()
+    model.fit(x, y, batch_size=BATCH, epochs=1, shuffle=False, verbose=0, callbacks=[clock])
+    return median_step(clock.stamps)
 
 
-def step_seconds(halves, fulls, steps):
-    """Per-step time from repeated (n-step, 2n-step) fit times: the fastest of
-    each (noise on a shared machine only adds time), differenced so that
-    `fit`'s per-call cost cancels."""
-    return (min(fulls) - min(halves)) / steps
+def median_step(stamps):
+    """Median gap between consecutive step stamps, the first gap left out
+    (it still carries the fit's start-up)."""
+    gaps = np.diff(np.asarray(stamps, dtype=float))[1:]
+    if len(gaps) == 0:
+        raise ValueError("a timing fit needs at least 3 steps")
+    return float(np.median(gaps))
+
+
+def paired_ratios(seconds, reference="dense"):
+    """{variant: per-round ratios to `reference`} from {variant: [seconds per
+    round]}: each round's time divided by the reference's of the same round."""
+    base = np.asarray(seconds[reference])
+    return {v: np.asarray(s) / base for v, s in seconds.items()}
+
+
+def time_model(model_name, variants, splits, rounds, steps, jit=False, order=None):
+    """Rows (one per variant) for one network; see the module docstring."""
+    order = order or random.Random(0)
+    x, y = splits.train[0][:BATCH * steps], splits.train[1][:BATCH * steps]
+    built = {v: build(model_name, v, splits, True if jit else "auto")
+             for v in ["dense"] + [v for v in variants if v != "dense"]}
+    for model in built.values():
+        step_seconds(model, x[:BATCH * 3], y[:BATCH * 3])  # trace and warm up
+    seconds = {v: [] for v in built}
+    for _ in range(rounds):
+        for variant in order.sample(list(built), len(built)):
+            seconds[variant].append(step_seconds(built[variant], x, y))
+    ratios = paired_ratios(seconds)
+    return [{"model": model_name, "variant": v, "step_ms": 1e3 * float(np.median(seconds[v])),
+             "ratio": float(np.median(ratios[v])),
+             "ratio_iqr": [float(np.percentile(ratios[v], 25)),
+                           float(np.percentile(ratios[v], 75))],
+             "rounds": rounds, "steps": steps, "jit_compile": jit,
+             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
+            for v in built]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--models", nargs="+",
                    default=["lenet_300_100", "lenet_500_300", "lenet5_caffe"])
-    p.add_argument("--rounds", type=int, default=7)
-    p.add_argument("--steps", type=int, default=30,
-                   help="steps of the shorter fit (the longer has twice as many)")
+    p.add_argument("--rounds", type=int, default=15)
+    p.add_argument("--steps", type=int, default=40, help="steps per timed fit (at least 3)")
     p.add_argument("--dataset", default=MNIST)
     p.add_argument("--variants", nargs="+", default=list(VARIANTS), choices=list(VARIANTS))
     p.add_argument("--jit", action="store_true", help="compile every variant with XLA")
     p.add_argument("--out", default=os.path.join(RECORDS, "timing.jsonl"))
     args = p.parse_args(argv)
+    if args.steps < 3 or args.rounds < 1:
+        p.error("--steps must be at least 3 and --rounds at least 1")
     splits = data.load(args.dataset, validation_split=0.1)
-    steps = min(args.steps, len(splits.train[0]) // 256)
-    x, y = splits.train[0][:256 * steps], splits.train[1][:256 * steps]
-    order = random.Random(0)
+    steps = min(args.steps, len(splits.train[0]) // BATCH)
     rows = []
     for model_name in args.models:
-        built = {v: build(model_name, v, splits, True if args.jit else "auto")
-                 for v in ["dense"] + [v for v in args.variants if v != "dense"]}
-        for model in built.values():
-            fit_times(model, x[:256], y[:256])  # trace and warm up
-        times = {v: ([], []) for v in built}
-        for _ in range(args.rounds):
-            for variant in order.sample(list(built), len(built)):
-                half, full = fit_times(built[variant], x, y)
-                times[variant][0].append(half)
-                times[variant][1].append(full)
-        step = {v: step_seconds(*t, steps) for v, t in times.items()}
-        for variant, seconds in step.items():
-            rows.append({"model": model_name, "variant": variant, "step_ms": 1e3 * seconds,
-                         "ratio": seconds / step["dense"], "rounds": args.rounds,
-                         "jit_compile": args.jit,
-                         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"})
+        rows += time_model(model_name, args.variants, splits, args.rounds, steps, args.jit)
     with open(args.out, "w") as f:
-        for row in rows:
-            f.write(json.dumps(row) + "\n")
-    print("| model | method | ms / step | × dense |")
-    print("| --- | --- | ---: | ---: |")
+        f.writelines(json.dumps(row) + "\n" for row in rows)
+    print("| model | method | ms / step | × dense | 25-75 % of rounds |")
+    print("| --- | --- | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['model']} | {r['variant']} | {r['step_ms']:.1f} | {r['ratio']:.2f} |")
+        low, high = r["ratio_iqr"]
+        print(f"| {r['model']} | {r['variant']} | {r['step_ms']:.2f} | {r['ratio']:.2f} | "
+              f"{low:.2f}-{high:.2f} |")
 
 
 if __name__ == "__main__":

@@ -89,3 +89,36 @@ def test_update_readme_rewrites_only_the_marked_block(tmp_path):
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="dashboard markers"):
         update_readme(readme, "x", str(tmp_path))
+
+
+def test_step_times_are_medians_of_step_gaps_paired_by_round():
+    from bench import timing
+
+    # Steps of 1 s with one 9 s hiccup; the first gap (fit start-up) is left out.
+    assert timing.median_step([0.0, 5.0, 6.0, 7.0, 16.0, 17.0, 18.0]) == 1.0
+    # The machine was twice as slow in round 2: paired ratios do not see it.
+    ratios = timing.paired_ratios({"dense": [1.0, 2.0], "gated": [1.5, 3.0]})
+    assert list(ratios["gated"]) == [1.5, 1.5] and list(ratios["dense"]) == [1.0, 1.0]
+
+
+def test_export_bench_measures_only_models_without_a_row_of_their_own(tmp_path):
+    """A retrained run gets measured; rows of models that are not on disk
+    any more (another checkout's) stay."""
+    from bench import export_bench
+
+    def record(label, path):
+        return {"config": {"model": "m", "seed": 0, "label": label}, "model_path": str(path)}
+
+    new, gone, kept = tmp_path / "new.keras", tmp_path / "gone.keras", tmp_path / "kept.keras"
+    new.write_text("x")
+    kept.write_text("x")
+    (tmp_path / "l0_npn.jsonl").write_text("\n".join(json.dumps(record(label, path)) for label, path in (
+        ("hard_concrete", new), ("npn-prune", gone), ("bb+dbb", kept))))
+    rows = [{"model": "m", "seed": 0, "label": "hard_concrete", "model_path": "old.keras"},
+            {"model": "m", "seed": 0, "label": "npn-prune"},
+            {"model": "m", "seed": 0, "label": "bb+dbb", "model_path": str(kept)},
+            {"model": "m", "seed": 0, "label": "tfmot 90%"}]
+    stale, tfmot_missing = export_bench.to_measure("m", 0, rows, str(tmp_path), (0.9,))
+    assert stale == {"hard_concrete"} and tfmot_missing  # "dense (tf_keras)" has no row
+    rows.append({"model": "m", "seed": 0, "label": "dense (tf_keras)"})
+    assert export_bench.to_measure("m", 0, rows, str(tmp_path), (0.9,))[1] is False
