@@ -46,6 +46,9 @@ def parse_args(argv=None):
     p.add_argument("--compare-default", action="store_true",
                    help="also train the method's default settings (tfsparse.recipes) for "
                         "the same epochs, for comparison with the best trial")
+    p.add_argument("--confirm-seeds", nargs="*", type=int, default=[],
+                   help="retrain the best trial's settings and the defaults with these "
+                        "seeds and compare their mean test accuracy and cost")
     args = p.parse_args(argv)
     if not 0 < args.accuracy_target <= 1:
         p.error("--accuracy-target must be in (0, 1]")
@@ -88,24 +91,49 @@ def print_table(rows):
                          else str(row.get(k)) for k in keys))
 
 
-def default_run(args, splits):
-    """The method with `tfsparse.recipes` defaults, trained like a trial."""
+def train_settings(args, splits, settings=None, lr=1e-3, seed=None):
+    """Trains the method once like a trial (same epochs, batch, scheduler) with
+    `settings` over the `tfsparse.recipes` defaults (none: the defaults
+    themselves); returns its validation and test accuracy and cost."""
     import keras
 
-    plan = recipes.recipe(args.method, args.epochs)
+    seed = args.seed if seed is None else seed
+    keras.utils.set_random_seed(seed)
+    plan = recipes.recipe(args.method, args.epochs, **(settings or {}))
     dense = models.get(args.model)(splits.input_shape, splits.num_classes)
     model = tfsparse.sparsify(dense, args.method, dataset_size=len(splits.train[0]),
-                              seed=args.seed, **plan.settings)
-    model.compile(keras.optimizers.Adam(1e-3),
+                              seed=seed, **plan.settings)
+    model.compile(keras.optimizers.Adam(lr),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
     model.fit(*splits.train, epochs=args.epochs, batch_size=128, verbose=0,
               validation_data=splits.val, callbacks=[plan.scheduler])
     figures = tfsparse.summary(model, print_fn=None)
-    return {"val_accuracy": float(model.evaluate(*splits.val, verbose=0)[1]),
+    return {"seed": seed,
+            "val_accuracy": float(model.evaluate(*splits.val, verbose=0)[1]),
             "test_accuracy": float(model.evaluate(*splits.test, verbose=0)[1]),
             "cost": figures["total"][tuning.COST_FRACTION[args.cost]],
             "units_kept": figures["units_kept"]}
+
+
+def confirm(args, splits, tuner, hypermodel):
+    """Retrains the best trial's settings and the defaults with each seed of
+    `--confirm-seeds`, side by side: a search that picks its winner on one
+    noisy validation score is only better if the win survives new seeds and
+    the test set."""
+    best = tuner.get_best_hyperparameters(1)[0]
+    settings = hypermodel.space(args.method, best)
+    lr = best.get("lr")
+    runs = {"best": [train_settings(args, splits, settings, lr, s) for s in args.confirm_seeds],
+            "default": [train_settings(args, splits, None, 1e-3, s) for s in args.confirm_seeds]}
+    means = {name: {key: sum(r[key] for r in rs) / len(rs)
+                    for key in ("val_accuracy", "test_accuracy", "cost")}
+             for name, rs in runs.items()}
+    print(f"over seeds {args.confirm_seeds}:")
+    for name, m in means.items():
+        print(f"  {name:8s} {args.cost} kept {m['cost']:.4f}, val accuracy "
+              f"{m['val_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f}")
+    return {"settings": {**settings, "lr": lr}, "runs": runs, "means": means}
 
 
 def main(argv=None):
@@ -129,10 +157,12 @@ def main(argv=None):
     result = {"best": rows[0], "test_accuracy": float(test_accuracy), "trials": rows,
               "summary": tfsparse.summary(best, print_fn=None)}
     if args.compare_default:
-        result["default"] = default_run(args, splits)
+        result["default"] = train_settings(args, splits)
         print(f"default settings: val accuracy {result['default']['val_accuracy']:.4f}, "
               f"{args.cost} kept {result['default']['cost']:.4f}, test accuracy "
               f"{result['default']['test_accuracy']:.4f}")
+    if args.confirm_seeds:
+        result["confirm"] = confirm(args, splits, tuner, hypermodel)
     if not args.no_export:
         result["export"] = tfsparse.export(tfsparse.compact(best),
                                            os.path.join(run_dir, "best"),

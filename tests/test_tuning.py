@@ -19,7 +19,8 @@ def test_score_prefers_every_accurate_trial():
 def test_three_trial_search_end_to_end(tmp_path):
     result = tune.main(["--method", "hard_concrete", "--model", "lenet_300_100",
                         "--dataset", "digits", "--accuracy-target", "0.5", "--trials", "3",
-                        "--epochs", "2", "--out", str(tmp_path), "--run-name", "t"])
+                        "--epochs", "2", "--out", str(tmp_path), "--run-name", "t",
+                        "--confirm-seeds", "1"])
     run_dir = tmp_path / "t"
     assert len(result["trials"]) == 3
     assert result["best"]["score"] == min(t["score"] for t in result["trials"])
@@ -27,6 +28,13 @@ def test_three_trial_search_end_to_end(tmp_path):
     assert json.loads((run_dir / "tuning.json").read_text())["best"] == result["best"]
     assert result["export"]["tflite"]["parity"]["ok"]
     assert os.path.exists(run_dir / "best" / "model.tflite")
+    # The best trial's settings and the defaults, retrained with seed 1.
+    confirm = result["confirm"]
+    assert confirm["settings"] == {k: result["best"][k] for k in confirm["settings"]}
+    for name in ("best", "default"):
+        (run,) = confirm["runs"][name]
+        assert run["seed"] == 1 and 0.0 <= run["cost"] <= 1.0
+        assert confirm["means"][name]["test_accuracy"] == run["test_accuracy"]
 
 
 @pytest.mark.parametrize("tuner_class", [kt.BayesianOptimization, kt.Hyperband])

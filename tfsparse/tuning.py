@@ -37,12 +37,17 @@ def default_space(method, hp):
 
     Gate learning-rate multipliers start at 3: at ×1 the gates of a 20-50
     epoch trial on a small dataset barely move (a first 20-trial search on
-    mnist-10k spent 7 trials there, all at the dense network's FLOPs)."""
+    mnist-10k spent 7 trials there, all at the dense network's FLOPs).
+    Hard-concrete also searches the concrete temperature β (the paper fixes
+    2/3; a colder gate is closer to its binary test-time value) and whether
+    masks are drawn per example or per batch."""
     if method in ("hard_concrete", "npn"):
         space = {"lam": hp.Float("lam", 0.01, 0.5, sampling="log"),
                  "lr_multiplier": hp.Choice("lr_multiplier", [3.0, 10.0, 30.0])}
         if method == "hard_concrete":
             space["init_drop_rate"] = hp.Float("init_drop_rate", 0.05, 0.5)
+            space["temperature"] = hp.Float("temperature", 0.1, 1.0, sampling="log")
+            space["per_example"] = hp.Boolean("per_example")
         else:
             space["k_plastic"] = hp.Float("k_plastic", 1.0, 20.0, sampling="log")
         return space
