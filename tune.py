@@ -37,6 +37,9 @@ def parse_args(argv=None):
     p.add_argument("--trials", type=int, default=10)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--tuner", default="random", choices=sorted(TUNERS))
+    p.add_argument("--initial-points", type=int, default=5,
+                   help="bayesian: trials before the Gaussian process takes over, the "
+                        "defaults' trial included")
     p.add_argument("--cost", default="flops", choices=tuning.COSTS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validation-split", type=float, default=0.1)
@@ -52,8 +55,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not 0 < args.accuracy_target <= 1:
         p.error("--accuracy-target must be in (0, 1]")
-    if args.trials < 1 or args.epochs < 1:
-        p.error("--trials and --epochs must be at least 1")
+    if args.trials < 1 or args.epochs < 1 or args.initial_points < 1:
+        p.error("--trials, --epochs and --initial-points must be at least 1")
     if not 0 < args.validation_split < 1:
         p.error("--validation-split must be in (0, 1): the search needs validation data")
     if args.run_name is None:
@@ -63,11 +66,19 @@ def parse_args(argv=None):
 
 
 def make_tuner(args, hypermodel, directory):
+    """The tuner of `--tuner`. Random and Bayesian searches start with the
+    defaults as trial 1; the Bayesian one then fits its Gaussian process after
+    `--initial-points` random trials (keras-tuner's default, 3 per searched
+    setting, would leave a 20-trial search random for 15 of them)."""
     common = dict(objective=tuning.OBJECTIVE, directory=directory, project_name="search",
                   seed=args.seed, overwrite=True)
     if args.tuner == "hyperband":
         return kt.Hyperband(hypermodel, max_epochs=args.epochs, **common)
-    return TUNERS[args.tuner](hypermodel, max_trials=args.trials, **common)
+    if args.tuner == "bayesian":
+        common["num_initial_points"] = args.initial_points
+    tuner = TUNERS[args.tuner](hypermodel, max_trials=args.trials, **common)
+    tuning.first_trial_at_defaults(tuner.oracle)
+    return tuner
 
 
 def trial_rows(tuner):

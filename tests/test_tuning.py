@@ -7,7 +7,7 @@ import keras_tuner as kt
 import pytest
 
 import tune
-from tfsparse import data, tuning
+from tfsparse import data, recipes, tuning
 
 
 def test_score_prefers_every_accurate_trial():
@@ -48,3 +48,20 @@ def test_hypermodel_works_with_other_tuners(tmp_path, tuner_class):
     tuner.search(*splits.train, validation_data=splits.val)
     best = tuner.oracle.get_best_trials(1)[0]
     assert 0.0 <= best.score <= 2.0
+
+
+@pytest.mark.parametrize("tuner_name", ["random", "bayesian"])
+def test_searches_start_from_the_library_defaults(tmp_path, tuner_name):
+    args = tune.parse_args(["--method", "hard_concrete", "--model", "lenet_300_100",
+                            "--dataset", "digits", "--accuracy-target", "0.5",
+                            "--tuner", tuner_name, "--trials", "2"])
+    hypermodel = tuning.SparsityHyperModel("hard_concrete", "lenet_300_100",
+                                           data.load("digits"), epochs=1, accuracy_target=0.5)
+    tuner = tune.make_tuner(args, hypermodel, str(tmp_path))
+    first = tuner.oracle.create_trial("tuner0").hyperparameters.values
+    assert {k: first[k] for k in ("lam", "lr_multiplier", "init_drop_rate")} == \
+        recipes.DEFAULTS["hard_concrete"]
+    assert first["temperature"] == pytest.approx(2 / 3) and first["per_example"] is False
+    tuner.oracle.end_trial(tuner.oracle.trials[next(iter(tuner.oracle.trials))])
+    second = tuner.oracle.create_trial("tuner0").hyperparameters.values
+    assert second["lam"] != first["lam"]  # then the search proper

@@ -26,6 +26,8 @@ DEFAULTS = {
     "dbb": {},
     "targeted_dropout": {"alpha": 0.5, "gamma": 0.5},
 }
+# NPN's plastic-stage k by mode (the paper's LeNet runs).
+NPN_K_PLASTIC = {"prune": 7.0, "expand": 1.0}
 # NPN's stage boundaries as fractions of training (the paper: 100 and 350 of
 # 500 epochs).
 NPN_STAGE1 = 0.2
@@ -75,7 +77,8 @@ def recipe(method, epochs, steps_per_epoch=None, ramp=False, **settings):
 
 def _npn(epochs, settings):
     expand = settings.get("mode") == "expand"
-    k_plastic = settings.setdefault("k_plastic", 1.0 if expand else 7.0)
+    k_plastic = settings.setdefault("k_plastic",
+                                    NPN_K_PLASTIC["expand" if expand else "prune"])
     stage1 = settings.pop("stage1", round(NPN_STAGE1 * epochs))
     stage2 = settings.pop("stage2", round(NPN_STAGE2 * epochs))
     expand_size = settings.pop("expand_size", 1)

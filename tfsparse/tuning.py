@@ -23,6 +23,7 @@ import keras
 import keras_tuner as kt
 
 from tfsparse import _checks, models, recipes
+from tfsparse.gates import hard_concrete
 from tfsparse.sparsify import METHODS, sparsify
 from tfsparse.summary import summary
 
@@ -35,25 +36,55 @@ COSTS = tuple(COST_FRACTION)
 def default_space(method, hp):
     """The settings each method searches over (names as in `sparsify`).
 
-    Gate learning-rate multipliers start at 3: at ×1 the gates of a 20-50
-    epoch trial on a small dataset barely move (a first 20-trial search on
+    Each setting's default is the library's (`tfsparse.recipes.DEFAULTS`,
+    else the gate's own), so a search that starts from the defaults
+    (`first_trial_at_defaults`) begins where an untuned user is. Gate
+    learning-rate multipliers start at 3: at ×1 the gates of a 20-50 epoch
+    trial on a small dataset barely move (a first 20-trial search on
     mnist-10k spent 7 trials there, all at the dense network's FLOPs).
     Hard-concrete also searches the concrete temperature β (the paper fixes
     2/3; a colder gate is closer to its binary test-time value) and whether
     masks are drawn per example or per batch."""
+    defaults = recipes.DEFAULTS[method]
     if method in ("hard_concrete", "npn"):
-        space = {"lam": hp.Float("lam", 0.01, 0.5, sampling="log"),
-                 "lr_multiplier": hp.Choice("lr_multiplier", [3.0, 10.0, 30.0])}
+        space = {"lam": hp.Float("lam", 0.01, 0.5, sampling="log", default=defaults["lam"]),
+                 "lr_multiplier": hp.Choice("lr_multiplier", [3.0, 10.0, 30.0],
+                                            default=defaults["lr_multiplier"])}
         if method == "hard_concrete":
-            space["init_drop_rate"] = hp.Float("init_drop_rate", 0.05, 0.5)
-            space["temperature"] = hp.Float("temperature", 0.1, 1.0, sampling="log")
-            space["per_example"] = hp.Boolean("per_example")
+            space["init_drop_rate"] = hp.Float("init_drop_rate", 0.05, 0.5,
+                                               default=defaults["init_drop_rate"])
+            space["temperature"] = hp.Float("temperature", 0.1, 1.0, sampling="log",
+                                            default=hard_concrete.BETA)
+            space["per_example"] = hp.Boolean("per_example", default=False)
         else:
-            space["k_plastic"] = hp.Float("k_plastic", 1.0, 20.0, sampling="log")
+            space["k_plastic"] = hp.Float("k_plastic", 1.0, 20.0, sampling="log",
+                                          default=recipes.NPN_K_PLASTIC["prune"])
         return space
     if method in ("bb", "dbb"):
-        return {"lr_multiplier": hp.Choice("lr_multiplier", [10.0, 30.0, 50.0, 100.0])}
-    return {"alpha": hp.Float("alpha", 0.1, 0.99), "gamma": hp.Float("gamma", 0.1, 0.99)}
+        return {"lr_multiplier": hp.Choice("lr_multiplier", [10.0, 30.0, 50.0, 100.0],
+                                           default=defaults.get("lr_multiplier", 50.0))}
+    return {"alpha": hp.Float("alpha", 0.1, 0.99, default=defaults["alpha"]),
+            "gamma": hp.Float("gamma", 0.1, 0.99, default=defaults["gamma"])}
+
+
+def first_trial_at_defaults(oracle):
+    """Makes `oracle`'s first trial the search space's default values.
+
+    keras-tuner oracles start from random points, so a 20-trial search may
+    never come near the library's defaults; starting there means the search
+    reports a winner only when it beat the defaults on the objective. Works
+    for the RandomSearch and BayesianOptimization oracles (Hyperband runs
+    its own brackets). Returns `oracle`."""
+    populate = oracle.populate_space
+
+    def populate_space(trial_id):
+        if not oracle.trials:
+            return {"status": kt.engine.trial.TrialStatus.RUNNING,
+                    "values": oracle.hyperparameters.values}
+        return populate(trial_id)
+
+    oracle.populate_space = populate_space
+    return oracle
 
 
 def score(val_accuracy, cost_fraction, accuracy_target):
