@@ -135,8 +135,11 @@ def confirm(args, splits, tuner, hypermodel):
     best = tuner.get_best_hyperparameters(1)[0]
     settings = hypermodel.space(args.method, best)
     lr = best.get("lr")
-    runs = {"best": [train_settings(args, splits, settings, lr, s) for s in args.confirm_seeds],
-            "default": [train_settings(args, splits, None, 1e-3, s) for s in args.confirm_seeds]}
+    runs = {"default": [train_settings(args, splits, None, 1e-3, s) for s in args.confirm_seeds]}
+    # When the defaults won the search, the same runs stand for both.
+    runs["best"] = (runs["default"] if best.values == tuner.oracle.hyperparameters.values
+                    else [train_settings(args, splits, settings, lr, s)
+                          for s in args.confirm_seeds])
     means = {name: {key: sum(r[key] for r in rs) / len(rs)
                     for key in ("val_accuracy", "test_accuracy", "cost")}
              for name, rs in runs.items()}
