@@ -7,9 +7,11 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test bench bench-full
 
+# digits gives 12 steps per epoch: per-example masks (lower-variance gradients) prune
+# 37-118-29 units at 3.06 % error where the default one-mask-per-batch keeps 39-200-37 at 3.61 %.
 demo: $(STAMP)
 	$(PY) train.py --model lenet_300_100 --dataset digits --method hard_concrete --set lam=0.1 \
-		--epochs 100 --export --run-name demo --verbose 0
+		--set per_example=true --epochs 100 --export --run-name demo --verbose 0
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests

@@ -102,6 +102,19 @@ def print_table(rows):
                          else str(row.get(k)) for k in keys))
 
 
+def plot_trials(path, rows, defaults, args):
+    """Validation error against cost of every trial, the defaults' trial
+    marked, with the Pareto front and the target (log axes)."""
+    plots.plot_tradeoff(path, [r["cost"] for r in rows],
+                        [100 * (1 - r["val_accuracy"]) for r in rows],
+                        labels=["defaults" if all(r.get(k) == v for k, v in defaults.items())
+                                else "trials" for r in rows],
+                        xlabel=f"{args.cost} kept (fraction of dense)",
+                        ylabel="validation error (%)", target=100 * (1 - args.accuracy_target),
+                        title=f"{args.method} on {args.model}: {len(rows)} trials",
+                        xscale="log", yscale="log")
+
+
 def train_settings(args, splits, settings=None, lr=1e-3, seed=None):
     """Trains the method once like a trial (same epochs, batch, scheduler) with
     `settings` over the `tfsparse.recipes` defaults (none: the defaults
@@ -161,11 +174,8 @@ def main(argv=None):
     tuner.search(*splits.train, validation_data=splits.val)
     rows = trial_rows(tuner)
     print_table(rows)
-    plots.plot_tradeoff(os.path.join(run_dir, "pareto.png"), [r["cost"] for r in rows],
-                        [100 * (1 - r["val_accuracy"]) for r in rows],
-                        xlabel=f"{args.cost} kept (fraction of dense)",
-                        ylabel="validation error (%)", target=100 * (1 - args.accuracy_target),
-                        title=f"{args.method} on {args.model}: {len(rows)} trials")
+    plot_trials(os.path.join(run_dir, "pareto.png"), rows, tuner.oracle.hyperparameters.values,
+                args)
     best = tuner.get_best_models(1)[0]
     _, test_accuracy = best.evaluate(*splits.test, verbose=0)
     result = {"best": rows[0], "test_accuracy": float(test_accuracy), "trials": rows,

@@ -16,9 +16,14 @@ def pareto_front(costs, errors):
 
 
 def plot_tradeoff(path, costs, errors, labels=None, xlabel="FLOPs kept (fraction of dense)",
-                  ylabel="error (%)", title=None, target=None, xscale="linear"):
-    """Scatter of error against cost with the Pareto front marked; saves a PNG."""
+                  ylabel="error (%)", title=None, target=None, xscale="linear",
+                  yscale="linear"):
+    """Scatter of error against cost with the Pareto front marked; saves a PNG.
+    Log scales (`xscale`/`yscale="log"`) keep a search's failed trials (all
+    units closed, 90 % error) from squashing the region that matters; points
+    at zero cost are left out on a log axis."""
     import matplotlib
+    import matplotlib.ticker
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -33,6 +38,12 @@ def plot_tradeoff(path, costs, errors, labels=None, xlabel="FLOPs kept (fraction
     if target is not None:
         ax.axhline(target, color="grey", lw=0.8, ls=":", label="error target")
     ax.set_xscale(xscale)
+    ax.set_yscale(yscale)
+    for axis, scale in ((ax.xaxis, xscale), (ax.yaxis, yscale)):
+        if scale == "log":  # ticks at 1, 2, 5 × 10^k, written as plain numbers
+            axis.set_major_locator(matplotlib.ticker.LogLocator(subs=(1.0, 2.0, 5.0)))
+            axis.set_major_formatter(matplotlib.ticker.FuncFormatter(lambda v, _: f"{v:g}"))
+            axis.set_minor_formatter(matplotlib.ticker.NullFormatter())
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
     if title:
