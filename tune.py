@@ -40,6 +40,10 @@ def parse_args(argv=None):
     p.add_argument("--initial-points", type=int, default=5,
                    help="bayesian: trials before the Gaussian process takes over, the "
                         "defaults' trial included")
+    p.add_argument("--executions-per-trial", type=int, default=1,
+                   help="trainings (new initial weights and masks each) per trial; the "
+                        "trial scores the mean of their scores, so settings that miss the "
+                        "target on any of them rank below those that reach it on all")
     p.add_argument("--cost", default="flops", choices=tuning.COSTS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validation-split", type=float, default=0.1)
@@ -55,8 +59,9 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     if not 0 < args.accuracy_target <= 1:
         p.error("--accuracy-target must be in (0, 1]")
-    if args.trials < 1 or args.epochs < 1 or args.initial_points < 1:
-        p.error("--trials, --epochs and --initial-points must be at least 1")
+    if min(args.trials, args.epochs, args.initial_points, args.executions_per_trial) < 1:
+        p.error("--trials, --epochs, --initial-points and --executions-per-trial must be at "
+                "least 1")
     if not 0 < args.validation_split < 1:
         p.error("--validation-split must be in (0, 1): the search needs validation data")
     if args.run_name is None:
@@ -71,7 +76,8 @@ def make_tuner(args, hypermodel, directory):
     `--initial-points` random trials (keras-tuner's default, 3 per searched
     setting, would leave a 20-trial search random for 15 of them)."""
     common = dict(objective=tuning.OBJECTIVE, directory=directory, project_name="search",
-                  seed=args.seed, overwrite=True)
+                  seed=args.seed, executions_per_trial=args.executions_per_trial,
+                  overwrite=True)
     if args.tuner == "hyperband":
         return kt.Hyperband(hypermodel, max_epochs=args.epochs, **common)
     if args.tuner == "bayesian":

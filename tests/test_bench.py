@@ -1,6 +1,6 @@
 import json
 
-from bench import report, run
+from bench import report, run, settings_grid
 
 
 def test_run_config_appends_records_and_report(tmp_path):
@@ -122,3 +122,14 @@ def test_export_bench_measures_only_models_without_a_row_of_their_own(tmp_path):
     assert stale == {"hard_concrete"} and tfmot_missing  # "dense (tf_keras)" has no row
     rows.append({"model": "m", "seed": 0, "label": "dense (tf_keras)"})
     assert export_bench.to_measure("m", 0, rows, str(tmp_path), (0.9,))[1] is False
+
+
+def test_settings_grid_records_each_run_once(tmp_path):
+    out = tmp_path / "grid.jsonl"
+    argv = ["--method", "hard_concrete", "--model", "lenet_300_100", "--dataset", "digits",
+            "--settings", '{"lam": 0.1}', "--seeds", "1", "--epochs", "1", "--out", str(out)]
+    settings_grid.main(argv)
+    settings_grid.main(argv)  # already there: nothing re-run
+    (record,) = [json.loads(line) for line in out.read_text().splitlines()]
+    assert record["settings"] == {"lam": 0.1} and record["seed"] == 1
+    assert 0.0 <= record["test_accuracy"] <= 1.0 and 0.0 < record["cost"] <= 1.0

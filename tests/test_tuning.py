@@ -65,3 +65,38 @@ def test_searches_start_from_the_library_defaults(tmp_path, tuner_name):
     tuner.oracle.end_trial(tuner.oracle.trials[next(iter(tuner.oracle.trials))])
     second = tuner.oracle.create_trial("tuner0").hyperparameters.values
     assert second["lam"] != first["lam"]  # then the search proper
+
+
+class _RecordingHyperModel(tuning.SparsityHyperModel):
+    """Records each training's result and its model's first initial weight."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.runs = []
+
+    def fit(self, hp, model, *args, **kwargs):
+        first_weight = float(model.trainable_weights[0].numpy().ravel()[0])
+        result = super().fit(hp, model, *args, **kwargs)
+        self.runs.append({"first_weight": first_weight, **result})
+        return result
+
+
+def test_a_trial_with_several_executions_scores_their_mean(tmp_path):
+    args = tune.parse_args(["--method", "hard_concrete", "--model", "lenet_300_100",
+                            "--dataset", "digits", "--accuracy-target", "0.5",
+                            "--trials", "1", "--executions-per-trial", "2"])
+    hypermodel = _RecordingHyperModel("hard_concrete", "lenet_300_100", data.load("digits"),
+                                      epochs=1, accuracy_target=0.5)
+    tuner = tune.make_tuner(args, hypermodel, str(tmp_path))
+    tuner.search(*hypermodel.splits.train, validation_data=hypermodel.splits.val)
+    first, second = hypermodel.runs
+    assert first["first_weight"] != second["first_weight"]  # new initial weights
+    (trial,) = tuner.oracle.trials.values()
+    assert trial.score == pytest.approx((first["score"] + second["score"]) / 2)
+
+
+def test_tune_rejects_zero_executions_per_trial(capsys):
+    with pytest.raises(SystemExit):
+        tune.parse_args(["--method", "npn", "--model", "lenet_300_100", "--dataset", "digits",
+                         "--accuracy-target", "0.9", "--executions-per-trial", "0"])
+    assert "--executions-per-trial" in capsys.readouterr().err

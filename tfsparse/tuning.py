@@ -10,6 +10,12 @@ reports one scalar, `score` (minimise):
   accurate trial beats every inaccurate one, and among inaccurate ones the
   closest wins.
 
+With keras-tuner's `executions_per_trial`, a trial scores the mean of its
+trainings' scores: a setting that misses the target on any of them ranks
+below every setting that reaches it on all (a risk-averse reading of "stays
+above the target", which the trial-to-trial noise of one training makes
+worth paying for).
+
 Example:
 
 >>> hypermodel = SparsityHyperModel("npn", "lenet_300_100", splits, epochs=30,
