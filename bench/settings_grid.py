@@ -15,14 +15,26 @@ import json
 import os
 
 import tune
+from tfsparse import METHODS, data, models
+
+
+def settings_object(text):
+    """argparse type of `--settings`: a JSON object such as '{"lam": 0.05}'."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as error:
+        raise argparse.ArgumentTypeError(f"not JSON ({error}): {text!r}") from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(f"must be a JSON object of settings: {text!r}")
+    return value
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--method", required=True)
-    p.add_argument("--model", required=True)
+    p.add_argument("--method", required=True, choices=METHODS)
+    p.add_argument("--model", required=True, choices=sorted(models.MODELS))
     p.add_argument("--dataset", default="../shared/data/mnist-10k.npz")
-    p.add_argument("--settings", nargs="+", required=True, type=json.loads,
+    p.add_argument("--settings", nargs="+", required=True, type=settings_object,
                    help="one JSON object of settings per point, over the method's defaults")
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--epochs", type=int, default=30)
@@ -36,8 +48,6 @@ def main(argv=None):
     tune_args = tune.parse_args(["--method", args.method, "--model", args.model,
                                  "--dataset", args.dataset, "--accuracy-target", "1",
                                  "--epochs", str(args.epochs)])
-    from tfsparse import data
-
     splits = data.load(args.dataset, validation_split=tune_args.validation_split,
                        seed=tune_args.seed)
     done = set()

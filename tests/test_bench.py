@@ -1,5 +1,7 @@
 import json
 
+import pytest
+
 from bench import report, run, settings_grid
 
 
@@ -133,3 +135,11 @@ def test_settings_grid_records_each_run_once(tmp_path):
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
     assert record["settings"] == {"lam": 0.1} and record["seed"] == 1
     assert 0.0 <= record["test_accuracy"] <= 1.0 and 0.0 < record["cost"] <= 1.0
+
+
+@pytest.mark.parametrize("text", ["0.05", "{lam: 0.05}"])
+def test_settings_grid_rejects_settings_that_are_not_json_objects(text, capsys):
+    with pytest.raises(SystemExit):
+        settings_grid.parse_args(["--method", "npn", "--model", "lenet_300_100",
+                                  "--settings", text, "--out", "x.jsonl"])
+    assert "--settings" in capsys.readouterr().err
