@@ -114,6 +114,7 @@ BAD = [
     (lambda: recipes.recipe("l1", 10), "method"),
     (lambda: recipes.recipe("npn", 0), "epochs"),
     (lambda: recipes.recipe("targeted_dropout", 10, ramp=True), "steps_per_epoch"),
+    (lambda: recipes.recipe("hard_concrete", 10, harden_fraction=0), "harden_fraction"),
     # compaction of an unsupported topology
     (lambda: tfsparse.compact(_closed_concat_model()), "Concatenate"),
     # data

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import tfsparse
-from tfsparse import schedules
+from tfsparse import recipes, schedules
 from tfsparse.callbacks import SparsityScheduler
 
 
@@ -52,6 +52,23 @@ def test_scheduler_assigns_k_hardens_and_logs():
     for gate in tfsparse.gates.gates_of(model):
         assert gate.hardened.numpy() == 1.0
         assert history.history[f"active/{gate.name}"][-1] == int(np.sum(gate.active()))
+
+
+def test_recipe_hardens_hard_concrete_so_training_uses_the_inference_masks():
+    x, y = _digits_like()
+    plan = recipes.recipe("hard_concrete", 4, harden_fraction=0.5)
+    assert plan.scheduler.harden_at == 2 and "harden_fraction" not in plan.settings
+    model = _compile(tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=len(x), seed=0,
+                                       **plan.settings))
+    frozen = []
+    spy = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: frozen.append(
+        [np.array(g.mask()) for g in tfsparse.gates.gates_of(model)]) if e == 2 else None)
+    model.fit(x, y, epochs=4, verbose=0, callbacks=[plan.scheduler, spy])
+    for gate, mask in zip(tfsparse.gates.gates_of(model), frozen[0]):
+        assert gate.hardened.numpy() == 1.0
+        np.testing.assert_array_equal(np.array(gate.mask()), mask)  # no longer moves
+    # Hardened, a training step sees exactly the model that inference runs.
+    np.testing.assert_allclose(model(x, training=True), model(x, training=False), rtol=1e-6)
 
 
 def test_step_schedule_follows_optimizer_iterations():

@@ -56,7 +56,11 @@ def recipe(method, epochs, steps_per_epoch=None, ramp=False, **settings):
             for NPN also `k_plastic` (default 7 prune / 1 expand),
             `stage1`/`stage2` (epochs), `expand_size` (gates woken per layer
             and improved epoch; the paper's 1 by default), `expand_fill`
-            (φ·k_plastic of a woken gate; default 3, π ≈ 0.95).
+            (φ·k_plastic of a woken gate; default 3, π ≈ 0.95); for the
+            other methods `harden_fraction`: harden every gate after this
+            fraction of the epochs, so that the rest fine-tunes the weights
+            under the masks inference will use (NPN's third stage, offered
+            to all; default `None`, never).
 
     Returns:
         A `Recipe(method, settings, scheduler)`.
@@ -66,13 +70,22 @@ def recipe(method, epochs, steps_per_epoch=None, ramp=False, **settings):
     merged = {**DEFAULTS[method], **settings}
     if method == "npn":
         return _npn(epochs, merged)
+    harden_at = _harden_at(epochs, merged.pop("harden_fraction", None))
     if method == "targeted_dropout" and ramp:
         if steps_per_epoch is None:
             raise ValueError("Ramping targeted dropout needs `steps_per_epoch`.")
         ramps = schedules.targeted_dropout_ramp(merged["alpha"], merged["gamma"],
                                                 epochs * steps_per_epoch)
-        return Recipe(method, merged, SparsityScheduler(ramps))
-    return Recipe(method, merged, SparsityScheduler())
+        return Recipe(method, merged, SparsityScheduler(ramps, harden_at=harden_at))
+    return Recipe(method, merged, SparsityScheduler(harden_at=harden_at))
+
+
+def _harden_at(epochs, harden_fraction):
+    """The epoch at whose start the gates harden (`None`: never)."""
+    if harden_fraction is None:
+        return None
+    _checks.number("harden_fraction", harden_fraction, low=0, high=1, low_open=True)
+    return round(harden_fraction * epochs)
 
 
 def _npn(epochs, settings):
