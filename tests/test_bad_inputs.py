@@ -115,6 +115,7 @@ BAD = [
     (lambda: recipes.recipe("npn", 0), "epochs"),
     (lambda: recipes.recipe("targeted_dropout", 10, ramp=True), "steps_per_epoch"),
     (lambda: recipes.recipe("hard_concrete", 10, harden_fraction=0), "harden_fraction"),
+    (lambda: recipes.recipe("npn", 10, harden_fraction=0.7), "harden_fraction"),
     # compaction of an unsupported topology
     (lambda: tfsparse.compact(_closed_concat_model()), "Concatenate"),
     # data

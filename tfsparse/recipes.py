@@ -69,6 +69,9 @@ def recipe(method, epochs, steps_per_epoch=None, ramp=False, **settings):
     _checks.number("epochs", epochs, low=1, integer=True)
     merged = {**DEFAULTS[method], **settings}
     if method == "npn":
+        if "harden_fraction" in merged:
+            raise ValueError("`harden_fraction` does not apply to NPN, which hardens at "
+                             "`stage2` (an epoch; default 70 % of `epochs`).")
         return _npn(epochs, merged)
     harden_at = _harden_at(epochs, merged.pop("harden_fraction", None))
     if method == "targeted_dropout" and ramp:
