@@ -14,7 +14,8 @@ With keras-tuner's `executions_per_trial`, a trial scores the mean of its
 trainings' scores: a setting that misses the target on any of them ranks
 below every setting that reaches it on all (a risk-averse reading of "stays
 above the target", which the trial-to-trial noise of one training makes
-worth paying for).
+worth paying for). keras-tuner keeps the model of the trial's last training,
+so that is the one `get_best_models` returns.
 
 Example:
 
