@@ -108,13 +108,19 @@ def print_table(rows):
                          else str(row.get(k)) for k in keys))
 
 
+def is_defaults(values, defaults):
+    """Whether a trial's `values` (hyperparameters, maybe with its metrics)
+    are the search space's `defaults`."""
+    return all(values.get(k) == v for k, v in defaults.items())
+
+
 def plot_trials(path, rows, defaults, args):
     """Validation error against cost of every trial, the defaults' trial
     marked, with the Pareto front and the target (log axes)."""
     plots.plot_tradeoff(path, [r["cost"] for r in rows],
                         [100 * (1 - r["val_accuracy"]) for r in rows],
-                        labels=["defaults" if all(r.get(k) == v for k, v in defaults.items())
-                                else "trials" for r in rows],
+                        labels=["defaults" if is_defaults(r, defaults) else "trials"
+                                for r in rows],
                         xlabel=f"{args.cost} kept (fraction of dense)",
                         ylabel="validation error (%)", target=100 * (1 - args.accuracy_target),
                         title=f"{args.method} on {args.model}: {len(rows)} trials",
@@ -156,7 +162,8 @@ def confirm(args, splits, tuner, hypermodel):
     lr = best.get("lr")
     runs = {"default": [train_settings(args, splits, None, 1e-3, s) for s in args.confirm_seeds]}
     # When the defaults won the search, the same runs stand for both.
-    runs["best"] = (runs["default"] if best.values == tuner.oracle.hyperparameters.values
+    defaults_won = is_defaults(best.values, tuner.oracle.hyperparameters.values)
+    runs["best"] = (runs["default"] if defaults_won
                     else [train_settings(args, splits, settings, lr, s)
                           for s in args.confirm_seeds])
     means = {name: {key: sum(r[key] for r in rs) / len(rs)

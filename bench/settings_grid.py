@@ -29,6 +29,11 @@ def settings_object(text):
     return value
 
 
+def _run_key(settings, seed):
+    """What identifies a run in `--out`."""
+    return json.dumps(settings, sort_keys=True), seed
+
+
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--method", required=True, choices=METHODS)
@@ -53,11 +58,10 @@ def main(argv=None):
     done = set()
     if os.path.exists(args.out):
         with open(args.out) as f:
-            done = {(json.dumps(r["settings"], sort_keys=True), r["seed"])
-                    for r in map(json.loads, f)}
+            done = {_run_key(r["settings"], r["seed"]) for r in map(json.loads, f)}
     for settings in args.settings:
         for seed in args.seeds:
-            if (json.dumps(settings, sort_keys=True), seed) in done:
+            if _run_key(settings, seed) in done:
                 continue
             run = tune.train_settings(tune_args, splits, settings, seed=seed)
             record = {"method": args.method, "model": args.model, "epochs": args.epochs,

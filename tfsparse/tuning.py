@@ -68,8 +68,10 @@ def default_space(method, hp):
                                           default=recipes.NPN_K_PLASTIC["prune"])
         return space
     if method in ("bb", "dbb"):
+        # DBB continues a trained BB model: BB's default is its default too.
+        default = defaults.get("lr_multiplier", recipes.DEFAULTS["bb"]["lr_multiplier"])
         return {"lr_multiplier": hp.Choice("lr_multiplier", [10.0, 30.0, 50.0, 100.0],
-                                           default=defaults.get("lr_multiplier", 50.0))}
+                                           default=default)}
     return {"alpha": hp.Float("alpha", 0.1, 0.99, default=defaults["alpha"]),
             "gamma": hp.Float("gamma", 0.1, 0.99, default=defaults["gamma"])}
 
