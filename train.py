@@ -52,6 +52,9 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    p.add_argument("--lr-schedule", default="constant", choices=recipes.LR_SCHEDULES,
+                   help="cosine: decay the rate to 0 over each training phase "
+                        "(tfsparse.recipes.optimizer)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--validation-split",
@@ -138,22 +141,28 @@ def build_sparse(args, splits):
     Returns:
         `(model, callbacks)`; the model is a compiled `tfsparse.SparseModel`.
     """
-    dense = compile_model(build_model(args, splits), args)
+    dense = build_model(args, splits)
     if args.pretrain_epochs:
         pretrain = argparse.Namespace(**{**vars(args), "epochs": args.pretrain_epochs})
-        fit(dense, splits, pretrain)
+        fit(compile_model(dense, pretrain, splits), splits, pretrain)
     steps = -(-len(splits.train[0]) // args.batch_size)
     plan = recipes.recipe(args.method, args.epochs, steps_per_epoch=steps, ramp=args.ramp,
                           **args.settings)
     sparse = tfsparse.sparsify(dense, args.method, dataset_size=len(splits.train[0]),
                                seed=args.seed, **plan.settings)
-    return compile_model(sparse, args), [plan.scheduler]
+    return compile_model(sparse, args, splits), [plan.scheduler]
 
 
-def compile_model(model, args):
-    """Compiles with Adam, cross-entropy on logits, and accuracy."""
+def compile_model(model, args, splits=None):
+    """Compiles with Adam (`args.lr`, `args.lr_schedule`), cross-entropy on
+    logits, and accuracy. A cosine schedule decays over `args.epochs` epochs
+    of `splits.train`."""
+    total_steps = None
+    if splits is not None:
+        total_steps = args.epochs * -(-len(splits.train[0]) // args.batch_size)
     model.compile(
-        optimizer=keras.optimizers.Adam(learning_rate=args.lr),
+        optimizer=recipes.optimizer(args.lr, getattr(args, "lr_schedule", "constant"),
+                                    total_steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
@@ -242,7 +251,7 @@ def run(args, build=None):
     else:
         model, callbacks = build(args, splits)
     if not model.compiled:  # A method's builder may compile with its own optimizer.
-        compile_model(model, args)
+        compile_model(model, args, splits)
 
     start = time.perf_counter()
     history, epoch_times = fit(model, splits, args, callbacks)
@@ -312,8 +321,8 @@ def continue_with_dbb(bb_model, splits, args):
     posteriors (kept frozen), trained for `args.dbb_epochs` epochs."""
     dbb = tfsparse.sparsify(bb_model, "dbb", dataset_size=len(splits.train[0]),
                             seed=args.seed)
-    compile_model(dbb, args)
     phase = argparse.Namespace(**{**vars(args), "epochs": args.dbb_epochs})
+    compile_model(dbb, phase, splits)
     history, times = fit(dbb, splits, phase, [tfsparse.SparsityScheduler()])
     return dbb, history, times
 

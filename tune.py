@@ -44,6 +44,10 @@ def parse_args(argv=None):
                    help="trainings (new initial weights and masks each) per trial; the "
                         "trial scores the mean of their scores, so settings that miss the "
                         "target on any of them rank below those that reach it on all")
+    p.add_argument("--method-settings-only", action="store_true",
+                   help="search the method's settings only, training the weights at a "
+                        "constant Adam rate of 1e-3 (default: also search the rate and "
+                        "whether it decays, tfsparse.tuning.training_space)")
     p.add_argument("--cost", default="flops", choices=tuning.COSTS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validation-split", type=float, default=0.1)
@@ -127,22 +131,25 @@ def plot_trials(path, rows, defaults, args):
                         xscale="log", yscale="log")
 
 
-def train_settings(args, splits, settings=None, lr=1e-3, seed=None):
+def train_settings(args, splits, settings=None, seed=None):
     """Trains the method once like a trial (same epochs, batch, scheduler) with
-    `settings` over the `tfsparse.recipes` defaults (none: the defaults
-    themselves); returns its validation and test accuracy and cost."""
+    `settings` (the method's, and maybe `lr` and `lr_schedule`) over the
+    defaults (none: the defaults themselves); returns its validation and test
+    accuracy and cost."""
     import keras
 
     seed = args.seed if seed is None else seed
     keras.utils.set_random_seed(seed)
-    plan = recipes.recipe(args.method, args.epochs, **(settings or {}))
+    method_settings, training = tuning.split_training(settings or {})
+    plan = recipes.recipe(args.method, args.epochs, **method_settings)
     dense = models.get(args.model)(splits.input_shape, splits.num_classes)
     model = tfsparse.sparsify(dense, args.method, dataset_size=len(splits.train[0]),
                               seed=seed, **plan.settings)
-    model.compile(keras.optimizers.Adam(lr),
+    steps_per_epoch = -(-len(splits.train[0]) // tuning.BATCH_SIZE)
+    model.compile(recipes.optimizer(**training, total_steps=args.epochs * steps_per_epoch),
                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                   metrics=["accuracy"])
-    model.fit(*splits.train, epochs=args.epochs, batch_size=128, verbose=0,
+    model.fit(*splits.train, epochs=args.epochs, batch_size=tuning.BATCH_SIZE, verbose=0,
               validation_data=splits.val, callbacks=[plan.scheduler])
     figures = tfsparse.summary(model, print_fn=None)
     return {"seed": seed,
@@ -158,13 +165,12 @@ def confirm(args, splits, tuner, hypermodel):
     noisy validation score is only better if the win survives new seeds and
     the test set."""
     best = tuner.get_best_hyperparameters(1)[0]
-    settings = hypermodel.space(args.method, best)
-    lr = best.get("lr")
-    runs = {"default": [train_settings(args, splits, None, 1e-3, s) for s in args.confirm_seeds]}
+    settings = {**hypermodel.space(args.method, best), **hypermodel.training(best)}
+    runs = {"default": [train_settings(args, splits, None, s) for s in args.confirm_seeds]}
     # When the defaults won the search, the same runs stand for both.
     defaults_won = is_defaults(best.values, tuner.oracle.hyperparameters.values)
     runs["best"] = (runs["default"] if defaults_won
-                    else [train_settings(args, splits, settings, lr, s)
+                    else [train_settings(args, splits, settings, s)
                           for s in args.confirm_seeds])
     means = {name: {key: sum(r[key] for r in rs) / len(rs)
                     for key in ("val_accuracy", "test_accuracy", "cost")}
@@ -173,7 +179,7 @@ def confirm(args, splits, tuner, hypermodel):
     for name, m in means.items():
         print(f"  {name:8s} {args.cost} kept {m['cost']:.4f}, val accuracy "
               f"{m['val_accuracy']:.4f}, test accuracy {m['test_accuracy']:.4f}")
-    return {"settings": {**settings, "lr": lr}, "runs": runs, "means": means}
+    return {"settings": settings, "runs": runs, "means": means}
 
 
 def main(argv=None):
@@ -181,8 +187,9 @@ def main(argv=None):
     splits = data.load(args.dataset, validation_split=args.validation_split, seed=args.seed)
     run_dir = os.path.join(args.out, args.run_name)
     os.makedirs(run_dir, exist_ok=True)
-    hypermodel = tuning.SparsityHyperModel(args.method, args.model, splits, args.epochs,
-                                           args.accuracy_target, cost=args.cost)
+    hypermodel = tuning.SparsityHyperModel(
+        args.method, args.model, splits, args.epochs, args.accuracy_target, cost=args.cost,
+        training=tuning.fixed_training if args.method_settings_only else None)
     tuner = make_tuner(args, hypermodel, run_dir)
     tuner.search(*splits.train, validation_data=splits.val)
     rows = trial_rows(tuner)

@@ -10,7 +10,7 @@ import train
 
 # Options of train.py that a benchmark setting may override; flags are passed
 # when true. Every other setting is a method setting (`--set key=value`).
-_TRAIN_OPTIONS = ("batch_size", "lr", "validation_split", "out", "verbose",
+_TRAIN_OPTIONS = ("batch_size", "lr", "lr_schedule", "validation_split", "out", "verbose",
                   "pretrain_epochs", "prune_rate", "prune_level", "dbb_epochs")
 _TRAIN_FLAGS = ("ramp", "export")
 DEFAULT_OUT = os.path.join("bench", "results", "runs")
@@ -29,7 +29,7 @@ def run_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **se
         out_jsonl: path of the .jsonl file to append to (created if needed).
         label: name of the configuration in reports (default: `method`), e.g.
             "npn-expand".
-        **settings: train.py options (`batch_size`, `lr`, `validation_split`,
+        **settings: train.py options (`batch_size`, `lr`, `lr_schedule`, `validation_split`,
             `out`, `verbose`, `pretrain_epochs`, `prune_rate`, `prune_level`,
             `dbb_epochs`, `ramp`, `export`) and the method's own settings.
 

@@ -116,6 +116,10 @@ BAD = [
     (lambda: recipes.recipe("targeted_dropout", 10, ramp=True), "steps_per_epoch"),
     (lambda: recipes.recipe("hard_concrete", 10, harden_fraction=0), "harden_fraction"),
     (lambda: recipes.recipe("npn", 10, harden_fraction=0.7), "harden_fraction"),
+    (lambda: recipes.optimizer(0.0), "learning_rate"),
+    (lambda: recipes.optimizer(1e-3, schedule="step"), "schedule"),
+    (lambda: recipes.optimizer(1e-3, schedule="cosine"), "total_steps"),
+    (lambda: recipes.optimizer(1e-3, schedule="cosine", total_steps=0), "total_steps"),
     # compaction of an unsupported topology
     (lambda: tfsparse.compact(_closed_concat_model()), "Concatenate"),
     # data

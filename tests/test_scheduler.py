@@ -71,6 +71,24 @@ def test_recipe_hardens_hard_concrete_so_training_uses_the_inference_masks():
     np.testing.assert_allclose(model(x, training=True), model(x, training=False), rtol=1e-6)
 
 
+def test_cosine_optimizer_settles_weights_and_gates_by_the_last_step():
+    x, y = _digits_like(64)
+    model = tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=64, seed=0,
+                              lr_multiplier=10.0)
+    model.compile(recipes.optimizer(4e-3, "cosine", total_steps=8),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    assert float(model.optimizer.learning_rate) == pytest.approx(4e-3)
+    model.fit(x, y, batch_size=16, epochs=2, verbose=0)  # 8 steps: the whole decay
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-12)
+    # The gates' boosted update is a multiple of the weights', so past the
+    # decay neither moves: the masks that inference uses are settled.
+    before = [v.numpy().copy() for v in model.trainable_variables]
+    model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    for variable, value in zip(model.trainable_variables, before):
+        np.testing.assert_array_equal(variable.numpy(), value, err_msg=variable.path)
+    assert float(recipes.optimizer(4e-3).learning_rate) == pytest.approx(4e-3)  # constant
+
+
 def test_step_schedule_follows_optimizer_iterations():
     x, y = _digits_like(64)
     model = _compile(tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=64))

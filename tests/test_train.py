@@ -3,6 +3,7 @@ import os
 
 import keras
 import numpy as np
+import pytest
 
 import train
 
@@ -71,3 +72,15 @@ def test_reload_gives_same_predictions(tmp_path):
 def test_default_run_name():
     args = train.parse_args(["--model", "lenet5_caffe", "--dataset", "/data/mnist-10k.npz"])
     assert args.run_name.startswith("lenet5_caffe-mnist-10k-")
+
+
+def test_cosine_schedule_decays_over_the_training(tmp_path):
+    from tfsparse import data
+
+    args = train.parse_args(["--model", "lenet_300_100", "--dataset", "digits", "--epochs",
+                             "2", "--lr", "0.004", "--lr-schedule", "cosine", "--verbose", "0"])
+    splits = data.load("digits")
+    model = train.compile_model(train.build_model(args, splits), args, splits)
+    assert float(model.optimizer.learning_rate) == pytest.approx(0.004)
+    train.fit(model, splits, args)
+    assert float(model.optimizer.learning_rate) == 0.0  # decayed to 0 at the last step

@@ -62,6 +62,7 @@ def test_searches_start_from_the_library_defaults(tmp_path, tuner_name):
     assert {k: first[k] for k in ("lam", "lr_multiplier", "init_drop_rate")} == \
         recipes.DEFAULTS["hard_concrete"]
     assert first["temperature"] == pytest.approx(2 / 3) and first["per_example"] is False
+    assert first["lr"] == pytest.approx(1e-3) and first["lr_schedule"] == "constant"
     tuner.oracle.end_trial(tuner.oracle.trials[next(iter(tuner.oracle.trials))])
     second = tuner.oracle.create_trial("tuner0").hyperparameters.values
     assert second["lam"] != first["lam"]  # then the search proper
@@ -100,3 +101,37 @@ def test_tune_rejects_zero_executions_per_trial(capsys):
         tune.parse_args(["--method", "npn", "--model", "lenet_300_100", "--dataset", "digits",
                          "--accuracy-target", "0.9", "--executions-per-trial", "0"])
     assert "--executions-per-trial" in capsys.readouterr().err
+
+
+def test_method_settings_only_keeps_the_weights_training_fixed(tmp_path):
+    args = tune.parse_args(["--method", "npn", "--model", "lenet_300_100", "--dataset",
+                            "digits", "--accuracy-target", "0.5", "--trials", "3",
+                            "--method-settings-only"])
+    hypermodel = tuning.SparsityHyperModel("npn", "lenet_300_100", data.load("digits"),
+                                           epochs=1, accuracy_target=0.5,
+                                           training=tuning.fixed_training)
+    tuner = tune.make_tuner(args, hypermodel, str(tmp_path))
+    for _ in range(3):
+        trial = tuner.oracle.create_trial("tuner0")
+        hypermodel.build(trial.hyperparameters)  # registers the space, as a search does
+        assert trial.hyperparameters.values["lr"] == 1e-3
+        assert trial.hyperparameters.values["lr_schedule"] == "constant"
+        tuner.oracle.end_trial(trial)
+
+
+def test_a_cosine_trial_decays_over_its_hyperband_round():
+    splits = data.load("digits")
+    hypermodel = tuning.SparsityHyperModel("hard_concrete", "lenet_300_100", splits,
+                                           epochs=9, accuracy_target=0.5)
+    hp = kt.HyperParameters()
+    hp.Fixed("lr_schedule", "cosine")
+    steps_per_epoch = -(-len(splits.train[0]) // tuning.BATCH_SIZE)
+    whole = hypermodel.build(hp).optimizer
+    hp.Fixed("tuner/epochs", 9)
+    hp.Fixed("tuner/initial_epoch", 3)  # a round that continues epochs 3-8
+    round_ = hypermodel.build(hp).optimizer
+    # Hyperband restarts the optimizer each round: its step count starts at 0.
+    for optimizer in (whole, round_):
+        optimizer.iterations.assign(6 * steps_per_epoch)
+    assert float(round_.learning_rate) == 0.0  # the round's last step
+    assert float(whole.learning_rate) > 0.0  # a third of the whole decay left

@@ -10,6 +10,10 @@ reports one scalar, `score` (minimise):
   accurate trial beats every inaccurate one, and among inaccurate ones the
   closest wins.
 
+Besides the method's own settings (`default_space`), a trial searches how the
+weights train (`training_space`: Adam's learning rate, constant or with cosine
+decay), since that moves the accuracy-cost trade-off as much as λ does.
+
 With keras-tuner's `executions_per_trial`, a trial scores the mean of its
 trainings' scores: a setting that misses the target on any of them ranks
 below every setting that reaches it on all (a risk-averse reading of "stays
@@ -38,6 +42,7 @@ OBJECTIVE = kt.Objective("score", direction="min")
 # What the score minimises → the `tfsparse.summary` total that measures it.
 COST_FRACTION = {"flops": "flops_fraction", "params": "weights_fraction"}
 COSTS = tuple(COST_FRACTION)
+BATCH_SIZE = 128
 
 
 def default_space(method, hp):
@@ -74,6 +79,29 @@ def default_space(method, hp):
                                            default=default)}
     return {"alpha": hp.Float("alpha", 0.1, 0.99, default=defaults["alpha"]),
             "gamma": hp.Float("gamma", 0.1, 0.99, default=defaults["gamma"])}
+
+
+def training_space(hp):
+    """How the weights train: Adam's learning rate and its schedule
+    (`tfsparse.recipes.optimizer`). The defaults, constant 1e-3, are what
+    `train.py` and the benchmarks use."""
+    return {"lr": hp.Float("lr", 3e-4, 1e-2, sampling="log", default=1e-3),
+            "lr_schedule": hp.Choice("lr_schedule", list(recipes.LR_SCHEDULES),
+                                     default="constant")}
+
+
+def fixed_training(hp):
+    """`training_space` held at its defaults (search the method's settings only)."""
+    return {"lr": hp.Fixed("lr", 1e-3), "lr_schedule": hp.Fixed("lr_schedule", "constant")}
+
+
+def split_training(settings):
+    """`{**method settings, lr, lr_schedule}` → `(method settings, optimizer
+    keyword arguments)`, so one dict can describe a whole trial."""
+    settings = dict(settings)
+    training = {"learning_rate": settings.pop("lr", 1e-3),
+                "schedule": settings.pop("lr_schedule", "constant")}
+    return settings, training
 
 
 def first_trial_at_defaults(oracle):
@@ -116,11 +144,13 @@ class SparsityHyperModel(kt.HyperModel):
         cost: `"flops"` or `"params"`: what the score minimises.
         space: optional `space(method, hp) -> settings dict` replacing
             `default_space`.
-        learning_rates: choices for the weights' Adam learning rate.
+        training: optional `training(hp) -> {"lr", "lr_schedule"}` replacing
+            `training_space`; `fixed_training` searches the method's
+            settings only.
     """
 
     def __init__(self, method, model, splits, epochs, accuracy_target, cost="flops",
-                 space=None, learning_rates=(1e-3,), **kwargs):
+                 space=None, training=None, **kwargs):
         super().__init__(**kwargs)
         self.method = _checks.choice("method", method, METHODS)
         self.builder = models.get(model) if isinstance(model, str) else model
@@ -133,17 +163,20 @@ class SparsityHyperModel(kt.HyperModel):
                                               high=1)
         self.cost = _checks.choice("cost", cost, COSTS)
         self.space = space or default_space
-        self.learning_rates = list(learning_rates)
+        self.training = training or training_space
 
     def build(self, hp):
         settings = self.space(self.method, hp)
-        plan = recipes.recipe(self.method, self.epochs,
-                              steps_per_epoch=self._steps_per_epoch(), **settings)
+        _, training = split_training(self.training(hp))
+        steps_per_epoch = self._steps_per_epoch()
+        plan = recipes.recipe(self.method, self.epochs, steps_per_epoch=steps_per_epoch,
+                              **settings)
         dense = self.builder(self.splits.input_shape, self.splits.num_classes)
         model = sparsify(dense, self.method, dataset_size=len(self.splits.train[0]),
                          **plan.settings)
-        model.compile(keras.optimizers.Adam(hp.Choice("lr", self.learning_rates)),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        optimizer = recipes.optimizer(**training,
+                                      total_steps=self._epochs_this_round(hp) * steps_per_epoch)
+        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
                       metrics=["accuracy"])
         # The scheduler is rebuilt per trial from the same settings, so
         # nothing stateful crosses keras-tuner's deep copies.
@@ -152,7 +185,7 @@ class SparsityHyperModel(kt.HyperModel):
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
         kwargs.setdefault("epochs", self.epochs)
-        kwargs.setdefault("batch_size", 128)
+        kwargs.setdefault("batch_size", BATCH_SIZE)
         kwargs.setdefault("verbose", 0)
         callbacks = [model._tfsparse_scheduler, *(callbacks or [])]
         model.fit(*args, callbacks=callbacks, **kwargs)
@@ -164,5 +197,12 @@ class SparsityHyperModel(kt.HyperModel):
                 "val_accuracy": float(val_accuracy),
                 "cost_fraction": float(cost_fraction)}
 
+    def _epochs_this_round(self, hp):
+        """The epochs this build trains. Hyperband trains a trial in rounds and
+        reloads its weights, not its optimizer, between them, so a cosine
+        decay spans one round: each round ends on a fine-tuned model, which
+        is the one Hyperband's promotion judges."""
+        return hp.values.get("tuner/epochs", self.epochs) - hp.values.get("tuner/initial_epoch", 0)
+
     def _steps_per_epoch(self):
-        return -(-len(self.splits.train[0]) // 128)
+        return -(-len(self.splits.train[0]) // BATCH_SIZE)
