@@ -100,17 +100,17 @@ def parse_args(argv=None):
     return args
 
 
-def parse_settings(pairs):
+def parse_settings(pairs, flag="--set"):
     """`["lam=0.1", "mode=expand"]` → `{"lam": 0.1, "mode": "expand"}`.
 
     Values are read as JSON where they parse (numbers, true/false, lists),
-    otherwise kept as strings.
+    otherwise kept as strings. `flag` names the option in errors.
     """
     settings = {}
     for pair in pairs:
         key, sep, value = pair.partition("=")
         if not sep or not key:
-            raise ValueError(f"--set expects KEY=VALUE, got {pair!r}")
+            raise ValueError(f"{flag} expects KEY=VALUE, got {pair!r}")
         try:
             settings[key] = json.loads(value)
         except json.JSONDecodeError:

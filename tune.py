@@ -21,6 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is impor
 import keras_tuner as kt  # noqa: E402
 
 import tfsparse  # noqa: E402
+import train  # noqa: E402
 from tfsparse import data, models, plots, recipes, tuning  # noqa: E402
 
 TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
@@ -44,10 +45,10 @@ def parse_args(argv=None):
                    help="trainings (new initial weights and masks each) per trial; the "
                         "trial scores the mean of their scores, so settings that miss the "
                         "target on any of them rank below those that reach it on all")
-    p.add_argument("--method-settings-only", action="store_true",
-                   help="search the method's settings only, training the weights at a "
-                        "constant Adam rate of 1e-3 (default: also search the rate and "
-                        "whether it decays, tfsparse.tuning.training_space)")
+    p.add_argument("--fix", action="append", default=[], metavar="NAME=VALUE",
+                   help="hold a searched setting at a value (repeatable), e.g. --fix "
+                        "lr_schedule=constant --fix lr=0.001 to search the method's settings "
+                        "only; names as in the trials table")
     p.add_argument("--cost", default="flops", choices=tuning.COSTS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validation-split", type=float, default=0.1)
@@ -68,10 +69,30 @@ def parse_args(argv=None):
                 "least 1")
     if not 0 < args.validation_split < 1:
         p.error("--validation-split must be in (0, 1): the search needs validation data")
+    try:
+        args.fixed = fixed_settings(args.method, args.fix)
+    except ValueError as error:
+        p.error(str(error))
     if args.run_name is None:
         stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
         args.run_name = f"tune-{args.method}-{args.model}-{stamp}"
     return args
+
+
+def fixed_settings(method, pairs):
+    """`--fix` pairs → `{name: value}`, each name one that the search space
+    of `method` has (values read as JSON where they parse)."""
+    import keras_tuner as kt
+
+    fixed = train.parse_settings(pairs, flag="--fix")
+    space = kt.HyperParameters()
+    tuning.default_space(method, space)
+    tuning.training_space(space)
+    unknown = sorted(set(fixed) - set(space.values))
+    if unknown:
+        raise ValueError(f"--fix: {', '.join(unknown)} not searched for {method}; searched: "
+                         f"{', '.join(space.values)}")
+    return fixed
 
 
 def make_tuner(args, hypermodel, directory):
@@ -79,9 +100,14 @@ def make_tuner(args, hypermodel, directory):
     defaults as trial 1; the Bayesian one then fits its Gaussian process after
     `--initial-points` random trials (keras-tuner's default, 3 per searched
     setting, would leave a 20-trial search random for 15 of them)."""
+    # `--fix`: a Fixed entry registered first is what the space's own
+    # declaration of that name returns.
+    fixed = kt.HyperParameters()
+    for name, value in args.fixed.items():
+        fixed.Fixed(name, value)
     common = dict(objective=tuning.OBJECTIVE, directory=directory, project_name="search",
                   seed=args.seed, executions_per_trial=args.executions_per_trial,
-                  overwrite=True)
+                  hyperparameters=fixed, tune_new_entries=True, overwrite=True)
     if args.tuner == "hyperband":
         return kt.Hyperband(hypermodel, max_epochs=args.epochs, **common)
     if args.tuner == "bayesian":
@@ -187,9 +213,8 @@ def main(argv=None):
     splits = data.load(args.dataset, validation_split=args.validation_split, seed=args.seed)
     run_dir = os.path.join(args.out, args.run_name)
     os.makedirs(run_dir, exist_ok=True)
-    hypermodel = tuning.SparsityHyperModel(
-        args.method, args.model, splits, args.epochs, args.accuracy_target, cost=args.cost,
-        training=tuning.fixed_training if args.method_settings_only else None)
+    hypermodel = tuning.SparsityHyperModel(args.method, args.model, splits, args.epochs,
+                                           args.accuracy_target, cost=args.cost)
     tuner = make_tuner(args, hypermodel, run_dir)
     tuner.search(*splits.train, validation_data=splits.val)
     rows = trial_rows(tuner)

@@ -103,20 +103,32 @@ def test_tune_rejects_zero_executions_per_trial(capsys):
     assert "--executions-per-trial" in capsys.readouterr().err
 
 
-def test_method_settings_only_keeps_the_weights_training_fixed(tmp_path):
+def test_fix_holds_settings_through_the_search(tmp_path):
     args = tune.parse_args(["--method", "npn", "--model", "lenet_300_100", "--dataset",
                             "digits", "--accuracy-target", "0.5", "--trials", "3",
-                            "--method-settings-only"])
+                            "--fix", "lr=0.001", "--fix", "lr_schedule=constant",
+                            "--fix", "k_plastic=12"])
+    assert args.fixed == {"lr": 0.001, "lr_schedule": "constant", "k_plastic": 12}
     hypermodel = tuning.SparsityHyperModel("npn", "lenet_300_100", data.load("digits"),
-                                           epochs=1, accuracy_target=0.5,
-                                           training=tuning.fixed_training)
+                                           epochs=1, accuracy_target=0.5)
     tuner = tune.make_tuner(args, hypermodel, str(tmp_path))
+    lams = set()
     for _ in range(3):
         trial = tuner.oracle.create_trial("tuner0")
-        hypermodel.build(trial.hyperparameters)  # registers the space, as a search does
-        assert trial.hyperparameters.values["lr"] == 1e-3
-        assert trial.hyperparameters.values["lr_schedule"] == "constant"
+        values = trial.hyperparameters.values
+        assert (values["lr"], values["lr_schedule"], values["k_plastic"]) == \
+            (0.001, "constant", 12)
+        lams.add(values["lam"])
         tuner.oracle.end_trial(trial)
+    assert len(lams) == 3  # the other settings are still searched
+
+
+def test_fix_rejects_a_setting_the_method_does_not_search(capsys):
+    with pytest.raises(SystemExit):
+        tune.parse_args(["--method", "npn", "--model", "lenet_300_100", "--dataset", "digits",
+                         "--accuracy-target", "0.9", "--fix", "temperature=0.5"])
+    error = capsys.readouterr().err
+    assert "--fix" in error and "temperature" in error and "k_plastic" in error
 
 
 def test_a_cosine_trial_decays_over_its_hyperband_round():

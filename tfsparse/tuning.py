@@ -90,11 +90,6 @@ def training_space(hp):
                                      default="constant")}
 
 
-def fixed_training(hp):
-    """`training_space` held at its defaults (search the method's settings only)."""
-    return {"lr": hp.Fixed("lr", 1e-3), "lr_schedule": hp.Fixed("lr_schedule", "constant")}
-
-
 def split_training(settings):
     """`{**method settings, lr, lr_schedule}` → `(method settings, optimizer
     keyword arguments)`, so one dict can describe a whole trial."""
@@ -145,8 +140,9 @@ class SparsityHyperModel(kt.HyperModel):
         space: optional `space(method, hp) -> settings dict` replacing
             `default_space`.
         training: optional `training(hp) -> {"lr", "lr_schedule"}` replacing
-            `training_space`; `fixed_training` searches the method's
-            settings only.
+            `training_space`. To search the method's settings only, hold
+            these two at values with `hp.Fixed` in the tuner's
+            `hyperparameters` (`tune.py --fix`).
     """
 
     def __init__(self, method, model, splits, epochs, accuracy_target, cost="flops",
