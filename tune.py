@@ -145,12 +145,13 @@ def is_defaults(values, defaults):
 
 
 def plot_trials(path, rows, defaults, args):
-    """Validation error against cost of every trial, the defaults' trial
-    marked, with the Pareto front and the target (log axes)."""
+    """Validation error against cost of every trial, the defaults' trial and
+    the best (`rows[0]`) marked, with the Pareto front and the target (log
+    axes)."""
     plots.plot_tradeoff(path, [r["cost"] for r in rows],
                         [100 * (1 - r["val_accuracy"]) for r in rows],
-                        labels=["defaults" if is_defaults(r, defaults) else "trials"
-                                for r in rows],
+                        labels=["defaults" if is_defaults(r, defaults)
+                                else "best" if r is rows[0] else "trials" for r in rows],
                         xlabel=f"{args.cost} kept (fraction of dense)",
                         ylabel="validation error (%)", target=100 * (1 - args.accuracy_target),
                         title=f"{args.method} on {args.model}: {len(rows)} trials",
