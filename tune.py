@@ -82,8 +82,6 @@ def parse_args(argv=None):
 def fixed_settings(method, pairs):
     """`--fix` pairs → `{name: value}`, each name one that the search space
     of `method` has (values read as JSON where they parse)."""
-    import keras_tuner as kt
-
     fixed = train.parse_settings(pairs, flag="--fix")
     space = kt.HyperParameters()
     tuning.default_space(method, space)
