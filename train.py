@@ -145,7 +145,7 @@ def build_sparse(args, splits):
     if args.pretrain_epochs:
         pretrain = argparse.Namespace(**{**vars(args), "epochs": args.pretrain_epochs})
         fit(compile_model(dense, pretrain, splits), splits, pretrain)
-    steps = -(-len(splits.train[0]) // args.batch_size)
+    steps = data.steps_per_epoch(len(splits.train[0]), args.batch_size)
     plan = recipes.recipe(args.method, args.epochs, steps_per_epoch=steps, ramp=args.ramp,
                           **args.settings)
     sparse = tfsparse.sparsify(dense, args.method, dataset_size=len(splits.train[0]),
@@ -159,10 +159,9 @@ def compile_model(model, args, splits=None):
     of `splits.train`."""
     total_steps = None
     if splits is not None:
-        total_steps = args.epochs * -(-len(splits.train[0]) // args.batch_size)
+        total_steps = args.epochs * data.steps_per_epoch(len(splits.train[0]), args.batch_size)
     model.compile(
-        optimizer=recipes.optimizer(args.lr, getattr(args, "lr_schedule", "constant"),
-                                    total_steps),
+        optimizer=recipes.optimizer(args.lr, args.lr_schedule, total_steps),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )

@@ -22,7 +22,7 @@ import keras_tuner as kt  # noqa: E402
 
 import tfsparse  # noqa: E402
 import train  # noqa: E402
-from tfsparse import data, models, plots, recipes, tuning  # noqa: E402
+from tfsparse import data, models, plots, tuning  # noqa: E402
 
 TUNERS = {"random": kt.RandomSearch, "bayesian": kt.BayesianOptimization,
           "hyperband": kt.Hyperband}
@@ -165,17 +165,10 @@ def train_settings(args, splits, settings=None, seed=None):
 
     seed = args.seed if seed is None else seed
     keras.utils.set_random_seed(seed)
-    method_settings, training = tuning.split_training(settings or {})
-    plan = recipes.recipe(args.method, args.epochs, **method_settings)
-    dense = models.get(args.model)(splits.input_shape, splits.num_classes)
-    model = tfsparse.sparsify(dense, args.method, dataset_size=len(splits.train[0]),
-                              seed=seed, **plan.settings)
-    steps_per_epoch = -(-len(splits.train[0]) // tuning.BATCH_SIZE)
-    model.compile(recipes.optimizer(**training, total_steps=args.epochs * steps_per_epoch),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model, scheduler = tuning.compile_trial(args.method, models.get(args.model), splits,
+                                            args.epochs, settings or {}, seed=seed)
     model.fit(*splits.train, epochs=args.epochs, batch_size=tuning.BATCH_SIZE, verbose=0,
-              validation_data=splits.val, callbacks=[plan.scheduler])
+              validation_data=splits.val, callbacks=[scheduler])
     figures = tfsparse.summary(model, print_fn=None)
     return {"seed": seed,
             "val_accuracy": float(model.evaluate(*splits.val, verbose=0)[1]),

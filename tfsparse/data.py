@@ -141,6 +141,11 @@ def load(name_or_path, validation_split=0.1, normalize=True, seed=0, data_dir=No
     )
 
 
+def steps_per_epoch(num_examples, batch_size):
+    """Batches in one epoch over `num_examples` (the last may be partial)."""
+    return -(-num_examples // batch_size)
+
+
 def as_dataset(x, y, batch_size=128, shuffle=False, seed=0):
     """Wraps arrays in a batched, prefetched `tf.data.Dataset`.
 

@@ -33,7 +33,7 @@ Example:
 import keras
 import keras_tuner as kt
 
-from tfsparse import _checks, models, recipes
+from tfsparse import _checks, data, models, recipes
 from tfsparse.gates import hard_concrete
 from tfsparse.sparsify import METHODS, sparsify
 from tfsparse.summary import summary
@@ -99,6 +99,26 @@ def split_training(settings):
     return settings, training
 
 
+def compile_trial(method, builder, splits, epochs, settings, seed=None, round_epochs=None):
+    """One training of a trial: the network of `builder`, sparsified with
+    `method` and compiled, and its scheduler.
+
+    `settings` holds the method's settings over `tfsparse.recipes` defaults
+    and maybe `lr`/`lr_schedule`; `round_epochs` is how many epochs this
+    training runs (a Hyperband round; default `epochs`), which a cosine decay
+    spans. Returns `(model, scheduler)`."""
+    method_settings, training = split_training(settings)
+    steps = data.steps_per_epoch(len(splits.train[0]), BATCH_SIZE)
+    plan = recipes.recipe(method, epochs, steps_per_epoch=steps, **method_settings)
+    dense = builder(splits.input_shape, splits.num_classes)
+    model = sparsify(dense, method, dataset_size=len(splits.train[0]), seed=seed,
+                     **plan.settings)
+    model.compile(recipes.optimizer(**training, total_steps=(round_epochs or epochs) * steps),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=["accuracy"])
+    return model, plan.scheduler
+
+
 def first_trial_at_defaults(oracle):
     """Makes `oracle`'s first trial the search space's default values.
 
@@ -162,21 +182,12 @@ class SparsityHyperModel(kt.HyperModel):
         self.training = training or training_space
 
     def build(self, hp):
-        settings = self.space(self.method, hp)
-        _, training = split_training(self.training(hp))
-        steps_per_epoch = self._steps_per_epoch()
-        plan = recipes.recipe(self.method, self.epochs, steps_per_epoch=steps_per_epoch,
-                              **settings)
-        dense = self.builder(self.splits.input_shape, self.splits.num_classes)
-        model = sparsify(dense, self.method, dataset_size=len(self.splits.train[0]),
-                         **plan.settings)
-        optimizer = recipes.optimizer(**training,
-                                      total_steps=self._epochs_this_round(hp) * steps_per_epoch)
-        model.compile(optimizer, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+        settings = {**self.space(self.method, hp), **self.training(hp)}
+        model, scheduler = compile_trial(self.method, self.builder, self.splits, self.epochs,
+                                         settings, round_epochs=self._epochs_this_round(hp))
         # The scheduler is rebuilt per trial from the same settings, so
         # nothing stateful crosses keras-tuner's deep copies.
-        model._tfsparse_scheduler = plan.scheduler
+        model._tfsparse_scheduler = scheduler
         return model
 
     def fit(self, hp, model, *args, callbacks=None, **kwargs):
@@ -199,6 +210,3 @@ class SparsityHyperModel(kt.HyperModel):
         decay spans one round: each round ends on a fine-tuned model, which
         is the one Hyperband's promotion judges."""
         return hp.values.get("tuner/epochs", self.epochs) - hp.values.get("tuner/initial_epoch", 0)
-
-    def _steps_per_epoch(self):
-        return -(-len(self.splits.train[0]) // BATCH_SIZE)
