@@ -282,11 +282,15 @@ def test_branches_with_their_own_consumers_compact():
     assert small.get_layer("left").units < 10 or small.get_layer("right").units < 8
 
 
-def test_gated_channels_reaching_a_concatenate_are_refused():
+def test_gated_channels_reaching_a_concatenate_keep_their_offsets():
     model = _two_branches("concat")
     _open_some(model, _set_hard_concrete)
-    with pytest.raises(ValueError, match=r"left_gate.*right_gate.*concat.*Concatenate"):
-        compact(model)
+    small = compact(model)
+    _assert_same_function(model, small, _digits(flat=True))
+    kept = [int(np.sum(ops.convert_to_numpy(model.get_layer(g).active())))
+            for g in ("left_gate", "right_gate")]
+    assert [small.get_layer("left").units, small.get_layer("right").units] == kept
+    assert small.get_layer("logits").kernel.shape[0] == sum(kept) < 18
 
 
 def test_gated_channels_reaching_a_model_output_are_refused():
@@ -314,16 +318,21 @@ def test_a_multiplier_through_tanh_is_refused_but_binary_masks_pass():
     assert small.get_layer("fc1").units == 7
 
 
-def test_grouped_convolution_consumer_is_refused():
+def test_grouped_convolution_consumer_keeps_equal_groups():
     inputs = keras.Input((8, 8, 1))
-    x = keras.layers.Conv2D(4, 3, activation="relu", name="conv1")(inputs)
+    x = keras.layers.Conv2D(6, 3, activation="relu", name="conv1")(inputs)
     x = HardConcreteGate(name="gate")(x)
     x = keras.layers.Conv2D(4, 3, groups=2, name="grouped")(x)
     x = keras.layers.GlobalAveragePooling2D()(x)
     model = keras.Model(inputs, keras.layers.Dense(3)(x))
-    model.get_layer("gate").log_alpha.assign(np.array([-4.6, 4.6, 4.6, 4.6]))
-    with pytest.raises(ValueError, match="grouped.*groups=2"):
-        compact(model)
+    # Group 1 (channels 0-2) keeps one channel, group 2 (3-5) keeps two: the
+    # compact layer needs two per group, so one closed channel stays (× 0).
+    model.get_layer("gate").log_alpha.assign(np.array([-4.6, 4.6, -4.6, 0.3, 4.6, -4.6]))
+    small = compact(model)
+    _assert_same_function(model, small, _digits())
+    assert small.get_layer("grouped").groups == 2
+    assert small.get_layer("conv1").filters == 4
+    assert small.get_layer("grouped").kernel.shape[-2] == 2
 
 
 def test_batch_normalization_between_gate_and_consumer_is_folded():

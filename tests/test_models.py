@@ -18,6 +18,14 @@ def test_lenet_500_300_params():
     assert models.lenet_500_300().count_params() == 545_810
 
 
+@pytest.mark.parametrize("name, weights", [("resnet20", 272_474), ("resnet56", 855_770),
+                                           ("mobilenet_v2", 2_236_682)])
+def test_cifar_networks_have_the_papers_sizes(name, weights):
+    model = models.get(name)((32, 32, 3), 10)
+    trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
+    assert trainable == weights
+
+
 def test_resnet32_params():
     model = models.resnet32((32, 32, 3), 10)
     assert model.count_params() == 469_370  # Includes BatchNorm moving statistics.
@@ -65,7 +73,10 @@ EXPECTED_GATES = {
     "lenet_500_300": ["input", "fc1", "fc2"],
     "lenet5_caffe": ["input", "conv1", "conv2", "fc1"],
     "vgg_like": ["input", "conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "fc1"],
+    "resnet20": ["input"] + [f"s{s}b{b}_conv1" for s in (1, 2, 3) for b in range(1, 4)],
     "resnet32": ["input"] + [f"s{s}b{b}_conv1" for s in (1, 2, 3) for b in range(1, 6)],
+    "resnet56": ["input"] + [f"s{s}b{b}_conv1" for s in (1, 2, 3) for b in range(1, 10)],
+    "mobilenet_v2": [f"b{i}_expand" for i in range(17)],
 }
 
 
@@ -86,7 +97,7 @@ def _inbound(model, layer):
 @pytest.mark.parametrize("name", list(models.MODELS))
 def test_gate_factory_places(name):
     calls = []
-    shape = (32, 32, 3) if name in ("vgg_like", "resnet32") else (28, 28, 1)
+    shape = (28, 28, 1) if name.startswith("lenet") else (32, 32, 3)
     plain = models.get(name)(shape, 10)
     gated = models.get(name)(shape, 10, gate_factory=_dummy_factory(calls))
     assert calls == EXPECTED_GATES[name]  # Never the classifier.
@@ -100,7 +111,9 @@ def test_gate_factory_places(name):
         source = _inbound(gated, gate)
         if target == "input":
             expected = "flatten" if name.startswith("lenet_") else gated.inputs[0]._keras_history.operation.name
-        elif name in ("vgg_like", "resnet32"):
+        elif name == "mobilenet_v2":
+            expected = f"{target[:-len('_expand')]}_depthwise_relu"
+        elif name in ("vgg_like", "resnet20", "resnet32", "resnet56"):
             expected = f"{target}_relu"  # After the block's BN + ReLU.
         else:
             expected = target  # After the layer (activation is inside it).

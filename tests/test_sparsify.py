@@ -58,9 +58,15 @@ def test_flat_input_gets_an_input_gate_and_branches_each_a_gate():
     assert gates_of(sparse)[0].group_size == 8 + 6  # rows in both first layers
 
 
-def test_layers_feeding_a_merge_are_not_gated():
+def test_layers_feeding_a_concatenate_are_gated_at_their_offsets():
     sparse = tfsparse.sparsify(_branches("concat"), "npn", dataset_size=100)
-    assert [g.name for g in gates_of(sparse)] == ["input_0_gate"]
+    assert sorted(g.name for g in gates_of(sparse)) == ["input_0_gate", "left_gate",
+                                                        "right_gate"]
+    # Both gates act on the concatenation, before the layer that reads it.
+    calls = [(n.operation.name, n.arguments.kwargs.get("offset", 0))
+             for n in sparse.get_layer("logits")._inbound_nodes[0].parent_nodes]
+    assert calls == [("right_gate", 8)]
+    assert sparse.get_layer("left_gate").units == 8
 
 
 def test_weights_are_copied_and_deterministic_npn_keeps_the_function():

@@ -1,20 +1,41 @@
-"""Reading the layer graph of Sequential and Functional Keras models."""
+"""Reading and replaying the layer graph of Sequential and Functional models.
+
+Every use of Keras' private graph attributes sits in this module (see
+DESIGN.md, convention 8); `setup.cfg` bounds Keras to the minor releases it
+is tested on.
+"""
+
+import collections
 
 import keras
+from keras.src.backend.common import global_state
+
+
+def is_graph_model(op):
+    """Whether `op` is a Sequential or Functional model (a graph to inline)."""
+    if isinstance(op, keras.Sequential):
+        return getattr(op, "_functional", None) is not None
+    return isinstance(op, keras.Model) and hasattr(op, "_nodes_by_depth") and hasattr(
+        op, "_run_through_graph")
 
 
 def functional_of(model):
     """The Functional graph behind `model` (a built Sequential has one)."""
+    if not isinstance(model, keras.Model):
+        raise TypeError(f"`model` must be a keras.Model (Sequential or Functional); got "
+                        f"{type(model).__name__}.")
     if isinstance(model, keras.Sequential):
         if getattr(model, "_functional", None) is None:
             raise ValueError(f"Sequential model {model.name!r} is not built: give it an "
                              "`keras.Input` (or call it once) before sparsifying.")
         return model._functional
-    if hasattr(model, "_nodes_by_depth") and hasattr(model, "_run_through_graph"):
+    if is_graph_model(model):
         return model
-    raise TypeError(f"{type(model).__name__} {getattr(model, 'name', '')!r} is a subclassed "
-                    "model: only Sequential and Functional models can be rewritten. Put "
-                    "tfsparse gates into its layers yourself (tfsparse.gates).")
+    raise TypeError(f"{type(model).__name__} {model.name!r} is a subclassed model: only "
+                    "Sequential and Functional models can be rewritten. Either build it "
+                    "as a Functional model (a `tfsparse.SparseModel(inputs, outputs)` "
+                    "keeps the gated train step), or put `tfsparse.gates` layers into "
+                    "its `call` by hand.")
 
 
 def nodes_in_order(graph):
@@ -27,17 +48,135 @@ def nodes_in_order(graph):
 
 
 def consumers(graph):
-    """Dict id(operation) → list of operations that take its output."""
-    result = {}
+    """Dict id(tensor) → list of the nodes that read it."""
+    result = collections.defaultdict(list)
     for node in nodes_in_order(graph):
         for tensor in node.input_tensors:
-            producer = tensor._keras_history.operation
-            result.setdefault(id(producer), []).append(node.operation)
+            result[id(tensor)].append(node)
     return result
 
 
-def producer_of(node):
-    """The single operation whose output `node` consumes (None for several)."""
-    ops = {id(t._keras_history.operation): t._keras_history.operation
-           for t in node.input_tensors}
-    return next(iter(ops.values())) if len(ops) == 1 else None
+def producer(tensor):
+    """The operation that computes `tensor`."""
+    return tensor._keras_history.operation
+
+
+def producer_node(tensor):
+    """The call node that computes `tensor` (None for a model input)."""
+    operation, node_index, _ = tensor._keras_history
+    nodes = operation._inbound_nodes
+    node = nodes[node_index] if node_index < len(nodes) else None
+    return None if node is None or node.is_input else node
+
+
+def node_kwarg(node, name, default=None):
+    """A keyword argument of a call node (e.g. a gate's `offset`)."""
+    return node.arguments.kwargs.get(name, default)
+
+
+def call_like(node, operation, tensor_map):
+    """Calls `operation` with `node`'s arguments, its tensors replaced through
+    `tensor_map` (id(old tensor) → new tensor)."""
+    args, kwargs = node.arguments.fill_in(tensor_map)
+    return operation(*args, **kwargs)
+
+
+def rebuild_inputs(graph):
+    """Fresh `keras.Input`s like the graph's (same names, shapes, dtypes)."""
+    return [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=producer(t).name)
+            for t in graph.inputs]
+
+
+def make_model(graph, inputs, outputs, name, model_class=keras.Model):
+    """A Functional model with `graph`'s input and output structure."""
+    inputs_struct = inputs[0] if len(inputs) == 1 else keras.tree.pack_sequence_as(
+        graph._inputs_struct, inputs)
+    outputs_struct = keras.tree.pack_sequence_as(graph._outputs_struct, outputs)
+    return model_class(inputs=inputs_struct, outputs=outputs_struct, name=name)
+
+
+# ---------------------------------------------------------------- flattening
+def has_nested_models(graph):
+    return any(is_graph_model(node.operation) for node in nodes_in_order(graph))
+
+
+def flattened(model):
+    """`model` with every nested Sequential/Functional model inlined: a
+    Functional model of copies of the layers (weights copied; `model` is not
+    touched), or `model`'s own graph when nothing is nested.
+
+    Raises:
+        TypeError: a nested model is subclassed (its graph is not known).
+    """
+    graph = functional_of(model)
+    if not has_nested_models(graph):
+        return graph
+    copier = _Copier()
+    inputs = rebuild_inputs(graph)
+    outputs = _inline(graph, inputs, copier)
+    flat = make_model(graph, inputs, outputs, model.name)
+    copier.copy_weights()
+    return flat
+
+
+def _inline(graph, inputs, copier, prefix=""):
+    tensor_map = {id(old): new for old, new in zip(graph.inputs, inputs)}
+    for node in nodes_in_order(graph):
+        op = node.operation
+        if isinstance(op, keras.Model) and not is_graph_model(op):
+            functional_of(op)  # raises the subclassed-model error
+        if is_graph_model(op):
+            args, _ = node.arguments.fill_in(tensor_map)
+            outputs = _inline(functional_of(op), keras.tree.flatten(args[0]), copier,
+                              prefix=f"{op.name}_")
+        else:
+            outputs = call_like(node, copier(op, prefix), tensor_map)
+        for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
+            tensor_map[id(old)] = new
+    return [tensor_map[id(t)] for t in graph.outputs]
+
+
+class _Copier:
+    """Copies layers once each (a shared layer stays shared), with unique
+    names; stateless operations (`keras.ops` on Keras tensors) are reused."""
+
+    def __init__(self):
+        self.taken = set()
+        self.copies = {}
+        self.pending = []
+
+    def __call__(self, op, prefix):
+        if not isinstance(op, keras.layers.Layer):
+            return op
+        if id(op) not in self.copies:
+            config = op.get_config()
+            name = config.get("name", op.name)
+            if prefix and name in self.taken:
+                name = prefix + name
+            base, i = name, 1
+            while name in self.taken:
+                name, i = f"{base}_{i}", i + 1
+            self.taken.add(name)
+            config["name"] = name
+            self.copies[id(op)] = op.__class__.from_config(config)
+            self.pending.append((self.copies[id(op)], op))
+        return self.copies[id(op)]
+
+    def copy_weights(self):
+        for new, old in self.pending:
+            new.set_weights(old.get_weights())
+
+
+# ------------------------------------------------------ one forward pass
+def forward_pass_cache():
+    """A dict that lives for one outermost layer call (one forward pass of a
+    model), or None outside a call. Gates called at several places of a graph
+    keep their sampled mask here so that every place sees the same mask."""
+    context = global_state.get_global_attribute("current_call_ctx")
+    if context is None:
+        return None
+    cache = getattr(context, "tfsparse_masks", None)
+    if cache is None:
+        cache = {}
+        context.tfsparse_masks = cache
+    return cache

@@ -6,6 +6,7 @@ adds a gate's variables would not reload from a `.keras` file.
 """
 
 import keras
+import numpy as np
 from keras import ops
 
 from tfsparse._checks import number
@@ -212,3 +213,19 @@ class TakeFeatures(keras.layers.Layer):
         config = super().get_config()
         config["indices"] = self.indices
         return config
+
+
+def inference_kernel(layer):
+    """The kernel `layer` applies at inference, as a NumPy array: a
+    kernel-gated layer's kernel times its gate's mask, else `layer.kernel`."""
+    if isinstance(layer, _KernelGated):
+        return np.asarray(ops.convert_to_numpy(layer.gated_kernel(training=False)))
+    return np.asarray(ops.convert_to_numpy(layer.kernel))
+
+
+def inference_bias(layer):
+    """The bias `layer` adds at inference (None without one)."""
+    if getattr(layer, "bias", None) is None:
+        return None
+    bias = layer.gated_bias() if isinstance(layer, _KernelGated) else layer.bias
+    return np.asarray(ops.convert_to_numpy(bias))

@@ -1,29 +1,41 @@
 """`sparsify`: put a method's gates into an existing Keras model.
 
-Placement (the papers' own):
+Placement:
 
-- unit-gate methods (`hard_concrete`, `npn`, `bb`, `dbb`) put a gate on the
-  output channels of every hidden `Dense`/`Conv2D` (after the
-  BatchNormalization/activation layers that directly follow it) and, with
-  `gate_features=True`, on the features that enter the first `Dense` layers
-  (a `Flatten` output or a flat network input): these are the "784-300-100"
-  and "20-50-800-500" unit counts of the papers.
+- unit-gate methods (`hard_concrete`, `npn`, `bb`, `dbb`) put one gate on
+  every *channel group* (`tfsparse.channels.ChannelGroups`): the channels of
+  a Dense/Conv output together with every tensor that carries them (through
+  BatchNormalization, activations, pooling, depthwise convolutions, residual
+  sums, concatenations). The gate is called right before each layer that
+  reads the group through its kernel rows (moved back through pooling,
+  Flatten, Dropout and padding), so a closed unit disappears from every
+  producer and consumer of the group. In a plain chain this is the output of
+  each hidden `Dense`/`Conv` after its BatchNormalization/activation; a
+  ResNet's residual stream is one group with one gate, called before every
+  block that reads it. With `gate_features=True` a gate also selects the
+  features that enter the first `Dense` layers (a `Flatten` output or a flat
+  network input): the "784-300-100" and "20-50-800-500" unit counts of the
+  papers.
 - kernel-gate methods (`targeted_dropout`, `hard_concrete` with
   `level="weight"`) replace each hidden `Dense`/`Conv2D` by a
   `tfsparse.layers.SparseDense`/`SparseConv2D` whose kernel passes through
   the gate.
 
-The classifier (the last `Dense`/`Conv2D` before an output) is never gated
-unless `include_classifier=True` for kernel-gate methods. Trained weights are
-copied; the original model is left untouched.
+Groups whose channels reach a model output (the classifier's) or a layer that
+needs all of them (a LayerNormalization, a layer tfsparse does not know) are
+left whole. Nested Sequential/Functional models are inlined. Trained weights
+are copied; the original model is left untouched.
 """
 
+import collections
 import inspect
+import re
 
 import keras
-import numpy as np
 
 from tfsparse import _checks, _graph
+from tfsparse.channels.groups import ChannelGroups
+from tfsparse.channels.linear import LinearHandler
 from tfsparse.gates.base import UNIT, WEIGHT
 from tfsparse.gates.hard_concrete import HardConcreteGate
 from tfsparse.gates.npn import EXPAND, PRUNE, NPNGate
@@ -31,18 +43,7 @@ from tfsparse.layers import SparseConv2D, SparseDense
 from tfsparse.sparse_model import SparseModel
 
 METHODS = ("hard_concrete", "npn", "bb", "dbb", "targeted_dropout")
-PRODUCERS = (keras.layers.Dense, keras.layers.Conv2D)
-# Layers after a producer that the gate goes behind (channel-wise, 0 ↦ 0 or BN).
-CHAIN = (keras.layers.BatchNormalization, keras.layers.Activation, keras.layers.ReLU,
-         keras.layers.LeakyReLU)
-# Layers that mix the channels of several tensors (residual sums, concats).
-MERGES = (keras.layers.Add, keras.layers.Subtract, keras.layers.Multiply,
-          keras.layers.Average, keras.layers.Maximum, keras.layers.Minimum,
-          keras.layers.Concatenate, keras.layers.Dot)
-# Layers between a classifier and an output that do not mix channels.
-TO_OUTPUT = (keras.layers.Activation, keras.layers.Softmax, keras.layers.Dropout,
-             keras.layers.Flatten, keras.layers.Reshape)
-BASE_ARGS = {"structure", "dataset_size", "group_size", "seed", "kwargs", "self"}
+BASE_ARGS = {"structure", "dataset_size", "group_size", "seed", "kwargs", "self", "units"}
 # Accepted by every gate family (see Gate).
 COMMON_SETTINGS = {"lr_multiplier"}
 
@@ -62,11 +63,13 @@ def _gate_class(method):
 
 
 def sparsify(model, method, *, dataset_size=None, level=None, gate_features=True,
-             include_classifier=False, group_by="params", seed=None, **settings):
+             include_classifier=False, group_by="params", seed=None, verbose=1, **settings):
     """Returns a new `tfsparse.SparseModel`: `model` with `method`'s gates.
 
     Args:
-        model: a built Sequential or Functional Keras model.
+        model: a built Sequential or Functional Keras model (nested
+            Sequential/Functional models, e.g. a `keras.applications`
+            network under a new head, are inlined).
         method: one of `"hard_concrete"`, `"npn"`, `"bb"`, `"dbb"`,
             `"targeted_dropout"`. `"dbb"` on a model that holds BB gates
             (a trained `sparsify(..., "bb")` model) replaces each BB gate by a
@@ -80,10 +83,14 @@ def sparsify(model, method, *, dataset_size=None, level=None, gate_features=True
             layers (network input or Flatten output).
         include_classifier: kernel-gate methods also gate the classifier.
         group_by: what a closed unit saves, the weight of its penalty:
-            `"params"` (the papers: its kernel column and bias) or `"flops"`
-            (its multiply-adds per example: a conv channel counts once per
-            output position, so a FLOPs budget prunes convolutions first).
+            `"params"` (the papers: the kernel columns and biases that the
+            unit owns in every layer that produces it, and its depthwise
+            kernels) or `"flops"` (the same weights once per output position:
+            a conv channel counts once per position, so a FLOPs budget prunes
+            convolutions first).
         seed: base seed of the gates' random generators (gate i gets seed+i).
+        verbose: 1 prints which channel groups were left whole and why (the
+            classifier's aside), 2 also lists the gates, 0 prints nothing.
         **settings: the method's own settings, validated by its gate class:
             `hard_concrete`: lam, init_drop_rate, temperature;
             `npn`: lam, k, k_plastic, mode, init_size (int, or list with one
@@ -94,15 +101,22 @@ def sparsify(model, method, *, dataset_size=None, level=None, gate_features=True
     Returns:
         A `tfsparse.SparseModel` (uncompiled) with the weights of `model`.
 
+    Raises:
+        TypeError: `model` is not a Sequential or Functional model.
+        ValueError: a bad setting, or no gate can be placed in `model` (the
+            message says why for each layer).
+
     Example:
 
     >>> sparse = tfsparse.sparsify(model, "npn", dataset_size=60000, lam=0.1)
     """
+    graph = _graph.flattened(model)
     _checks.choice("method", method, METHODS)
     if level is None:
         level = WEIGHT if method == "targeted_dropout" else UNIT
     _checks.choice("level", level, (UNIT, WEIGHT))
     _checks.choice("group_by", group_by, ("params", "flops"))
+    _checks.choice("verbose", verbose, (0, 1, 2))
     if method in ("npn", "bb", "dbb") and level != UNIT:
         raise ValueError(f"method={method!r} supports level='unit' only; got {level!r}.")
     gate_class = _gate_class(method)
@@ -112,9 +126,9 @@ def sparsify(model, method, *, dataset_size=None, level=None, gate_features=True
             raise ValueError(f"method={method!r} needs `dataset_size`, the number of "
                              "training examples N (penalties are divided by it).")
         _checks.number("dataset_size", dataset_size, low=1, integer=True)
-    graph = _graph.functional_of(model)
     plan = _Plan(graph, method, gate_class, level, dataset_size, gate_features,
                  include_classifier, group_by, seed, settings)
+    plan.report(model.name, verbose)
     return plan.build(model.name + "_sparse")
 
 
@@ -125,7 +139,7 @@ def _check_settings(method, gate_class, settings):
     if unknown:
         raise TypeError(f"Unknown setting(s) {unknown} for method={method!r}; accepted: "
                         f"{sorted(accepted)} (plus dataset_size, level, gate_features, "
-                        "include_classifier, group_by, seed).")
+                        "include_classifier, group_by, seed, verbose).")
 
 
 class _Plan:
@@ -142,13 +156,14 @@ class _Plan:
         self.group_by = group_by
         self.settings = dict(settings)
         self.kernel_gates = method == "targeted_dropout" or level == WEIGHT
-        self.users = _graph.consumers(graph)
-        self.classifiers = _classifiers(graph)
+        self.groups = ChannelGroups(graph)
+        self.users = self.groups.users
         self.include_classifier = include_classifier
-        self.gates_after = {}   # id(op) → gate applied to that op's output
-        self.input_gates = {}   # input index → gate
-        self.replacements = {}  # id(op) → new layer that takes the op's place
-        self.copies = []        # (new layer, old layer, how to copy)
+        self.site_gates = collections.defaultdict(list)  # id(tensor) → [(gate, offset, repeat)]
+        self.gated_edges = set()  # (id(tensor), id(reader node))
+        self.replacements = {}    # id(op) → new layer that takes the op's place
+        self.copies = []          # (new layer, old layer, how to copy)
+        self.placed = []          # gate names, for the report
         self._count = 0
         self._unit_gate_index = 0
         if method == "dbb" and self._replace_bb_gates():
@@ -157,13 +172,15 @@ class _Plan:
             self._place_kernel_gates()
         else:
             self._place_unit_gates(gate_features)
+        if not self.placed:
+            raise ValueError(self._nothing_placed())
 
     # --------------------------------------------------------------- placing
     def _next_seed(self):
         self._count += 1
         return None if self.seed is None else self.seed + self._count - 1
 
-    def _unit_gate(self, name, group_size, feature_gate):
+    def _unit_gate(self, name, group_size, feature_gate, units=None):
         settings = dict(self.settings)
         if self.method == "npn" and settings.get("mode", PRUNE) == EXPAND:
             if feature_gate:
@@ -177,53 +194,66 @@ class _Plan:
                 settings["init_size"] = sizes[self._unit_gate_index]
         if not feature_gate:
             self._unit_gate_index += 1
+        self.placed.append(f"{name}_gate")
         return self.gate_class(dataset_size=self.dataset_size, group_size=group_size,
-                               seed=self._next_seed(), name=f"{name}_gate", **settings)
+                               seed=self._next_seed(), name=f"{name}_gate", units=units,
+                               **settings)
+
+    def _gate_edges(self, tensor, readers, gate, offset=0, repeat=1):
+        self.site_gates[id(tensor)].append((gate, offset, repeat))
+        self.gated_edges.update((id(tensor), id(node)) for node in readers)
 
     def _place_unit_gates(self, gate_features):
+        first_producer = {id(g.producers[0]): g for g in self.groups.groups}
         for node in _graph.nodes_in_order(self.graph):
-            op = node.operation
-            if isinstance(op, PRODUCERS) and id(op) not in self.classifiers:
-                end = self._chain_end(op)
-                if any(isinstance(u, MERGES) for u in self.users.get(id(end), [])):
-                    continue  # a residual sum: its channels cannot be removed
-                group = _fan_in(op) * (_positions(op) if self.group_by == "flops" else 1)
-                self.gates_after[id(end)] = self._unit_gate(op.name, group, False)
-            elif gate_features and isinstance(op, keras.layers.Flatten):
-                group = self._dense_rows(op)
-                if group:
-                    self.gates_after[id(op)] = self._unit_gate(op.name, group, True)
+            group = first_producer.get(id(node))
+            if group is not None:
+                gate = self._unit_gate(group.name, self._group_size(group), False,
+                                       units=len(group.units))
+                for tensor, offset, repeat, readers in group.sites.values():
+                    self._gate_edges(tensor, readers, gate, offset, repeat)
+            elif gate_features and isinstance(node.operation, keras.layers.Flatten):
+                (flat,) = node.outputs
+                readers = self._dense_readers(flat)
+                if readers:
+                    gate = self._unit_gate(node.operation.name, _rows(readers), True)
+                    self._gate_edges(flat, readers, gate)
         if gate_features:
             for i, tensor in enumerate(self.graph.inputs):
-                group = self._dense_rows(tensor._keras_history.operation)
-                if group and len(tensor.shape) == 2:
-                    self.input_gates[i] = self._unit_gate(f"input_{i}", group, True)
+                readers = self._dense_readers(tensor)
+                if readers and len(tensor.shape) == 2:
+                    gate = self._unit_gate(f"input_{i}", _rows(readers), True)
+                    self._gate_edges(tensor, readers, gate)
 
-    def _dense_rows(self, op):
-        """Units of the Dense layers fed by `op` (0 unless all its users are Dense)."""
-        users = self.users.get(id(op), [])
-        if users and all(isinstance(u, keras.layers.Dense) for u in users):
-            return sum(u.units for u in users)
-        return 0
+    def _group_size(self, group):
+        index = 0 if self.group_by == "params" else 1
+        handler = self.groups.handler
+        return sum(handler[id(node)].unit_cost(node)[index]
+                   for node in group.producers + group.layers)
 
-    def _chain_end(self, op):
-        while True:
-            users = self.users.get(id(op), [])
-            if len(users) != 1 or not isinstance(users[0], CHAIN):
-                return op
-            op = users[0]
+    def _dense_readers(self, tensor):
+        """The nodes reading `tensor`, if they are all Dense layers."""
+        readers = self.users.get(id(tensor), [])
+        if readers and all(isinstance(n.operation, keras.layers.Dense) for n in readers):
+            return readers
+        return []
 
     def _place_kernel_gates(self):
         structure = WEIGHT if self.method != "targeted_dropout" else self.level
         for node in _graph.nodes_in_order(self.graph):
             op = node.operation
-            if not isinstance(op, PRODUCERS):
+            if id(op) in self.replacements or self.groups.handler[id(node)].role != "linear":
                 continue
-            if id(op) in self.classifiers and not self.include_classifier:
+            if id(node) in self.groups.reaches_output and not self.include_classifier:
                 continue
             gate = self.gate_class(structure=structure, seed=self._next_seed(),
                                    name=f"{op.name}_kernel_gate", **self._kernel_settings())
-            self.replacements[id(op)] = _sparse_twin(op, gate)
+            twin = LinearHandler.kernel_gated(op, gate)
+            if twin is None:
+                self._count -= 1
+                continue
+            self.replacements[id(op)] = twin
+            self.placed.append(gate.name)
 
     def _kernel_settings(self):
         if self.method == "targeted_dropout":
@@ -233,52 +263,103 @@ class _Plan:
     def _replace_bb_gates(self):
         from tfsparse.gates.beta_bernoulli import BetaBernoulliGate
         found = False
+        calls = collections.Counter(id(n.operation) for n in _graph.nodes_in_order(self.graph))
         for node in _graph.nodes_in_order(self.graph):
             op = node.operation
-            if isinstance(op, BetaBernoulliGate) and not isinstance(op, self.gate_class):
-                dbb = self.gate_class.from_bb(op, seed=self._next_seed(),
-                                              name=op.name + "_dbb", **self.settings)
-                self.replacements[id(op)] = dbb
-                self.copies.append((dbb, op, "bb"))
-                found = True
+            if not isinstance(op, BetaBernoulliGate) or isinstance(op, self.gate_class):
+                continue
+            found = True
+            if calls[id(op)] > 1 or _graph.node_kwarg(node, "offset", 0) or \
+                    _graph.node_kwarg(node, "repeat", 1) != 1:
+                continue  # the per-example factor needs the one input it reads
+            if id(op) in self.replacements:
+                continue
+            dbb = self.gate_class.from_bb(op, seed=self._next_seed(), name=op.name + "_dbb",
+                                          **self.settings)
+            self.replacements[id(op)] = dbb
+            self.copies.append((dbb, op, "bb"))
+            self.placed.append(dbb.name)
         if not found:
             # DBB straight on a network: there is no trained BB to keep frozen.
             self.settings.setdefault("freeze_bb", False)
         return found
 
+    # ---------------------------------------------------------------- report
+    def _nothing_placed(self):
+        reasons = "; ".join(f"{name!r}: {why}" for name, why in
+                            self.groups.left_whole.items()) or "it has no Dense/Conv layer"
+        return (f"No {self.method!r} gate can be placed in this model. Channels can be "
+                f"removed only where every layer that reads them can shrink. Left whole: "
+                f"{reasons}.")
+
+    def report(self, model_name, verbose):
+        if verbose == 0:
+            return
+        classifier = "its channels reach a model output"
+        whole = {name: why for name, why in self.groups.left_whole.items() if why != classifier}
+        if verbose == 2:
+            print(f"sparsify({model_name!r}, {self.method!r}): {len(self.placed)} gates: "
+                  + ", ".join(self.placed))
+        if whole and not self.kernel_gates:
+            by_reason = collections.defaultdict(list)
+            for name, why in whole.items():
+                by_reason[re.sub(r" '[^']*'", "", why)].append(name)
+            print(f"sparsify({model_name!r}): {len(self.placed)} gates; the outputs of "
+                  f"{len(whole)} layers keep all their channels: " + "; ".join(
+                      f"{len(names)} because {why}" + (" (e.g. " + ", ".join(names[:2])
+                                                       + ")" if names else "")
+                      for why, names in by_reason.items()) + ".")
+
     # -------------------------------------------------------------- building
-    def _layer_for(self, op):
+    def _layer_for(self, op, clones):
+        if id(op) in clones:
+            return clones[id(op)]
         if id(op) in self.replacements:
             new = self.replacements[id(op)]
             if isinstance(new, (SparseDense, SparseConv2D)):
                 self.copies.append((new, op, "kernel"))
-            return new
-        clone = op.__class__.from_config(op.get_config())
-        self.copies.append((clone, op, "all"))
-        return clone
+        elif isinstance(op, keras.layers.Layer):
+            new = op.__class__.from_config(op.get_config())
+            self.copies.append((new, op, "all"))
+        else:
+            new = op  # a stateless keras.ops operation
+        clones[id(op)] = new
+        return new
 
     def build(self, name):
-        inputs = [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=t.name)
-                  for t in self.graph.inputs]
-        fed = [self.input_gates[i](x) if i in self.input_gates else x
-               for i, x in enumerate(inputs)]
-
-        def operation_fn(op):
-            layer = self._layer_for(op)
-            gate = self.gates_after.get(id(op))
-            if gate is None:
-                return layer
-            return lambda *args, **kwargs: gate(layer(*args, **kwargs))
-
-        outputs = self.graph._run_through_graph(fed, operation_fn=operation_fn)
-        if len(inputs) == 1:  # a single tensor, as Keras expects for one input
-            inputs = inputs[0]
-        if isinstance(outputs, (list, tuple)) and len(outputs) == 1:
-            outputs = outputs[0]
-        model = SparseModel(inputs=inputs, outputs=outputs, name=name)
+        inputs = _graph.rebuild_inputs(self.graph)
+        tensors = {id(old): new for old, new in zip(self.graph.inputs, inputs)}
+        gated, clones = {}, {}
+        for node in _graph.nodes_in_order(self.graph):
+            overrides = {}
+            for tensor in node.input_tensors:
+                if (id(tensor), id(node)) in self.gated_edges:
+                    if id(tensor) not in gated:
+                        gated[id(tensor)] = self._apply_gates(tensor, tensors[id(tensor)])
+                    overrides[id(tensor)] = gated[id(tensor)]
+            layer = self._layer_for(node.operation, clones)
+            outputs = _graph.call_like(node, layer,
+                                       collections.ChainMap(overrides, tensors))
+            for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
+                tensors[id(old)] = new
+        outputs = [tensors[id(t)] for t in self.graph.outputs]
+        model = _graph.make_model(self.graph, inputs, outputs, name, model_class=SparseModel)
         for new, old, how in self.copies:
             _copy_weights(new, old, how)
         return model
+
+    def _apply_gates(self, tensor, value):
+        for gate, offset, repeat in sorted(self.site_gates[id(tensor)], key=lambda g: g[1]):
+            if (offset, repeat) == (0, 1) and gate.units in (None, tensor.shape[-1]):
+                value = gate(value)
+            else:
+                value = gate(value, offset=offset, repeat=repeat)
+        return value
+
+
+def _rows(readers):
+    """Kernel rows per input feature of the Dense layers that read it."""
+    return sum(node.operation.units for node in readers)
 
 
 def _copy_weights(new, old, how):
@@ -290,45 +371,3 @@ def _copy_weights(new, old, how):
             new.bias.assign(old.bias)
     else:  # "bb": DBB continues from the BB posterior
         new.load_bb_weights(old)
-
-
-def _sparse_twin(op, gate):
-    """SparseDense/SparseConv2D with `op`'s configuration and `gate`."""
-    common = dict(activation=op.activation, use_bias=op.use_bias,
-                  kernel_initializer=op.kernel_initializer,
-                  bias_initializer=op.bias_initializer,
-                  kernel_regularizer=op.kernel_regularizer, kernel_gate=gate, name=op.name)
-    if isinstance(op, keras.layers.Dense):
-        return SparseDense(op.units, **common)
-    if op.groups != 1 or tuple(op.dilation_rate) != (1, 1) or op.data_format != "channels_last":
-        raise ValueError(f"Conv2D {op.name!r}: only groups=1, dilation_rate=1 and "
-                         "channels_last are supported by kernel gates.")
-    return SparseConv2D(op.filters, op.kernel_size, strides=op.strides, padding=op.padding,
-                        **common)
-
-
-def _positions(op):
-    """Output positions per example (1 for Dense, H·W for Conv2D)."""
-    return int(np.prod(op.output.shape[1:-1]))
-
-
-def _fan_in(op):
-    """Weights that one output unit of `op` owns: its kernel column and bias."""
-    return int(np.prod(op.kernel.shape[:-1])) + (1 if op.use_bias else 0)
-
-
-def _classifiers(graph):
-    """ids of the Dense/Conv2D layers whose output reaches a model output
-    through channel-preserving layers only."""
-    found = set()
-    for tensor in graph.outputs:
-        op = tensor._keras_history.operation
-        while isinstance(op, TO_OUTPUT) and not isinstance(op, PRODUCERS):
-            node = op._inbound_nodes[0]
-            op = _graph.producer_of(node)
-            if op is None:
-                break
-        if isinstance(op, PRODUCERS):
-            found.add(id(op))
-    return found
-

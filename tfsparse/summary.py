@@ -65,18 +65,12 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfsparse.compact import (ACT, BN, FLATTEN, GATE, LINEAR, PASS, TAKE,
-                              ChannelAnalysis, _at_zero, gate_multiplier)
+from tfsparse.channels import ChannelAnalysis, gate_multiplier
+from tfsparse.channels.base import GATE
 from tfsparse.gates.base import Gate
 
 COLUMNS = ("Layer (type)", "Units kept/total", "Weights kept/total", "FLOPs kept/total")
 EXPECTED_COLUMN = "FLOPs expected"  # with `x`: per example, input-dependent gates
-WINDOW_POOLS = (keras.layers.MaxPooling1D, keras.layers.MaxPooling2D,
-                keras.layers.MaxPooling3D, keras.layers.AveragePooling1D,
-                keras.layers.AveragePooling2D, keras.layers.AveragePooling3D)
-GLOBAL_POOLS = (keras.layers.GlobalAveragePooling1D, keras.layers.GlobalAveragePooling2D,
-                keras.layers.GlobalAveragePooling3D, keras.layers.GlobalMaxPooling1D,
-                keras.layers.GlobalMaxPooling2D, keras.layers.GlobalMaxPooling3D)
 
 
 def summary(model, input_shape=None, print_fn=print, x=None):
@@ -126,7 +120,8 @@ def summary(model, input_shape=None, print_fn=print, x=None):
         raise TypeError(f"tfsparse.summary needs a Sequential or Functional model: "
                         f"{error}") from None
     rows = [_row(analysis, node) for node in analysis.nodes]
-    gates = [_gate_row(node) for node in analysis.nodes if analysis.kind[id(node)] == GATE]
+    gates = list({id(node.operation): _gate_row(node) for node in analysis.nodes
+                  if _is_gate(analysis, node)}.values())
     total = _totals(rows)
     if x is not None:
         _add_expected(analysis, rows, gates, total, x)
@@ -158,85 +153,15 @@ def _ensure_built(model, input_shape):
 
 
 # --------------------------------------------------------------------- rows
+def _is_gate(analysis, node):
+    return analysis.handler[id(node)].role == GATE
+
+
 def _row(analysis, node):
     op = node.operation
-    row = dict(name=op.name, type=type(op).__name__, units_kept=None, units_total=None,
-               weights_kept=0, weights_total=0, flops_kept=0, flops_total=0)
-    kind = analysis.kind[id(node)]
-    if kind == LINEAR:
-        row.update(_linear_figures(analysis, node))
-    elif kind == BN:
-        row.update(_bn_figures(analysis, node))
-    elif kind == GATE:
-        gate = _gate_row(node)
-        row.update(units_kept=gate["units_kept"], units_total=gate["units_total"])
-    elif kind == TAKE:
-        row.update(units_kept=len(op.indices), units_total=analysis.width(
-            node.input_tensors[0]))
-    elif kind == PASS:
-        row.update(_pool_figures(analysis, node))
-    elif isinstance(op, keras.layers.DepthwiseConv2D):
-        row.update(_depthwise_figures(node))
-    else:
-        row.update(weights_kept=op.count_params(), weights_total=op.count_params())
+    row = dict(name=op.name, type=type(op).__name__)
+    row.update(analysis.handler[id(node)].cost(analysis, node))
     return row
-
-
-def _positions(tensor):
-    """Number of positions (all axes but batch and channels) of a tensor."""
-    return int(np.prod([d for d in tensor.shape[1:-1]], dtype=np.int64))
-
-
-def _linear_figures(analysis, node):
-    (x,), (y,), op = node.input_tensors, node.outputs, node.operation
-    kernel, bias = analysis.kernel(op)
-    rows = np.flatnonzero(analysis.live[id(x)] & ~analysis.zero[id(x)])
-    cols = analysis.kept_columns(node)
-    kept = int(np.count_nonzero(np.take(kernel, rows, axis=-2)[..., cols]))
-    positions = _positions(y)
-    n_bias = 0 if bias is None else 1
-    return dict(units_kept=len(cols), units_total=kernel.shape[-1],
-                weights_kept=kept + n_bias * len(cols),
-                weights_total=kernel.size + n_bias * kernel.shape[-1],
-                flops_kept=kept * positions, flops_total=kernel.size * positions)
-
-
-def _bn_figures(analysis, node):
-    (y,), op = node.outputs, node.operation
-    total = analysis.width(y)
-    kept = int(np.count_nonzero(analysis.live[id(y)]))
-    per_channel = op.count_params() // total
-    positions = _positions(y)
-    return dict(units_kept=kept, units_total=total, weights_kept=kept * per_channel,
-                weights_total=total * per_channel, flops_kept=kept * positions,
-                flops_total=total * positions)
-
-
-def _pool_figures(analysis, node):
-    (y,) = node.outputs
-    channels = analysis.width(y)
-    kept = int(np.count_nonzero(analysis.live[id(y)]))
-    per_channel = _pool_flops_per_channel(node)
-    return dict(flops_kept=kept * per_channel, flops_total=channels * per_channel)
-
-
-def _pool_flops_per_channel(node):
-    (x,), (y,), op = node.input_tensors, node.outputs, node.operation
-    if isinstance(op, WINDOW_POOLS):
-        return int(np.prod(op.pool_size)) * _positions(y)
-    if isinstance(op, GLOBAL_POOLS):
-        return _positions(x)
-    return 0  # Dropout and the like
-
-
-def _depthwise_figures(node):
-    (y,), op = node.outputs, node.operation
-    kernel = np.asarray(ops.convert_to_numpy(op.kernel))
-    n_bias = 0 if op.bias is None else int(np.prod(op.bias.shape))
-    kept = int(np.count_nonzero(kernel))
-    positions = _positions(y)
-    return dict(weights_kept=kept + n_bias, weights_total=kernel.size + n_bias,
-                flops_kept=kept * positions, flops_total=kernel.size * positions)
 
 
 def _gate_row(node):
@@ -273,7 +198,7 @@ def _add_expected(analysis, rows, gates, total, x):
     active, batch = _per_example_active(analysis, x)
     by_name = {g["name"]: g for g in gates}
     for node in analysis.nodes:
-        if analysis.kind[id(node)] == GATE and id(node) in active:
+        if _is_gate(analysis, node) and id(node) in active:
             on = active[id(node)]
             by_name[node.operation.name]["avg_active_units"] = (
                 float(on.sum(axis=1).mean()) if batch else 0.0)
@@ -281,7 +206,8 @@ def _add_expected(analysis, rows, gates, total, x):
     # batch size gives the same fractions.
     fractions = _ChannelFractions(analysis, active, batch if active else 1)
     for row, node in zip(rows, analysis.nodes):
-        row["flops_expected"] = _expected_flops(analysis, node, row, fractions)
+        row["flops_expected"] = analysis.handler[id(node)].expected_flops(
+            analysis, node, row, fractions)
     total["flops_expected"] = float(sum(r["flops_expected"] for r in rows))
     total["flops_expected_fraction"] = _fraction(total["flops_expected"],
                                                  total["flops_total"])
@@ -301,8 +227,8 @@ def _dependent_nodes(analysis):
     input and output channels are tracked."""
     nodes = []
     for node in analysis.nodes:
-        kind, op = analysis.kind[id(node)], node.operation
-        if kind == GATE and op.input_dependent:
+        op = node.operation
+        if _is_gate(analysis, node) and op.input_dependent:
             nodes.append(node)
         elif (_per_example_layer(op) and len(node.input_tensors) == 1
               and len(node.outputs) == 1 and analysis.tracked(node.input_tensors[0])
@@ -373,21 +299,15 @@ class _ChannelFractions:
     def _forward(self):
         a = self.a
         for node in a.nodes:
-            kind, op = a.kind[id(node)], node.operation
             if id(node) in self.active:
                 (x,), (y,) = node.input_tensors, node.outputs
                 self._set_on(y, _and(self.on.get(id(x)), self.active[id(node)]))
-            elif kind in (GATE, PASS, TAKE, FLATTEN, ACT):
-                (x,), (y,) = node.input_tensors, node.outputs
-                on = self.on.get(id(x))
-                if on is not None and kind == ACT:
-                    on = on | (_at_zero(op, on.shape[1]) != 0)[None, :]
-                elif on is not None and kind == TAKE:
-                    on = on[:, np.asarray(op.indices)]
-                elif on is not None and kind == FLATTEN:
-                    on = np.tile(on, (1, self._width(y) // on.shape[1]))
-                self._set_on(y, on)
-            # BN, Dense/Conv and other layers: non-zero in every example.
+            elif len(node.outputs) == 1:
+                on = a.handler[id(node)].per_example_on(a, node, self._on)
+                self._set_on(node.outputs[0], on)
+
+    def _on(self, tensor):
+        return self.on.get(id(tensor))
 
     def _set_on(self, tensor, on):
         if on is not None and self.a.tracked(tensor):
@@ -399,28 +319,16 @@ class _ChannelFractions:
             if a.tracked(tensor):
                 self.need[id(tensor)] = None
         for node in reversed(a.nodes):
-            kind, op = a.kind[id(node)], node.operation
-            if id(node) in self.active or kind in (GATE, BN, ACT, PASS):
+            if id(node) in self.active:
                 (x,), (y,) = node.input_tensors, node.outputs
-                self._add_need(x, _and(self._needed(y), self.active.get(id(node))))
-            elif kind == FLATTEN:
-                (x,), (y,) = node.input_tensors, node.outputs
-                need = self._needed(y)
-                if need is not None:
-                    need = need.reshape(self.batch, -1, self._width(x)).any(axis=1)
-                self._add_need(x, need)
-            elif kind == TAKE:
-                (x,), (y,) = node.input_tensors, node.outputs
-                need = np.zeros((self.batch, self._width(x)), bool)
-                wanted = self._needed(y)
-                wanted = (np.ones((self.batch, self._width(y)), bool) if wanted is None
-                          else wanted)
-                np.logical_or.at(need.T, np.asarray(op.indices), wanted.T)
-                self._add_need(x, need)
-            else:  # Dense/Conv and other layers read every channel
-                for tensor in node.input_tensors:
-                    if a.tracked(tensor):
-                        self._add_need(tensor, None)
+                self._add_need(x, _and(self._needed(y), self.active[id(node)]))
+                continue
+            need_out = self._needed(node.outputs[0]) if (
+                len(node.outputs) == 1 and a.tracked(node.outputs[0])) else None
+            needs = a.handler[id(node)].per_example_need(a, node, need_out)
+            for tensor in node.input_tensors:
+                if id(tensor) in needs:
+                    self._add_need(tensor, needs[id(tensor)])
 
     def _needed(self, tensor):
         if id(tensor) in self.need:
@@ -440,48 +348,6 @@ class _ChannelFractions:
         if both is None:
             return np.ones(self._width(tensor))
         return both.mean(axis=0) if self.batch else np.zeros(self._width(tensor))
-
-
-def _weighted_nonzeros(kernel, rows, cols, p_in, p_out, block=1 << 22):
-    """Σ p_in(i) · p_out(j) over the non-zero kernel entries in `rows` ×
-    `cols` (over every spatial tap), a block of rows at a time so that a
-    large kernel is never copied whole."""
-    kernel = kernel.reshape(-1, kernel.shape[-2], kernel.shape[-1])
-    step = max(1, block // max(1, kernel.shape[0] * len(cols)))
-    total = 0.0
-    for start in range(0, len(rows), step):
-        part = rows[start:start + step]
-        used = (kernel[:, part][..., cols] != 0).astype("float64")
-        total += float(np.einsum("kic,i,c->", used, p_in[start:start + step], p_out))
-    return total
-
-
-def _expected_flops(analysis, node, row, p):
-    """Expected FLOPs per example of one call node (see the module docstring)."""
-    kind, op = analysis.kind[id(node)], node.operation
-    if kind == LINEAR:
-        (x,), (y,) = node.input_tensors, node.outputs
-        kernel, _ = analysis.kernel(op)
-        rows = np.flatnonzero(analysis.live[id(x)] & ~analysis.zero[id(x)])
-        cols = analysis.kept_columns(node)
-        weighted = _weighted_nonzeros(kernel, rows, cols, p(x)[rows], p(y)[cols])
-        return weighted * _positions(y)
-    if kind in (BN, PASS):
-        (y,) = node.outputs
-        per_channel = _positions(y) if kind == BN else _pool_flops_per_channel(node)
-        return float(p(y)[analysis.live[id(y)]].sum()) * per_channel
-    if isinstance(op, keras.layers.DepthwiseConv2D):
-        (x,), (y,) = node.input_tensors, node.outputs
-        kernel = np.asarray(ops.convert_to_numpy(op.kernel))
-        channels, multiplier = kernel.shape[-2], kernel.shape[-1]
-        counts = (kernel != 0).reshape(-1, channels, multiplier).sum(axis=0)
-        if op.data_format != "channels_last":
-            return float(row["flops_kept"])
-        p_in = p(x) if analysis.tracked(x) else np.ones(channels)
-        p_out = p(y) if analysis.tracked(y) else np.ones(channels * multiplier)
-        return float(np.sum(counts * p_in[:, None] * p_out.reshape(channels, multiplier))
-                     * _positions(y))
-    return float(row["flops_kept"])
 
 
 # -------------------------------------------------------------------- table

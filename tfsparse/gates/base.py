@@ -10,7 +10,7 @@ and export ask) lives here, so that no other module needs a case per method.
 import keras
 from keras import ops
 
-from tfsparse import _checks
+from tfsparse import _checks, _graph
 
 UNIT = "unit"
 WEIGHT = "weight"
@@ -26,6 +26,13 @@ class Gate(keras.layers.Layer):
     closes can be removed from the network by `tfsparse.compact`. A *weight*
     gate has one mask value per element of its input; `tfsparse.layers` apply
     weight gates to their kernels.
+
+    A unit gate may be called at several places of one model (a residual
+    stream is read by many layers; `tfsparse.sparsify` calls the stream's one
+    gate before each of them): every call of one forward pass uses the same
+    mask, and the penalty is added once per pass. With `offset`/`repeat` a
+    call masks only a range of its input's channels (a gate's channels inside
+    a concatenation).
 
     Subclasses implement:
 
@@ -52,13 +59,22 @@ class Gate(keras.layers.Layer):
             per optimizer step as the weights (`tfsparse.SparseModel` applies
             it; the papers train gates faster than weights, and a small
             dataset gives few steps per epoch).
+        units: number of mask values of a unit gate; defaults to the last
+            axis of the input it is first called on. Needed when the calls
+            cover only part of their inputs' channels (`offset`, `repeat`).
         **kwargs: base `Layer` arguments (`name`, `dtype`, ...).
 
     Call arguments:
         inputs: the tensor to mask.
-        training: Python boolean; `True` samples a mask and adds the penalty
-            with `add_loss`, otherwise the deterministic mask is used and no
-            random op runs.
+        training: Python boolean; `True` samples a mask (one per forward
+            pass, shared by every call of the gate in that pass) and adds the
+            penalty with `add_loss`, otherwise the deterministic mask is used
+            and no random op runs.
+        offset: unit gates: the first channel of `inputs` that the gate
+            masks; channels outside `[offset, offset + units * repeat)` pass
+            unchanged.
+        repeat: unit gates: each mask value covers this many consecutive
+            channels (a depthwise convolution with a depth multiplier).
     """
 
     structure_choices = (UNIT, WEIGHT)
@@ -66,7 +82,7 @@ class Gate(keras.layers.Layer):
     input_dependent = False
 
     def __init__(self, structure=UNIT, dataset_size=1, group_size=1, seed=None,
-                 lr_multiplier=1.0, **kwargs):
+                 lr_multiplier=1.0, units=None, **kwargs):
         # Gates compute in float32 whatever the global policy (mixed_float16
         # included): probabilities, logits and penalties need the range.
         kwargs.setdefault("dtype", "float32")
@@ -77,6 +93,11 @@ class Gate(keras.layers.Layer):
         self.seed = seed
         self.lr_multiplier = float(_checks.number("lr_multiplier", lr_multiplier, low=0,
                                                   low_open=True))
+        if units is not None:
+            if self.structure != UNIT:
+                raise ValueError("`units` is only accepted by unit gates (structure='unit').")
+            _checks.number("units", units, low=1, integer=True)
+        self.units = units
         self.seed_generator = keras.random.SeedGenerator(seed)
         self._scheduled_names = []
         self.supports_masking = True
@@ -88,7 +109,7 @@ class Gate(keras.layers.Layer):
                 f"Gate {self.name!r} needs an input with a known last (channel) "
                 f"axis; got input shape {input_shape}.")
         if self.structure == UNIT:
-            self.mask_shape = (int(input_shape[-1]),)
+            self.mask_shape = (int(self.units or input_shape[-1]),)
         else:
             if any(d is None for d in input_shape):
                 raise ValueError(
@@ -174,14 +195,47 @@ class Gate(keras.layers.Layer):
         return None
 
     # ------------------------------------------------------------------- call
-    def call(self, inputs, training=False):
+    def call(self, inputs, training=False, offset=0, repeat=1):
+        partial = self._check_range(inputs, offset, repeat)
         if training:
-            mask = ops.where(self.hardened > 0, self.hardened_mask(inputs),
-                             self.sample_mask(inputs))
-            self.add_loss(self.penalty())
+            mask = self._pass_mask(inputs)
         else:
             mask = self.inference_mask(inputs)
+        if partial:
+            mask = _spread(mask, len(inputs.shape), int(inputs.shape[-1]), offset, repeat)
         return inputs * ops.cast(mask, inputs.dtype)
+
+    def _pass_mask(self, inputs):
+        """The training mask of this forward pass: sampled (and the penalty
+        added) at the gate's first call, reused by its later calls."""
+        cache = _graph.forward_pass_cache()
+        if cache is not None and id(self) in cache:
+            return _to_rank(cache[id(self)], len(inputs.shape))
+        mask = ops.where(self.hardened > 0, self.hardened_mask(inputs),
+                         self.sample_mask(inputs))
+        self.add_loss(self.penalty())
+        if cache is not None:
+            cache[id(self)] = mask
+        return mask
+
+    def _check_range(self, inputs, offset, repeat):
+        """Whether a call masks only part of its input's channels."""
+        if self.structure != UNIT:
+            if (offset, repeat) != (0, 1):
+                raise ValueError(f"Weight gate {self.name!r}: `offset` and `repeat` apply "
+                                 "to unit gates only.")
+            return False
+        units, width = int(self.mask_shape[0]), int(inputs.shape[-1])
+        _checks.number("offset", offset, low=0, integer=True)
+        _checks.number("repeat", repeat, low=1, integer=True)
+        if offset + units * repeat > width:
+            raise ValueError(f"Gate {self.name!r} ({units} units, offset={offset}, "
+                             f"repeat={repeat}) does not fit an input of {width} channels.")
+        partial = (offset, repeat, units) != (0, 1, width)
+        if partial and self.input_dependent:
+            raise ValueError(f"Input-dependent gate {self.name!r} must mask all of its "
+                             "input's channels (offset=0, repeat=1, units = channels).")
+        return partial
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -205,7 +259,7 @@ class Gate(keras.layers.Layer):
         config = super().get_config()
         config.update(structure=self.structure, dataset_size=self.dataset_size,
                       group_size=self.group_size, seed=self.seed,
-                      lr_multiplier=self.lr_multiplier)
+                      lr_multiplier=self.lr_multiplier, units=self.units)
         return config
 
     # ---------------------------------------------------------------- helpers
@@ -216,6 +270,25 @@ class Gate(keras.layers.Layer):
         rank = len(inputs.shape)
         batch = ops.shape(inputs)[0]
         return (batch,) + (1,) * (rank - 2) + self.mask_shape
+
+
+def _to_rank(mask, rank):
+    """A per-example mask (batch, 1, ..., channels) reshaped for an input of
+    another rank (one gate called on a feature map and on a pooled vector)."""
+    if len(mask.shape) <= 1 or len(mask.shape) == rank:
+        return mask
+    return ops.reshape(mask, (ops.shape(mask)[0],) + (1,) * (rank - 2) + (mask.shape[-1],))
+
+
+def _spread(mask, rank, width, offset, repeat):
+    """The multiplier of every input channel: the mask on its range, 1 elsewhere."""
+    if repeat != 1:
+        mask = ops.repeat(mask, repeat, axis=-1)
+    after = width - offset - int(mask.shape[-1])
+    if len(mask.shape) > 1:
+        mask = _to_rank(mask, rank)
+    pad = [(0, 0)] * (len(mask.shape) - 1) + [(offset, after)]
+    return ops.pad(mask, pad, constant_values=1.0)
 
 
 def gates_of(model):

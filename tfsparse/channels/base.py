@@ -1,0 +1,172 @@
+"""The handler contract: what one kind of layer does to channels.
+
+A handler answers, for one call node of its layer, every question that
+`sparsify` (channel groups), `compact` (rebuilding with fewer channels) and
+`summary` (what survives, what it costs) ask about a layer. Handlers are
+stateless; the table in `tfsparse.channels.table` maps layer classes to them.
+
+Channel facts (see `ChannelAnalysis`) are kept per tensor with a known last
+axis:
+
+- `scale`: s with old value = s × new value, per channel: the multiplier of a
+  removed gate that is still to be folded into a later layer (0 where the old
+  value is exactly 0; NaN where no such s exists);
+- `zero`: channels that are exactly 0 at inference;
+- `live`: channels that something downstream needs.
+
+The base class is the *opaque* handler, used for every layer the table does
+not know: it reads all of its input channels as they are, and its outputs are
+new channels.
+"""
+
+import numpy as np
+from keras import ops
+
+OPAQUE, MAP, LINEAR, GATE = "opaque", "map", "linear", "gate"
+
+
+def positions(tensor):
+    """Number of positions per example (every axis but batch and channels)."""
+    return int(np.prod([d for d in tensor.shape[1:-1]], dtype=np.int64))
+
+
+def as_numpy(value, dtype=None):
+    return np.asarray(ops.convert_to_numpy(value), dtype=dtype)
+
+
+def figures(units_kept=None, units_total=None, weights_kept=0, weights_total=0,
+            flops_kept=0, flops_total=0):
+    """One summary row's numbers."""
+    return dict(units_kept=units_kept, units_total=units_total, weights_kept=weights_kept,
+                weights_total=weights_total, flops_kept=flops_kept, flops_total=flops_total)
+
+
+class Handler:
+    """An opaque layer: needs every input channel unchanged, outputs new channels."""
+
+    role = OPAQUE
+
+    def accepts(self, node, width):
+        """Whether this handler can treat `node` (its configuration and the
+        widths of its tensors; `width(t)` is None for an untracked tensor).
+        The table falls back to the opaque handler otherwise."""
+        del node, width
+        return True
+
+    # ----------------------------------------------------------- grouping
+    def links(self, node):
+        """For channel-mapping layers: a list of (input tensor, src) where
+        src[j] is the channel of that input that output channel j carries
+        (-1 for none). None for layers that end channel groups."""
+        del node
+        return None
+
+    # ---------------------------------------------------- forward / backward
+    def forward(self, a, node):
+        for tensor in node.outputs:
+            a.plain(tensor)
+
+    def backward(self, a, node):
+        for tensor in node.input_tensors:
+            if a.tracked(tensor):
+                a.need(tensor, True if a.strict else ~a.zero[id(tensor)])
+
+    # --------------------------------------------------------------- rebuild
+    def rebuild(self, r, node):
+        op = node.operation
+        changed = [t for t in node.input_tensors if not r.unchanged(t)]
+        if changed:
+            r.refuse(changed, r.describe(op))
+        r.check_plain(op)
+        outputs = r.call(node, r.clone(op))
+        for old, new in zip(node.outputs, _flat(outputs)):
+            r.put(old, new, None)
+
+    # ------------------------------------------------------------------ cost
+    def cost(self, a, node):
+        count = node.operation.count_params() if hasattr(node.operation,
+                                                         "count_params") else 0
+        return figures(weights_kept=count, weights_total=count)
+
+    # -------------------------------------------- per-example (DBB) activity
+    def expected_flops(self, a, node, row, p):
+        """Expected multiply-adds per example, given `p(t)`: the fraction of
+        examples in which each channel of tensor t is on and needed."""
+        del a, node, p
+        return float(row["flops_kept"])
+
+    def per_example_on(self, a, node, on):
+        """Which channels of the output can be non-zero per example, given
+        `on(t)` for the inputs (bool [batch, C] or None = every example)."""
+        del a, node, on
+        return None
+
+    def per_example_need(self, a, node, need_out):
+        """Per-example needs of the inputs, given the output's (None = every
+        channel in every example). Default: every input channel."""
+        del need_out
+        return {id(t): None for t in node.input_tensors if a.tracked(t)}
+
+
+def _flat(outputs):
+    import keras
+    return keras.tree.flatten(outputs)
+
+
+class MapHandler(Handler):
+    """A layer whose output channels each come from fixed input channels
+    (pass-through, index maps, element-wise merges)."""
+
+    role = MAP
+
+    def links(self, node):
+        (x,), (y,) = node.input_tensors, node.outputs
+        return [(x, np.arange(int(y.shape[-1])))]
+
+    def accepts(self, node, width):
+        return (len(node.outputs) == 1 and width(node.outputs[0]) is not None
+                and all(width(t) is not None for t, _ in self.links(node)))
+
+    def forward(self, a, node):
+        """Value-preserving maps (pooling, padding, dropout...): the facts of
+        the source channel, for every output channel."""
+        (x, src), = self.links(node)
+        s, z, origin, blocker = a.facts(x)
+        a.set(node.outputs[0], s[src], z[src], origin, blocker)
+
+    def backward(self, a, node):
+        live = a.live[id(node.outputs[0])]
+        for x, src in self.links(node):
+            a.need(x, scatter(src, live, a.width(x)))
+
+    def rebuild(self, r, node):
+        """Layers without per-channel weights: the same layer on fewer channels."""
+        (x,), (y,) = node.input_tensors, node.outputs
+        r.put(y, r.call(node, r.clone(node.operation)), r.carry[id(x)])
+
+    def cost(self, a, node):
+        return figures()
+
+    def per_example_on(self, a, node, on):
+        (x, src), = self.links(node)
+        value = on(x)
+        return None if value is None else value[:, src]
+
+    def per_example_need(self, a, node, need_out):
+        result = {}
+        for x, src in self.links(node):
+            if need_out is None:
+                result[id(x)] = None
+                continue
+            need = np.zeros((need_out.shape[0], a.width(x)), bool)
+            np.logical_or.at(need.T, src[src >= 0], need_out.T[src >= 0])
+            result[id(x)] = need
+        return result
+
+
+def scatter(src, values, width):
+    """Input channels that some needed output channel comes from."""
+    result = np.zeros(width, bool)
+    ok = src >= 0
+    np.logical_or.at(result, src[ok], np.asarray(values, bool)[ok])
+    return result
