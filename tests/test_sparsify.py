@@ -145,3 +145,36 @@ def test_group_by_flops_weighs_conv_channels_by_output_positions():
     assert groups["fc1_gate"] == 5 * 5 * 6 + 1
     with pytest.raises(ValueError, match="group_by"):
         tfsparse.sparsify(_convnet(), "npn", dataset_size=100, group_by="latency")
+
+
+def test_a_gate_called_twice_draws_one_mask_and_one_penalty_per_pass():
+    inputs = keras.Input((6,))
+    gate = HardConcreteGate(lam=1.0, dataset_size=10, per_example=True, name="shared")
+    a = gate(inputs)
+    b = gate(keras.layers.Identity()(inputs))
+    model = keras.Model(inputs, [a, b])
+    x = np.ones((4, 6), "float32")
+    first, second = model(x, training=True)
+    np.testing.assert_array_equal(first, second)
+    assert len(model.losses) == 1
+    again, _ = model(x, training=True)
+    assert np.any(np.asarray(again) != np.asarray(first))  # a new pass, a new mask
+
+
+@pytest.mark.parametrize("build", [
+    lambda: __import__("tfsparse").models.resnet20((16, 16, 3), 10),
+    lambda: _branches("concat"),
+], ids=["resnet20", "concat"])
+def test_shared_and_offset_gates_round_trip_through_keras_file(build, tmp_path):
+    dense = build()
+    sparse = tfsparse.sparsify(dense, "npn", dataset_size=100, seed=0, verbose=0)
+    for gate in gates_of(sparse):
+        gate.phi.assign(np.random.default_rng(0).uniform(-0.3, 0.5, gate.mask_shape))
+    shape = dense.inputs[0].shape[1:]
+    x = np.random.default_rng(1).normal(size=(3,) + tuple(shape)).astype("float32")
+    path = tmp_path / "sparse.keras"
+    sparse.save(path)
+    reloaded = keras.models.load_model(path)
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), sparse.predict(x, verbose=0))
+    assert [len(g._inbound_nodes) for g in gates_of(reloaded)] == [
+        len(g._inbound_nodes) for g in gates_of(sparse)]

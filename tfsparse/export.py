@@ -398,18 +398,18 @@ def _run(interpreter, x):
 
 
 def _quantize(x, detail):
-    if np.issubdtype(detail["dtype"], np.floating):
-        return x.astype(detail["dtype"])
     scale, zero_point = detail["quantization"]
+    if np.issubdtype(detail["dtype"], np.floating) or scale == 0:
+        return x.astype(detail["dtype"])  # float, or integer ids (an Embedding's input)
     info = np.iinfo(detail["dtype"])
     q = np.round(x / scale + zero_point)
     return np.clip(q, info.min, info.max).astype(detail["dtype"])
 
 
 def _dequantize(values, detail):
-    if np.issubdtype(detail["dtype"], np.floating):
-        return values.astype("float32")
     scale, zero_point = detail["quantization"]
+    if np.issubdtype(detail["dtype"], np.floating) or scale == 0:
+        return values.astype("float32")
     return ((values.astype("float32") - zero_point) * scale).astype("float32")
 
 

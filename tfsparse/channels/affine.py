@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from tfsparse.channels.base import MapHandler, as_numpy, figures, positions
-from tfsparse.channels.elementwise import channelwise_activation
+from tfsparse.channels.elementwise import activation_at_zero, channelwise_activation
 
 BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
 
@@ -132,7 +132,7 @@ class DepthwiseHandler(MapHandler):
         silent = (np.all(kernel == 0, axis=0) | (z | (s == 0))[:, None]).reshape(-1)
         if bias is not None:
             silent &= bias == 0
-        zero = silent & (_at_zero(op, len(silent)) == 0)
+        zero = silent & (activation_at_zero(op, len(silent)) == 0)
         bad = np.repeat(~np.isfinite(s), d)
         a.set(y, np.where(bad, np.nan, 1.0), zero, origin if bad.any() else (), blocker)
 
@@ -193,9 +193,3 @@ class DepthwiseHandler(MapHandler):
 
 def _is_depthwise_layer(op):
     return isinstance(op, (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D))
-
-
-def _at_zero(op, n):
-    """The layer's activation at 0, per output channel."""
-    activation = getattr(op, "activation", None) or keras.activations.linear
-    return as_numpy(activation(np.zeros((1, n), "float32")), "float64")[0]

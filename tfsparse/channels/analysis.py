@@ -43,6 +43,7 @@ class ChannelAnalysis:
         self.strict = strict
         self.scale, self.zero, self.origin, self.blocker, self.live = {}, {}, {}, {}, {}
         self._kernels = {}
+        self._gates = {}
         self._forward()
         self._backward()
 
@@ -60,6 +61,12 @@ class ChannelAnalysis:
         if id(op) not in self._kernels:
             self._kernels[id(op)] = (inference_kernel(op), inference_bias(op))
         return self._kernels[id(op)]
+
+    def gate(self, gate):
+        """(multiplier, kept) of a unit gate (see `gate_multiplier`), once per gate."""
+        if id(gate) not in self._gates:
+            self._gates[id(gate)] = gate_multiplier(gate)
+        return self._gates[id(gate)]
 
     def set(self, tensor, scale, zero, origin=frozenset(), blocker=None):
         if self.width(tensor) is None:

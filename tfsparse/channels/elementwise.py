@@ -22,6 +22,12 @@ def channelwise_activation(op):
     return getattr(getattr(op, "activation", None), "__name__", "linear") in ELEMENTWISE
 
 
+def activation_at_zero(op, n):
+    """A layer's `activation` argument at 0, for each of n channels."""
+    activation = getattr(op, "activation", None) or keras.activations.linear
+    return as_numpy(activation(np.zeros((1, n), "float32")), "float64")[0]
+
+
 def _scalar(value):
     return np.ndim(value) == 0 and not isinstance(value, (str, bytes))
 

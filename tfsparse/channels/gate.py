@@ -33,10 +33,9 @@ class GateHandler(MapHandler):
                 and super().accepts(node, width))
 
     def forward(self, a, node):
-        from tfsparse.channels.analysis import gate_multiplier
         (x,), (y,), gate = node.input_tensors, node.outputs, node.operation
         s, z, origin, blocker = a.facts(x)
-        m, kept = gate_multiplier(gate)
+        m, kept = a.gate(gate)
         a.set(y, s * spread(node, m, 1.0), z | ~spread(node, kept, True),
               origin | {gate.name}, blocker)
 
@@ -56,8 +55,7 @@ class GateHandler(MapHandler):
         r.put(y, out, kept)
 
     def cost(self, a, node):
-        from tfsparse.channels.analysis import gate_multiplier
-        _, kept = gate_multiplier(node.operation)
+        _, kept = a.gate(node.operation)
         return figures(units_kept=int(kept.sum()), units_total=int(kept.size))
 
     def per_example_on(self, a, node, on):

@@ -74,8 +74,7 @@ class ChannelGroups:
         self._block()
         self.left_whole = {}
         groups = self._find_groups()
-        for group in groups:
-            self._place(group)
+        self._place(groups)
         self.groups = [g for g in groups if g.name not in self.left_whole and g.sites]
         self.reaches_output = {id(n) for n in self.nodes if self._role(n) == LINEAR
                                and np.isin(self._comps(n.outputs[0]),
@@ -173,6 +172,7 @@ class ChannelGroups:
                 group = owner.get(comps[0]) if comps.size else None
                 if group is not None:
                     group.layers.append(node)
+        self._owner = owner
         return groups
 
     def _why_whole(self, comps):
@@ -188,29 +188,32 @@ class ChannelGroups:
         return None
 
     # -------------------------------------------------------------- sites
-    def _place(self, group):
-        """Calls of the group's gate: before every layer that reads the group
+    def _place(self, groups):
+        """Calls of each group's gate: before every layer that reads the group
         through its kernel rows, moved back through value-preserving layers
         (pooling, Flatten, Dropout, padding) to where the channels are plain."""
-        unit_of = {c: i for i, c in enumerate(group.units)}
+        unit_of = {id(g): {c: i for i, c in enumerate(g.units)} for g in groups}
         for node in self.nodes:
             if self._role(node) != LINEAR:
                 continue
             (tensor,) = node.input_tensors
-            comps = self._comps(tensor)
-            if not np.isin(comps, group.units).any():
+            read = {id(self._owner[c]): self._owner[c]
+                    for c in set(self._comps(tensor).tolist()) if c in self._owner}
+            if not read:
                 continue
             tensor, reader = self.hoist(tensor, node)
-            site = _layout(self._comps(tensor), unit_of)
-            if site is None:
-                self.left_whole[group.name] = (
-                    f"its channels are interleaved with others where {node.operation.name!r} "
-                    "reads them")
-                return
-            offset, repeat = site
-            entry = group.sites.setdefault(id(tensor), (tensor, offset, repeat, []))
-            if reader not in entry[3]:
-                entry[3].append(reader)
+            comps = self._comps(tensor)
+            for group in read.values():
+                site = _layout(comps, unit_of[id(group)])
+                if site is None:
+                    self.left_whole.setdefault(group.name, (
+                        "its channels are interleaved with others where "
+                        f"{node.operation.name!r} reads them"))
+                    continue
+                offset, repeat = site
+                entry = group.sites.setdefault(id(tensor), (tensor, offset, repeat, []))
+                if reader not in entry[3]:
+                    entry[3].append(reader)
 
     def hoist(self, tensor, reader):
         """(tensor, node): the edge where a gate for `reader`'s input goes.

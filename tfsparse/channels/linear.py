@@ -6,7 +6,7 @@ import keras
 import numpy as np
 
 from tfsparse.channels.base import LINEAR, Handler, as_numpy, figures, positions
-from tfsparse.channels.elementwise import channelwise_activation
+from tfsparse.channels.elementwise import activation_at_zero, channelwise_activation
 from tfsparse.layers import SparseConv2D, SparseDense, _KernelGated
 
 
@@ -17,13 +17,6 @@ def _simple_io(node, width):
     if width(node.input_tensors[0]) is None or width(node.outputs[0]) is None:
         return False
     return getattr(node.operation, "data_format", "channels_last") == "channels_last"
-
-
-def _at_zero(op, n):
-    activation = getattr(op, "activation", None) or keras.activations.linear
-    return as_numpy(activation(np.zeros((1, n), "float32")), "float64")[0]
-
-
 class LinearHandler(Handler):
     """`Dense`, `Conv1D/2D/3D` (groups = 1), `SparseDense`, `SparseConv2D`."""
 
@@ -55,7 +48,7 @@ class LinearHandler(Handler):
         if bias is not None:
             zero &= bias == 0
         if channelwise_activation(op):
-            zero &= _at_zero(op, n) == 0
+            zero &= activation_at_zero(op, n) == 0
         else:
             zero[:] = False
         a.set(y, np.ones(n), zero)
