@@ -77,6 +77,7 @@ EXPECTED_GATES = {
     "resnet32": ["input"] + [f"s{s}b{b}_conv1" for s in (1, 2, 3) for b in range(1, 6)],
     "resnet56": ["input"] + [f"s{s}b{b}_conv1" for s in (1, 2, 3) for b in range(1, 10)],
     "mobilenet_v2": [f"b{i}_expand" for i in range(17)],
+    "vit": [f"block{i}_fc1" for i in range(1, 5)],
 }
 
 

@@ -1,8 +1,11 @@
-"""Dense and Conv2D layers whose kernel passes through a gate.
+"""Layers with a gate inside: Dense and Conv2D layers whose kernel passes
+through a gate, and multi-head attention whose heads do.
 
-They subclass `keras.layers.Layer`, not `Dense`/`Conv2D`: Keras' own
-save/load of those classes only knows `kernel` and `bias`, so a subclass that
-adds a gate's variables would not reload from a `.keras` file.
+`SparseDense`/`SparseConv2D` subclass `keras.layers.Layer`, not
+`Dense`/`Conv2D`: Keras' own save/load of those classes only knows `kernel`
+and `bias`, so a subclass that adds a gate's variables would not reload from
+a `.keras` file. `GatedMultiHeadAttention` can subclass Keras' layer: its
+projections are sublayers, saved by path like the gate.
 """
 
 import keras
@@ -212,6 +215,57 @@ class TakeFeatures(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config["indices"] = self.indices
+        return config
+
+
+@keras.saving.register_keras_serializable(package="tfsparse")
+class GatedMultiHeadAttention(keras.layers.MultiHeadAttention):
+    """`MultiHeadAttention` whose heads pass through a unit gate.
+
+    The gate multiplies each head's context (the attention-weighted values)
+    before the output projection, so a closed head contributes nothing and
+    `tfsparse.compact` rebuilds a plain `MultiHeadAttention` with the kept
+    heads only. Everything else is Keras' layer, unchanged (the subclass
+    overrides only `_compute_attention`, the documented extension point).
+
+    Args:
+        num_heads, key_dim, ...: as `keras.layers.MultiHeadAttention`.
+        head_gate: a unit `tfsparse.gates.Gate` with one mask value per head
+            (built with `units=num_heads`), its serialized config, or None.
+
+    Example:
+
+    >>> attention = GatedMultiHeadAttention(
+    ...     num_heads=4, key_dim=16,
+    ...     head_gate=HardConcreteGate(lam=0.1, dataset_size=60000, units=4))
+    >>> y = attention(x, x)
+    """
+
+    def __init__(self, num_heads, key_dim, head_gate=None, **kwargs):
+        super().__init__(num_heads, key_dim, **kwargs)
+        self.head_gate = _gate_from(head_gate)
+        if self.head_gate is not None and self.head_gate.structure != UNIT:
+            raise ValueError("`head_gate` must be a unit gate (structure='unit').")
+
+    def build(self, query_shape, value_shape, key_shape=None):
+        super().build(query_shape, value_shape, key_shape)
+        if self.head_gate is not None and not self.head_gate.built:
+            self.head_gate.build((None, self.num_heads))
+
+    def _compute_attention(self, query, key, value, attention_mask=None, training=None,
+                           return_attention_scores=False, **kwargs):
+        context, scores = super()._compute_attention(
+            query, key, value, attention_mask, training, return_attention_scores, **kwargs)
+        if self.head_gate is not None:
+            # context is [batch, ..., heads, size]: the gate masks the heads axis.
+            heads_last = ops.swapaxes(context, -1, -2)
+            context = ops.swapaxes(self.head_gate(heads_last, training=training), -1, -2)
+        return context, scores
+
+    def get_config(self):
+        config = super().get_config()
+        config["head_gate"] = (keras.saving.serialize_keras_object(self.head_gate)
+                               if self.head_gate is not None else None)
         return config
 
 

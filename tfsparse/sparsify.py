@@ -180,11 +180,12 @@ class _Plan:
         self._count += 1
         return None if self.seed is None else self.seed + self._count - 1
 
-    def _unit_gate(self, name, group_size, feature_gate, units=None):
+    def _unit_gate(self, name, group_size, grows, units=None, several=False):
+        """A unit gate; `grows`: hidden units, which NPN's expand mode grows
+        (input features and attention heads all start open)."""
         settings = dict(self.settings)
         if self.method == "npn" and settings.get("mode", PRUNE) == EXPAND:
-            if feature_gate:
-                # Input features are not grown: they all start open.
+            if not grows:
                 settings["mode"], settings["init_size"] = PRUNE, None
             elif isinstance(settings.get("init_size"), (list, tuple)):
                 sizes = settings["init_size"]
@@ -192,12 +193,12 @@ class _Plan:
                     raise ValueError(f"`init_size` has {len(sizes)} entries but the model "
                                      "has more hidden-unit gates.")
                 settings["init_size"] = sizes[self._unit_gate_index]
-        if not feature_gate:
+        if grows:
             self._unit_gate_index += 1
         self.placed.append(f"{name}_gate")
-        return self.gate_class(dataset_size=self.dataset_size, group_size=group_size,
-                               seed=self._next_seed(), name=f"{name}_gate", units=units,
-                               **settings)
+        make = self.gate_class.for_several_inputs if several else self.gate_class
+        return make(dataset_size=self.dataset_size, group_size=group_size,
+                    seed=self._next_seed(), name=f"{name}_gate", units=units, **settings)
 
     def _gate_edges(self, tensor, readers, gate, offset=0, repeat=1):
         self.site_gates[id(tensor)].append((gate, offset, repeat))
@@ -205,25 +206,43 @@ class _Plan:
 
     def _place_unit_gates(self, gate_features):
         first_producer = {id(g.producers[0]): g for g in self.groups.groups}
+        calls = collections.Counter(id(n.operation) for n in _graph.nodes_in_order(self.graph))
         for node in _graph.nodes_in_order(self.graph):
             group = first_producer.get(id(node))
+            handler = self.groups.handler[id(node)]
+            if hasattr(handler, "gated_twin") and calls[id(node.operation)] == 1:
+                self._gate_inside(node, handler)
             if group is not None:
-                gate = self._unit_gate(group.name, self._group_size(group), False,
-                                       units=len(group.units))
-                for tensor, offset, repeat, readers in group.sites.values():
+                sites = list(group.sites.values())
+                several = len(sites) > 1 or any(site[1:3] != (0, 1) for site in sites)
+                gate = self._unit_gate(group.name, self._group_size(group), True,
+                                       units=len(group.units), several=several)
+                for tensor, offset, repeat, readers in sites:
                     self._gate_edges(tensor, readers, gate, offset, repeat)
             elif gate_features and isinstance(node.operation, keras.layers.Flatten):
                 (flat,) = node.outputs
                 readers = self._dense_readers(flat)
                 if readers:
-                    gate = self._unit_gate(node.operation.name, _rows(readers), True)
+                    gate = self._unit_gate(node.operation.name, _rows(readers), False)
                     self._gate_edges(flat, readers, gate)
         if gate_features:
             for i, tensor in enumerate(self.graph.inputs):
                 readers = self._dense_readers(tensor)
                 if readers and len(tensor.shape) == 2:
-                    gate = self._unit_gate(f"input_{i}", _rows(readers), True)
+                    gate = self._unit_gate(f"input_{i}", _rows(readers), False)
                     self._gate_edges(tensor, readers, gate)
+
+    def _gate_inside(self, node, handler):
+        """A gate on a layer's own units (an attention layer's heads): the
+        layer is replaced by its gated twin."""
+        op = node.operation
+        weights, flops = handler.unit_cost(node)
+        gate = self._unit_gate(f"{op.name}_heads", weights if self.group_by == "params"
+                               else flops, False, units=handler.inner_units(node),
+                               several=True)
+        twin = handler.gated_twin(op, gate)
+        self.replacements[id(op)] = twin
+        self.copies.append((twin, op, handler.copy_weights))
 
     def _group_size(self, group):
         index = 0 if self.group_by == "params" else 1
@@ -246,14 +265,12 @@ class _Plan:
                 continue
             if id(node) in self.groups.reaches_output and not self.include_classifier:
                 continue
-            gate = self.gate_class(structure=structure, seed=self._next_seed(),
-                                   name=f"{op.name}_kernel_gate", **self._kernel_settings())
-            twin = LinearHandler.kernel_gated(op, gate)
-            if twin is None:
-                self._count -= 1
-                continue
-            self.replacements[id(op)] = twin
-            self.placed.append(gate.name)
+            twin = LinearHandler.kernel_gated(op, lambda: self.gate_class(
+                structure=structure, seed=self._next_seed(), name=f"{op.name}_kernel_gate",
+                **self._kernel_settings()))
+            if twin is not None:
+                self.replacements[id(op)] = twin
+                self.placed.append(twin.kernel_gate.name)
 
     def _kernel_settings(self):
         if self.method == "targeted_dropout":
@@ -295,7 +312,7 @@ class _Plan:
     def report(self, model_name, verbose):
         if verbose == 0:
             return
-        classifier = "its channels reach a model output"
+        classifier = "the channels reach a model output"
         whole = {name: why for name, why in self.groups.left_whole.items() if why != classifier}
         if verbose == 2:
             print(f"sparsify({model_name!r}, {self.method!r}): {len(self.placed)} gates: "
@@ -306,8 +323,8 @@ class _Plan:
                 by_reason[re.sub(r" '[^']*'", "", why)].append(name)
             print(f"sparsify({model_name!r}): {len(self.placed)} gates; the outputs of "
                   f"{len(whole)} layers keep all their channels: " + "; ".join(
-                      f"{len(names)} because {why}" + (" (e.g. " + ", ".join(names[:2])
-                                                       + ")" if names else "")
+                      f"{len(names)} because {why} ({', '.join(names[:2])}"
+                      + (", ..." if len(names) > 2 else "") + ")"
                       for why, names in by_reason.items()) + ".")
 
     # -------------------------------------------------------------- building
@@ -363,7 +380,9 @@ def _rows(readers):
 
 
 def _copy_weights(new, old, how):
-    if how == "all":
+    if callable(how):
+        how(new, old)
+    elif how == "all":
         new.set_weights(old.get_weights())
     elif how == "kernel":
         new.kernel.assign(old.kernel)

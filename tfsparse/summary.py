@@ -65,7 +65,7 @@ import keras
 import numpy as np
 from keras import ops
 
-from tfsparse.channels import ChannelAnalysis, gate_multiplier
+from tfsparse.channels import ChannelAnalysis
 from tfsparse.channels.base import GATE
 from tfsparse.gates.base import Gate
 
@@ -120,8 +120,8 @@ def summary(model, input_shape=None, print_fn=print, x=None):
         raise TypeError(f"tfsparse.summary needs a Sequential or Functional model: "
                         f"{error}") from None
     rows = [_row(analysis, node) for node in analysis.nodes]
-    gates = list({id(node.operation): _gate_row(node) for node in analysis.nodes
-                  if _is_gate(analysis, node)}.values())
+    gates = list({id(gate): _gate_row(analysis, gate) for gate in _unit_gates(analysis)}
+                 .values())
     total = _totals(rows)
     if x is not None:
         _add_expected(analysis, rows, gates, total, x)
@@ -164,9 +164,17 @@ def _row(analysis, node):
     return row
 
 
-def _gate_row(node):
-    gate = node.operation
-    _, kept = gate_multiplier(gate)
+def _unit_gates(analysis):
+    """The unit gates of the model in graph order: gate calls, and the gates
+    held inside layers (an attention layer's heads)."""
+    for node in analysis.nodes:
+        if _is_gate(analysis, node):
+            yield node.operation
+        yield from analysis.handler[id(node)].inner_gates(node)
+
+
+def _gate_row(analysis, gate):
+    _, kept = analysis.gate(gate)
     return dict(name=gate.name, type=type(gate).__name__, units_kept=int(kept.sum()),
                 units_total=int(kept.size), input_dependent=bool(gate.input_dependent))
 

@@ -82,6 +82,12 @@ class Handler:
         for old, new in zip(node.outputs, _flat(outputs)):
             r.put(old, new, None)
 
+    @staticmethod
+    def inner_gates(node):
+        """Gates held inside the layer (an attention layer's head gate)."""
+        del node
+        return []
+
     # ------------------------------------------------------------------ cost
     def cost(self, a, node):
         count = node.operation.count_params() if hasattr(node.operation,

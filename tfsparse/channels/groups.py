@@ -161,7 +161,7 @@ class ChannelGroups:
                 continue
             group = known[0]
             if any(g is not group for g in known) or set(comps.tolist()) - set(group.units):
-                self.left_whole[name] = ("its channels overlap several channel groups "
+                self.left_whole[name] = ("the channels overlap several channel groups "
                                          "only in part")
                 continue
             group.producers.append(node)
@@ -177,13 +177,13 @@ class ChannelGroups:
 
     def _why_whole(self, comps):
         if len(set(comps.tolist())) != len(comps):
-            return "two of its channels are merged into one"
+            return "two of the channels are merged into one"
         for comp in comps.tolist():
             if comp in self.blocker:
                 op = self.blocker[comp]
                 if op is None:
-                    return "its channels reach a model output"
-                return (f"its channels reach a {type(op).__name__} {op.name!r}, which "
+                    return "the channels reach a model output"
+                return (f"the channels reach a {type(op).__name__} {op.name!r}, which "
                         "needs all of them")
         return None
 
@@ -196,24 +196,28 @@ class ChannelGroups:
         for node in self.nodes:
             if self._role(node) != LINEAR:
                 continue
-            (tensor,) = node.input_tensors
-            read = {id(self._owner[c]): self._owner[c]
-                    for c in set(self._comps(tensor).tolist()) if c in self._owner}
-            if not read:
+            inputs = {id(t): t for t in node.input_tensors}.values()
+            for tensor in inputs:
+                self._place_input(tensor, node, unit_of)
+
+    def _place_input(self, tensor, node, unit_of):
+        read = {id(self._owner[c]): self._owner[c]
+                for c in set(self._comps(tensor).tolist()) if c in self._owner}
+        if not read:
+            return
+        tensor, reader = self.hoist(tensor, node)
+        comps = self._comps(tensor)
+        for group in read.values():
+            site = _layout(comps, unit_of[id(group)])
+            if site is None:
+                self.left_whole.setdefault(group.name, (
+                    "the channels are interleaved with others where "
+                    f"{node.operation.name!r} reads them"))
                 continue
-            tensor, reader = self.hoist(tensor, node)
-            comps = self._comps(tensor)
-            for group in read.values():
-                site = _layout(comps, unit_of[id(group)])
-                if site is None:
-                    self.left_whole.setdefault(group.name, (
-                        "its channels are interleaved with others where "
-                        f"{node.operation.name!r} reads them"))
-                    continue
-                offset, repeat = site
-                entry = group.sites.setdefault(id(tensor), (tensor, offset, repeat, []))
-                if reader not in entry[3]:
-                    entry[3].append(reader)
+            offset, repeat = site
+            entry = group.sites.setdefault(id(tensor), (tensor, offset, repeat, []))
+            if reader not in entry[3]:
+                entry[3].append(reader)
 
     def hoist(self, tensor, reader):
         """(tensor, node): the edge where a gate for `reader`'s input goes.

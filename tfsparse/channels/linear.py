@@ -149,21 +149,24 @@ class LinearHandler(Handler):
 
     # ------------------------------------------------------- kernel gates
     @staticmethod
-    def kernel_gated(op, gate):
-        """`op` as a SparseDense/SparseConv2D whose kernel passes through
-        `gate`, or None where no kernel-gated twin exists."""
+    def kernel_gated(op, make_gate):
+        """`op` as a SparseDense/SparseConv2D whose kernel passes through the
+        gate `make_gate()` returns, or None where no kernel-gated twin exists
+        (only `Dense` and ungrouped, undilated channels-last `Conv2D` have one)."""
+        dense = type(op) is keras.layers.Dense
+        conv = (type(op) is keras.layers.Conv2D and op.groups == 1
+                and tuple(op.dilation_rate) == (1, 1) and op.data_format == "channels_last")
+        if not (dense or conv):
+            return None
         common = dict(activation=op.activation, use_bias=op.use_bias,
                       kernel_initializer=op.kernel_initializer,
                       bias_initializer=op.bias_initializer,
-                      kernel_regularizer=op.kernel_regularizer, kernel_gate=gate,
+                      kernel_regularizer=op.kernel_regularizer, kernel_gate=make_gate(),
                       name=op.name)
-        if type(op) is keras.layers.Dense:
+        if dense:
             return SparseDense(op.units, **common)
-        if (type(op) is keras.layers.Conv2D and op.groups == 1
-                and tuple(op.dilation_rate) == (1, 1) and op.data_format == "channels_last"):
-            return SparseConv2D(op.filters, op.kernel_size, strides=op.strides,
-                                padding=op.padding, **common)
-        return None
+        return SparseConv2D(op.filters, op.kernel_size, strides=op.strides,
+                            padding=op.padding, **common)
 
 
 class GroupedConvHandler(LinearHandler):

@@ -12,6 +12,7 @@ from keras.src.ops import nn as nn_ops
 from keras.src.ops import numpy as np_ops
 
 from tfsparse.channels.affine import BatchNormHandler, DepthwiseHandler
+from tfsparse.channels.attention import AttentionHandler
 from tfsparse.channels.base import Handler
 from tfsparse.channels.elementwise import (ActivationLayerHandler, MergeHandler,
                                            RawElementwiseHandler)
@@ -21,7 +22,7 @@ from tfsparse.channels.maps import (ConcatenateHandler, FlattenHandler, PassThro
                                     PermuteHandler, PoolingHandler, ReshapeHandler,
                                     TakeFeaturesHandler)
 from tfsparse.gates.base import Gate
-from tfsparse.layers import SparseConv2D, SparseDense, TakeFeatures
+from tfsparse.layers import GatedMultiHeadAttention, SparseConv2D, SparseDense, TakeFeatures
 
 L = keras.layers
 OPAQUE = Handler()
@@ -42,6 +43,8 @@ TABLE = {
     L.Conv1D: [_DEPTHWISE, GroupedConvHandler(), _LINEAR],
     L.Conv2D: [_DEPTHWISE, GroupedConvHandler(), _LINEAR],
     L.Conv3D: [_DEPTHWISE, GroupedConvHandler(), _LINEAR],
+    L.MultiHeadAttention: [AttentionHandler()],
+    GatedMultiHeadAttention: [AttentionHandler()],
     L.SeparableConv1D: [SeparableConvHandler()],
     L.SeparableConv2D: [SeparableConvHandler()],
     # Per-channel layers with weights.

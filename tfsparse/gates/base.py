@@ -139,6 +139,14 @@ class Gate(keras.layers.Layer):
         """Dict of the values a schedule may set: name → variable."""
         return {name: getattr(self, name) for name in self._scheduled_names}
 
+    @classmethod
+    def for_several_inputs(cls, **settings):
+        """The gate this family puts where one gate serves several tensors (a
+        residual stream read at many places, a channel range of a
+        concatenation, attention heads): the family's own gate, except for
+        input-dependent families, whose per-example factor reads one input."""
+        return cls(**settings)
+
     # ------------------------------------------------------ subclass contract
     def build_gate(self, mask_shape):
         raise NotImplementedError

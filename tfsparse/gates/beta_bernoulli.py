@@ -415,6 +415,12 @@ class DependentBetaBernoulliGate(BetaBernoulliGate):
         self.epsilon = float(_checks.number("epsilon", epsilon, low=0, low_open=True))
 
     @classmethod
+    def for_several_inputs(cls, **settings):
+        """A static BB gate: the per-example factor needs the one input it reads."""
+        return BetaBernoulliGate(**{key: value for key, value in settings.items()
+                                    if key not in cls._dbb_arguments})
+
+    @classmethod
     def from_bb(cls, bb_gate, **settings):
         """A DBB gate that continues from `bb_gate`.
 

@@ -21,7 +21,10 @@ ungated. The factory names the layers it returns; names must be unique.
 from tfsparse.models.lenets import lenet5_caffe, lenet_300_100, lenet_500_300, vgg_like
 from tfsparse.models.mobilenets import mobilenet_v2
 from tfsparse.models.resnets import resnet20, resnet32, resnet56
+from tfsparse.models.transformers import PositionEmbedding, text_encoder, vit
 
+# The image classifiers, by name (`train.py --model`); `text_encoder` reads
+# token ids and is built directly.
 MODELS = {
     "lenet_300_100": lenet_300_100,
     "lenet_500_300": lenet_500_300,
@@ -31,6 +34,7 @@ MODELS = {
     "resnet32": resnet32,
     "resnet56": resnet56,
     "mobilenet_v2": mobilenet_v2,
+    "vit": vit,
 }
 
 
