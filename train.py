@@ -69,6 +69,11 @@ def parse_args(argv=None):
     m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                    help="a method setting (repeatable), e.g. --set lam=0.1 --set mode=expand "
                         "--set init_size=3; see tfsparse.recipes.DEFAULTS")
+    m.add_argument("--target-flops", type=float, default=None, metavar="F",
+                   help="a budget instead of a penalty weight: keep this fraction of the "
+                        "dense multiply-adds (0 < F <= 1; tfsparse.budget)")
+    m.add_argument("--target-params", type=float, default=None, metavar="P",
+                   help="the same for the number of weights")
     m.add_argument("--pretrain-epochs", type=int, default=0,
                    help="train the dense network this long before inserting gates")
     m.add_argument("--ramp", action="store_true", help="targeted dropout: ramp alpha and gamma")
@@ -147,6 +152,7 @@ def build_sparse(args, splits):
         fit(compile_model(dense, pretrain, splits), splits, pretrain)
     steps = data.steps_per_epoch(len(splits.train[0]), args.batch_size)
     plan = recipes.recipe(args.method, args.epochs, steps_per_epoch=steps, ramp=args.ramp,
+                          target_flops=args.target_flops, target_params=args.target_params,
                           **args.settings)
     sparse = tfsparse.sparsify(dense, args.method, dataset_size=len(splits.train[0]),
                                seed=args.seed, **plan.settings)

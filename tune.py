@@ -50,6 +50,9 @@ def parse_args(argv=None):
                         "lr_schedule=constant --fix lr=0.001 to search the method's settings "
                         "only; names as in the trials table")
     p.add_argument("--cost", default="flops", choices=tuning.COSTS)
+    p.add_argument("--search-target", action="store_true",
+                   help="search the budget (--cost's target fraction) instead of the "
+                        "method's settings: the accuracy-cost curve in one search")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--validation-split", type=float, default=0.1)
     p.add_argument("--out", default="saved_models")
@@ -85,6 +88,8 @@ def fixed_settings(method, pairs):
     fixed = train.parse_settings(pairs, flag="--fix")
     space = kt.HyperParameters()
     tuning.default_space(method, space)
+    for cost in tuning.COSTS:
+        tuning.budget_space(cost)(method, space)
     tuning.training_space(space)
     unknown = sorted(set(fixed) - set(space.values))
     if unknown:
@@ -205,8 +210,9 @@ def main(argv=None):
     splits = data.load(args.dataset, validation_split=args.validation_split, seed=args.seed)
     run_dir = os.path.join(args.out, args.run_name)
     os.makedirs(run_dir, exist_ok=True)
+    space = tuning.budget_space(args.cost) if args.search_target else None
     hypermodel = tuning.SparsityHyperModel(args.method, args.model, splits, args.epochs,
-                                           args.accuracy_target, cost=args.cost)
+                                           args.accuracy_target, cost=args.cost, space=space)
     tuner = make_tuner(args, hypermodel, run_dir)
     tuner.search(*splits.train, validation_data=splits.val)
     rows = trial_rows(tuner)

@@ -89,7 +89,8 @@ def test_arm_gradient_matches_exact_expectation():
     history = []
     record = keras.callbacks.LambdaCallback(
         on_train_batch_end=lambda b, logs: history.append(gate.phi.numpy().copy()))
-    model.compile(keras.optimizers.SGD(lr), loss_fn)
+    # Plain SGD on φ too, so that each step moves it by lr × the estimate.
+    model.compile(keras.optimizers.SGD(lr), loss_fn, gate_optimizer=keras.optimizers.SGD(lr))
     data = tf.data.Dataset.from_tensors((x, y)).repeat(steps)
     model.fit(data, epochs=1, verbose=0, callbacks=[record])
     phis = np.concatenate([phi0[None], np.array(history)])

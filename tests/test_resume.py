@@ -34,11 +34,13 @@ def _train(method, settings, backup_dir=None, interrupt_at=None, epochs=8, **rec
     x, y = _data()
     plan = recipes.recipe(method, epochs, steps_per_epoch=6, **recipe_args, **settings)
     model = tfsparse.sparsify(dense, method, dataset_size=len(x), seed=0, **plan.settings)
-    # SGD with momentum: Adam divides by √v, so a gradient that is ~0 up to
-    # float round-off (thread-order dependent in TF's CPU reductions) would
-    # take a full ±lr step either way, and two identical runs would differ.
+    # SGD with momentum, for the gates too: Adam divides by √v, so a gradient
+    # that is ~0 up to float round-off (thread-order dependent in TF's CPU
+    # reductions) would take a full ±lr step either way, and two identical
+    # runs would differ. The gates' optimizer state is checkpointed too.
     model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  gate_optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
     callbacks = [plan.scheduler]
     if backup_dir is not None:
         callbacks.insert(0, keras.callbacks.BackupAndRestore(str(backup_dir)))

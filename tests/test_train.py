@@ -84,3 +84,12 @@ def test_cosine_schedule_decays_over_the_training(tmp_path):
     assert float(model.optimizer.learning_rate) == pytest.approx(0.004)
     train.fit(model, splits, args)
     assert float(model.optimizer.learning_rate) == 0.0  # decayed to 0 at the last step
+
+
+def test_train_with_a_flops_budget(tmp_path):
+    results = train.run(train.parse_args([
+        "--model", "lenet_300_100", "--dataset", "digits", "--method", "hard_concrete",
+        "--target-flops", "0.4", "--epochs", "8", "--out", str(tmp_path), "--verbose", "0"]))
+    assert results["history"]["cost_target"][-1] == pytest.approx(0.4)
+    assert results["sparsity"]["total"]["flops_fraction"] <= 0.4 + 1e-6
+    assert results["sparsity"]["total"]["flops_fraction"] > 0.3

@@ -147,3 +147,14 @@ def test_a_cosine_trial_decays_over_its_hyperband_round():
         optimizer.iterations.assign(6 * steps_per_epoch)
     assert float(round_.learning_rate) == 0.0  # the round's last step
     assert float(whole.learning_rate) > 0.0  # a third of the whole decay left
+
+
+def test_a_search_over_the_budget_traces_the_cost_curve(tmp_path):
+    result = tune.main(["--method", "npn", "--model", "lenet_300_100", "--dataset", "digits",
+                        "--accuracy-target", "0.3", "--trials", "3", "--epochs", "4",
+                        "--search-target", "--no-export", "--out", str(tmp_path),
+                        "--run-name", "t"])
+    for trial in result["trials"]:
+        # Each trial trained to its own budget, which its cost meets.
+        assert trial["cost"] <= trial["target_flops"] + 1e-6
+    assert len({round(t["target_flops"], 6) for t in result["trials"]}) == 3

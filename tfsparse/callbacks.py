@@ -27,6 +27,18 @@ class SparsityScheduler(keras.callbacks.Callback):
     (`active/<gate name>`), so they reach the progress bar, `History`,
     `CSVLogger` and `TensorBoard` (put those after this callback).
 
+    With a budget (`tfsparse.sparsify(..., target_flops=t)`), the target the
+    Lagrangian drives to is lowered linearly from the expected cost when
+    training starts to t until
+    `budget_reached_at` (an epoch; default half-way to `harden_at`, or
+    half-way through the fit without hardening); at `harden_at` the gates'
+    units with the lowest open probabilities are closed until the compact
+    model's cost is at most t (`tfsparse.budget.CostModel.project`), then
+    every gate is hardened. `cost_kept` (the cost of the units the gates keep
+    now, as a fraction) joins the logs each epoch, next to the train step's
+    `cost` (expected) and `cost_target`; NPN's expansion wakes no gate while
+    `cost_kept` is at or over the target.
+
     Args:
         schedules: dict mapping a scheduled-value name (`"k"`, `"temperature"`,
             `"alpha"`, `"gamma"`, `"kl_weight"`, ...) to a
@@ -40,6 +52,7 @@ class SparsityScheduler(keras.callbacks.Callback):
         monitor: the log entry watched for expansion (default `"val_loss"`).
         expand_fill: φ·k_plastic given to a woken gate (0 → π = 0.5).
         expand_size: gates each layer wakes at a time (the paper: 1).
+        budget_reached_at: epoch by which a budget's target is reached.
 
     Example:
 
@@ -50,7 +63,7 @@ class SparsityScheduler(keras.callbacks.Callback):
     """
 
     def __init__(self, schedules=None, harden_at=None, expand_between=None,
-                 monitor="val_loss", expand_fill=0.0, expand_size=1):
+                 monitor="val_loss", expand_fill=0.0, expand_size=1, budget_reached_at=None):
         super().__init__()
         if schedules is not None and not isinstance(schedules, dict):
             raise TypeError("`schedules` must be a dict mapping a scheduled-value name to "
@@ -68,13 +81,16 @@ class SparsityScheduler(keras.callbacks.Callback):
         self.monitor = monitor
         self.expand_fill = float(_checks.number("expand_fill", expand_fill))
         self.expand_size = _checks.number("expand_size", expand_size, low=1, integer=True)
+        if budget_reached_at is not None:
+            _checks.number("budget_reached_at", budget_reached_at, low=0, integer=True)
+        self.budget_reached_at = budget_reached_at
 
     def get_config(self):
         return {"schedules": {name: keras.saving.serialize_keras_object(s)
                               for name, s in self.schedules.items()},
                 "harden_at": self.harden_at, "expand_between": self.expand_between,
                 "monitor": self.monitor, "expand_fill": self.expand_fill,
-                "expand_size": self.expand_size}
+                "expand_size": self.expand_size, "budget_reached_at": self.budget_reached_at}
 
     # ------------------------------------------------------------- lifecycle
     def on_train_begin(self, logs=None):
@@ -91,10 +107,38 @@ class SparsityScheduler(keras.callbacks.Callback):
         self._validated = False
         self._assign(schedules_lib.EPOCH, epoch)
         self._assign(schedules_lib.STEP, self._step())
+        budget = getattr(self.model, "budget", None)
+        if budget is not None:
+            if np.isnan(self.model.budget_start.numpy()):
+                start = float(self.model.cost_model.expected()) / self.model.cost_model.dense
+                self.model.budget_start.assign(min(1.0, start))
+            self.model.budget_target.assign(self._budget_target(
+                epoch, float(self.model.budget_start.numpy()), budget["target"]))
         if self.harden_at is not None and epoch >= self.harden_at:
-            for gate in self._gates:
-                if not gate.hardened.numpy():
-                    gate.harden()
+            if not all(gate.hardened.numpy() for gate in self._gates):
+                self._harden(budget)
+
+    def _budget_target(self, epoch, start, target):
+        """`start` at epoch 0, `target` from `budget_reached_at` on, linear between."""
+        reached = self.budget_reached_at
+        if reached is None:
+            end = self.harden_at if self.harden_at is not None else self.params.get("epochs")
+            reached = max(1, (end or 2) // 2)
+        start = max(start, target)
+        return start - (start - target) * min(1.0, epoch / max(1, reached))
+
+    def _harden(self, budget):
+        """Hardens every gate; with a budget, first closes the units with the
+        lowest open probabilities until the kept cost meets the target."""
+        keep = (self.model.cost_model.project(budget["target"]) if budget is not None
+                else None)
+        for gate in self._gates:
+            if not gate.hardened.numpy():
+                gate.harden()
+        if keep is not None:  # reopened units pass at 1
+            for gate, kept in zip(self.model.cost_model.gates, keep):
+                mask = gate.hard_mask.numpy()
+                gate.hard_mask.assign(np.where(kept, np.where(mask > 0, mask, 1.0), 0.0))
 
     def on_train_batch_begin(self, batch, logs=None):
         if any(s.unit == schedules_lib.STEP for s in self.schedules.values()):
@@ -121,6 +165,8 @@ class SparsityScheduler(keras.callbacks.Callback):
             return
         logs.update(self.current_values())
         logs.update(active_units(self.model))
+        if getattr(self.model, "budget", None) is not None:
+            logs["cost_kept"] = self.model.cost_model.deterministic()[1]
 
     # -------------------------------------------------------------- helpers
     def _step(self):
@@ -154,6 +200,9 @@ class SparsityScheduler(keras.callbacks.Callback):
             raise ValueError(f"Expansion watches {self.monitor!r}, which is not in the logs "
                              f"({sorted(logs)}); pass validation data or set `monitor`.")
         value = float(logs[self.monitor])
+        budget = getattr(self.model, "budget", None)
+        if budget is not None and self.model.cost_model.deterministic()[1] >= budget["target"]:
+            return  # expansion stops at the budget
         for gate in self._gates:
             if isinstance(gate, NPNGate) and gate.mode == EXPAND:
                 best = float(gate.expansion_best.numpy())

@@ -14,7 +14,7 @@ import keras
 from tfsparse import _checks, schedules
 from tfsparse.callbacks import SparsityScheduler
 from tfsparse.gates.npn import OPEN_LOGIT
-from tfsparse.sparsify import METHODS
+from tfsparse.sparsify import METHODS, gate_class
 
 # Defaults measured on mnist-10k (10,000 training images, 79 steps per
 # epoch): gates learn 10× faster than weights so that they settle within a
@@ -36,6 +36,9 @@ NPN_STAGE1 = 0.2
 NPN_STAGE2 = 0.7
 # The weights' learning-rate schedules `optimizer()` offers.
 LR_SCHEDULES = ("constant", "cosine")
+# With a budget, the gates harden after this fraction of the epochs (the
+# target is reached half-way there); the rest fine-tunes under the masks.
+BUDGET_HARDEN_FRACTION = 0.75
 
 
 @dataclasses.dataclass
@@ -47,7 +50,8 @@ class Recipe:
     scheduler: SparsityScheduler
 
 
-def recipe(method, epochs, steps_per_epoch=None, ramp=False, **settings):
+def recipe(method, epochs, steps_per_epoch=None, ramp=False, target_flops=None,
+           target_params=None, **settings):
     """The settings and scheduler for training `method` for `epochs` epochs.
 
     Args:
@@ -56,6 +60,12 @@ def recipe(method, epochs, steps_per_epoch=None, ramp=False, **settings):
         steps_per_epoch: needed by ramping targeted dropout (step schedule).
         ramp: targeted dropout only: ramp α and γ over training (the paper's
             "ramping targeted dropout").
+        target_flops, target_params: a budget instead of the method's penalty
+            weight (see `tfsparse.sparsify`): the settings carry it and drop
+            λ (or γ), and the scheduler hardens after 75 % of the epochs
+            (NPN: at `stage2`), having reached the target half-way there
+            (NPN: half-way through the plastic stage). Targeted dropout
+            becomes unit-level.
         **settings: override the method's defaults (`DEFAULTS[method]`);
             for NPN also `k_plastic` (default 7 prune / 1 expand),
             `stage1`/`stage2` (epochs), `expand_size` (gates woken per layer
@@ -72,12 +82,18 @@ def recipe(method, epochs, steps_per_epoch=None, ramp=False, **settings):
     _checks.choice("method", method, METHODS)
     _checks.number("epochs", epochs, low=1, integer=True)
     merged = {**DEFAULTS[method], **settings}
+    budget = {key: value for key, value in (("target_flops", target_flops),
+                                             ("target_params", target_params))
+              if value is not None}
+    if budget:
+        merged = _under_budget(method, merged, settings, budget)
     if method == "npn":
         if "harden_fraction" in merged:
             raise ValueError("`harden_fraction` does not apply to NPN, which hardens at "
                              "`stage2` (an epoch; default 70 % of `epochs`).")
-        return _npn(epochs, merged)
-    harden_at = _harden_at(epochs, merged.pop("harden_fraction", None))
+        return _npn(epochs, merged, budgeted=bool(budget))
+    default_harden = BUDGET_HARDEN_FRACTION if budget else None
+    harden_at = _harden_at(epochs, merged.pop("harden_fraction", default_harden))
     if method == "targeted_dropout" and ramp:
         if steps_per_epoch is None:
             raise ValueError("Ramping targeted dropout needs `steps_per_epoch`.")
@@ -120,7 +136,19 @@ def _harden_at(epochs, harden_fraction):
     return round(harden_fraction * epochs)
 
 
-def _npn(epochs, settings):
+def _under_budget(method, merged, settings, budget):
+    """The recipe's settings with a budget in place of the penalty weight."""
+    key = gate_class(method).budget_replaces
+    if key is not None and key in settings:
+        raise ValueError(f"`{key}` and `{next(iter(budget))}` are alternatives: the budget "
+                         "sets it.")
+    merged = {name: value for name, value in merged.items() if name != key}
+    if method == "targeted_dropout":
+        merged["level"] = "unit"
+    return {**merged, **budget}
+
+
+def _npn(epochs, settings, budgeted=False):
     expand = settings.get("mode") == "expand"
     k_plastic = settings.setdefault("k_plastic",
                                     NPN_K_PLASTIC["expand" if expand else "prune"])
@@ -135,5 +163,6 @@ def _npn(epochs, settings):
     scheduler = SparsityScheduler(
         schedules={"k": schedules.npn_stages(k_plastic, stage1, stage2)},
         harden_at=stage2, expand_between=(stage1, stage2) if expand else None,
-        expand_size=expand_size, expand_fill=expand_fill)
+        expand_size=expand_size, expand_fill=expand_fill,
+        budget_reached_at=(stage1 + stage2) // 2 if budgeted else None)
     return Recipe("npn", settings, scheduler)

@@ -1,12 +1,22 @@
-"""A Keras model whose train step also runs the ARM estimator of NPN gates."""
+"""A Keras model whose train step serves every gate family: gates have their
+own optimizer, NPN's ARM estimator gets its second pass, and a budget's
+Lagrange multipliers are trained by ascent."""
 
 import keras
 import tensorflow as tf
 from keras.src.backend.tensorflow.trainer import _collective_all_reduce_multi_worker
 from keras.src.losses import loss as loss_module
 
+from tfsparse import budget as budget_lib
 from tfsparse.gates.base import gates_of
 from tfsparse.gates.npn import ARM, NPNGate
+
+ADAMS = (keras.optimizers.Adam, keras.optimizers.AdamW)
+# The multipliers λ₁, λ₂ move this many times as far per step as the gates'
+# optimizer moves a variable at multiplier 1: a budget must bind within a few
+# hundred steps (CoFi trains its multipliers at 10× its masks' rate, over far
+# more steps).
+BUDGET_LR_MULTIPLIER = 100.0
 
 
 @keras.saving.register_keras_serializable(package="tfsparse")
@@ -14,28 +24,130 @@ class SparseModel(keras.Model):
     """`keras.Model` with a train step that serves every gate family.
 
     It is an ordinary Functional model (build it with `inputs=`/`outputs=`, or
-    subclass it); `tfsparse.sparsify` returns one. The only difference from
-    `keras.Model` is `train_step`: when the model holds NPN gates with
-    `estimator="arm"`, each step draws one uniform vector per gate, runs the
-    usual forward pass with z = 1[u < π] (its loss f₂ trains the weights), runs
-    a second forward pass with the antithetic mask 1[u > 1 − π] (loss f₁), and
-    adds k·(f₁ − f₂)·(u − ½) to each φ's gradient. It also applies each gate's
-    `lr_multiplier` (the update of the gate's variables is scaled after the
-    optimizer step, which works for any optimizer). Without ARM gates and
-    multipliers it is `keras.Model.train_step` unchanged.
+    subclass it); `tfsparse.sparsify` returns one. It differs from
+    `keras.Model` in `compile` and `train_step`:
+
+    - **Gates have their own optimizer.** The gates' variables (and a
+      budget's multipliers) are updated by `gate_optimizer`, Adam by default,
+      so gates move the same way whether the weights train with Adam or SGD
+      (a raw SGD step on a gate's logit is tiny; Adam normalizes it, as CoFi
+      does for its masks). When the weights use Adam, the gates' Adam takes
+      the same learning rate (schedule included), which gives exactly the
+      updates of one Adam over all variables; otherwise it runs at 1e-3.
+      Each gate's `lr_multiplier` scales its updates afterwards.
+    - **NPN's ARM estimator**: when the model holds NPN gates with
+      `estimator="arm"`, each step draws one uniform vector per gate, runs the
+      usual forward pass with z = 1[u < π] (its loss f₂ trains the weights),
+      runs a second forward pass with the antithetic mask 1[u > 1 − π] (loss
+      f₁), and adds k·(f₁ − f₂)·(u − ½) to each φ's gradient.
+    - **Budgets** (`budget={"kind": "flops" | "params", "target": t}`, as
+      `tfsparse.sparsify(..., target_flops=t)` sets): the loss gets
+      λ₁·(c − t) + λ₂·(c − t)², c the expected cost fraction
+      (`tfsparse.budget.CostModel`), and λ₁, λ₂ ascend their gradient. The
+      logs show `cost` (c) and `cost_target` each step and epoch.
 
     It also makes `fit` and `evaluate` work under
     `tf.distribute.MultiWorkerMirroredStrategy`, where Keras 3.15 fails for
     every model (tensorflow/tensorflow#72388): Keras averages each worker's
     batch to build the model, which the collective strategy cannot do
     eagerly, and reduces scalar logs along an axis 0 they do not have.
+
+    Args:
+        inputs, outputs, name: as for a Functional `keras.Model`.
+        budget: optional dict `{"kind": "flops" | "params", "target": t}`
+            with 0 < t ≤ 1.
     """
 
+    def __init__(self, *args, **kwargs):
+        budget = kwargs.pop("budget", None)
+        super().__init__(*args, **kwargs)
+        self.gate_optimizer = None
+        self._attach_budget(budget)
+
+    # ---------------------------------------------------------------- budget
+    def _attach_budget(self, budget):
+        self.budget = None if budget is None else dict(budget)
+        self._cost_model = None
+        if budget is None:
+            return
+        kind, target = budget_lib.check_target(
+            budget["target"] if budget["kind"] == "flops" else None,
+            budget["target"] if budget["kind"] == "params" else None)
+        self.budget = {"kind": kind, "target": target}
+        # λ₁, λ₂: trained by ascent. The current target (the scheduler lowers
+        # it from 1 to `target`; without a scheduler it is `target` at once).
+        self.budget_multipliers = self.add_weight(
+            name="budget_multipliers", shape=(2,), initializer="zeros")
+        self.budget_target = self.add_weight(
+            name="budget_target", shape=(), trainable=False,
+            initializer=keras.initializers.Constant(target))
+        # The expected cost when training started (the scheduler lowers the
+        # target from it); NaN until the scheduler records it.
+        self.budget_start = self.add_weight(
+            name="budget_start", shape=(), trainable=False,
+            initializer=keras.initializers.Constant(float("nan")))
+
+    @property
+    def cost_model(self):
+        """The `tfsparse.budget.CostModel` of the budget's kind (built once)."""
+        if self._cost_model is None:
+            kind = self.budget["kind"] if self.budget else "flops"
+            self._cost_model = budget_lib.CostModel(self, kind)
+        return self._cost_model
+
+    def _budget_term(self):
+        """(Lagrangian term, expected cost fraction)."""
+        cost = self.cost_model.expected() / self.cost_model.dense
+        gap = cost - self.budget_target
+        lambdas = self.budget_multipliers
+        return lambdas[0] * gap + lambdas[1] * gap * gap, cost
+
+    def get_config(self):
+        config = super().get_config()
+        if self.budget is not None:
+            config["budget"] = dict(self.budget)
+        return config
+
+    @classmethod
+    def from_config(cls, config, custom_objects=None):
+        config = dict(config)
+        budget = config.pop("budget", None)
+        model = super().from_config(config, custom_objects=custom_objects)
+        model._attach_budget(budget)
+        return model
+
+    # --------------------------------------------------------------- compile
+    def compile(self, optimizer="rmsprop", *args, gate_optimizer=None, **kwargs):
+        """`keras.Model.compile`, plus `gate_optimizer` (an optimizer or its
+        name) for the gates' variables and a budget's multipliers; default:
+        Adam (see the class docstring)."""
+        super().compile(optimizer, *args, **kwargs)
+        self.gate_optimizer = (keras.optimizers.get(gate_optimizer) if gate_optimizer
+                               is not None else _default_gate_optimizer(self.optimizer))
+        # Both optimizers are built now, each for its own variables, so that a
+        # checkpoint (BackupAndRestore) always holds the same state to restore.
+        if self.built:
+            gate_ids = {id(v) for v in self._gate_variables()}
+            weights = [v for v in self.trainable_variables if id(v) not in gate_ids]
+            if not self.optimizer.built and weights:
+                self.optimizer.build(weights)
+            if not self.gate_optimizer.built:
+                self.gate_optimizer.build(self._gate_variables())
+
+    # ------------------------------------------------------------ train step
     def train_step(self, data):
         return _reducible_logs(self.distribute_strategy, self._gated_train_step(data))
 
     def test_step(self, data):
         return _reducible_logs(self.distribute_strategy, super().test_step(data))
+
+    def _gate_variables(self):
+        """The variables the gate optimizer trains: the gates', and a
+        budget's multipliers (last)."""
+        variables = [v for g in gates_of(self) for v in g.trainable_weights]
+        if self.budget is not None:
+            variables.append(self.budget_multipliers)
+        return variables
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Building only needs the shapes of one batch: take this worker's
@@ -55,13 +167,14 @@ class SparseModel(keras.Model):
 
     def _gated_train_step(self, data):
         gates = gates_of(self)
-        arm_gates = [g for g in gates if isinstance(g, NPNGate) and g.estimator == ARM]
-        boosted = [(v, g.lr_multiplier) for g in gates if g.lr_multiplier != 1.0
-                   for v in g.trainable_weights]
-        if not arm_gates and not boosted:
+        if not gates and self.budget is None:
             return super().train_step(data)
+        if self.gate_optimizer is None:
+            raise ValueError("Compile the SparseModel before fitting it.")
+        arm_gates = [g for g in gates if isinstance(g, NPNGate) and g.estimator == ARM]
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         noise = [keras.random.uniform(g.mask_shape, seed=g.seed_generator) for g in arm_gates]
+        cost = None
         try:
             for gate, u in zip(arm_gates, noise):
                 gate._arm_noise, gate._arm_antithetic = u, False
@@ -69,6 +182,9 @@ class SparseModel(keras.Model):
                 y_pred = self(x, training=True)
                 loss = self._compute_loss(x=x, y=y, y_pred=y_pred,
                                           sample_weight=sample_weight, training=True)
+                if self.budget is not None:
+                    term, cost = self._budget_term()
+                    loss = loss + term
                 self._loss_tracker.update_state(
                     loss_module.unscale_loss_for_distribution(loss),
                     sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
@@ -85,28 +201,72 @@ class SparseModel(keras.Model):
             for gate in arm_gates:
                 gate._arm_noise, gate._arm_antithetic = None, False
 
-        weights = self.trainable_weights
-        gradients = tape.gradient(scaled_loss, weights)
+        gate_variables = self._gate_variables()
+        owned = {id(v) for v in gate_variables}
+        weights = [v for v in self.trainable_weights if id(v) not in owned]
+        gradients = tape.gradient(scaled_loss, weights + gate_variables)
+        weight_gradients = gradients[:len(weights)]
+        gate_gradients = self._unscaled(gradients[len(weights):])
         if arm_gates:
-            self._add_arm_gradients(weights, gradients, arm_gates, noise,
+            self._add_arm_gradients(gate_variables, gate_gradients, arm_gates, noise,
                                     tf.stop_gradient(antithetic_loss), tf.stop_gradient(loss))
+        if self.budget is not None:  # the multipliers ascend
+            gate_gradients[-1] = -gate_gradients[-1]
+        boosted = [(v, g.lr_multiplier) for g in gates if g.lr_multiplier != 1.0
+                   for v in g.trainable_weights]
+        if self.budget is not None:
+            boosted.append((self.budget_multipliers, BUDGET_LR_MULTIPLIER))
         before = [tf.identity(v) for v, _ in boosted]
-        self.optimizer.apply_gradients(zip(gradients, weights))
+        if weights:
+            self.optimizer.apply_gradients(zip(weight_gradients, weights))
+        present = [(g, v) for g, v in zip(gate_gradients, gate_variables) if g is not None]
+        if present:
+            self.gate_optimizer.apply_gradients(present)
         for (variable, multiplier), old in zip(boosted, before):
             new = old + multiplier * (variable - old)
             if variable.constraint is not None:
                 new = variable.constraint(new)
             variable.assign(new)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        if cost is not None:
+            logs = {**logs, "cost": cost, "cost_target": tf.identity(self.budget_target)}
+        return logs
 
-    def _add_arm_gradients(self, weights, gradients, gates, noise, f1, f2):
-        position = {id(w): i for i, w in enumerate(weights)}
+    def _unscaled(self, gradients):
+        """Gate gradients without a mixed-precision loss scale (the gates'
+        own optimizer does not know it); non-finite steps are skipped."""
+        if not isinstance(self.optimizer, keras.optimizers.LossScaleOptimizer):
+            return list(gradients)
+        optimizer = self.optimizer  # the scale `scale_loss` used (before this step's update)
+        scale = optimizer.dynamic_scale if optimizer.built else optimizer.initial_scale
+        unscaled = [None if g is None else g / tf.cast(scale, g.dtype) for g in gradients]
+        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
+                                for g in unscaled if g is not None])
+        return [None if g is None else tf.where(finite, g, tf.zeros_like(g))
+                for g in unscaled]
+
+    def _add_arm_gradients(self, variables, gradients, gates, noise, f1, f2):
+        position = {id(w): i for i, w in enumerate(variables)}
         for gate, u in zip(gates, noise):
             i = position.get(id(gate.phi))
             if i is None:  # the gate is frozen (trainable=False)
                 continue
-            arm = self.optimizer.scale_loss(gate.arm_gradient(u, f1, f2))
+            arm = gate.arm_gradient(u, f1, f2)
             gradients[i] = arm if gradients[i] is None else gradients[i] + arm
+
+
+def _default_gate_optimizer(optimizer):
+    """Adam at the weights' learning rate (schedule included) when they use
+    Adam; Adam at 1e-3 otherwise."""
+    inner = getattr(optimizer, "inner_optimizer", optimizer)
+    if isinstance(inner, ADAMS):
+        config = keras.optimizers.Adam().get_config()
+        own = inner.get_config()
+        config.update({key: own[key] for key in ("learning_rate", "beta_1", "beta_2",
+                                                 "epsilon", "amsgrad") if key in own})
+        config["name"] = "gate_adam"
+        return keras.optimizers.Adam.from_config(config)
+    return keras.optimizers.Adam(1e-3, name="gate_adam")
 
 
 def _multi_worker(strategy):

@@ -34,6 +34,7 @@ import re
 import keras
 
 from tfsparse import _checks, _graph
+from tfsparse import budget as budget_lib
 from tfsparse.channels.groups import ChannelGroups
 from tfsparse.channels.linear import LinearHandler
 from tfsparse.gates.base import UNIT, WEIGHT
@@ -48,7 +49,8 @@ BASE_ARGS = {"structure", "dataset_size", "group_size", "seed", "kwargs", "self"
 COMMON_SETTINGS = {"lr_multiplier"}
 
 
-def _gate_class(method):
+def gate_class(method):
+    """The gate class of a method name."""
     # Imported here so that each family's module is only loaded when used.
     if method == "hard_concrete":
         return HardConcreteGate
@@ -62,8 +64,9 @@ def _gate_class(method):
     return TargetedDropoutGate
 
 
-def sparsify(model, method, *, dataset_size=None, level=None, gate_features=True,
-             include_classifier=False, group_by="params", seed=None, verbose=1, **settings):
+def sparsify(model, method, *, dataset_size=None, target_flops=None, target_params=None,
+             level=None, gate_features=True, include_classifier=False, group_by="params",
+             seed=None, verbose=1, **settings):
     """Returns a new `tfsparse.SparseModel`: `model` with `method`'s gates.
 
     Args:
@@ -76,6 +79,15 @@ def sparsify(model, method, *, dataset_size=None, level=None, gate_features=True
             DBB gate that starts from its posterior.
         dataset_size: number of training examples N; penalties are divided by
             it. Required by every method with a penalty.
+        target_flops: a budget instead of a penalty weight: the fraction of
+            the dense network's multiply-adds (0 < F ≤ 1) the compact model
+            should keep (`tfsparse.budget`). For hard-concrete and NPN a
+            Lagrangian on the expected cost replaces the L0 penalty (λ); BB
+            and DBB keep their KL and add it; targeted dropout takes the
+            fraction of units to drop from it (unit level). Train with a
+            `SparsityScheduler`, which reaches the target by the end of the
+            pruning stage and hardens there.
+        target_params: the same for the number of weights.
         level: `"unit"` or `"weight"`. For `hard_concrete` (default "unit"),
             "weight" gates single kernel weights; for `targeted_dropout`
             (default "weight") it picks weight- or unit-level dropout.
@@ -119,17 +131,51 @@ def sparsify(model, method, *, dataset_size=None, level=None, gate_features=True
     _checks.choice("verbose", verbose, (0, 1, 2))
     if method in ("npn", "bb", "dbb") and level != UNIT:
         raise ValueError(f"method={method!r} supports level='unit' only; got {level!r}.")
-    gate_class = _gate_class(method)
-    _check_settings(method, gate_class, settings)
+    family = gate_class(method)
+    _check_settings(method, family, settings)
+    budget = budget_lib.check_target(target_flops, target_params)
+    if budget is not None:
+        settings = _settings_under_budget(method, family, level, settings, budget)
     if method != "targeted_dropout":
         if dataset_size is None:
             raise ValueError(f"method={method!r} needs `dataset_size`, the number of "
                              "training examples N (penalties are divided by it).")
         _checks.number("dataset_size", dataset_size, low=1, integer=True)
-    plan = _Plan(graph, method, gate_class, level, dataset_size, gate_features,
+    plan = _Plan(graph, method, family, level, dataset_size, gate_features,
                  include_classifier, group_by, seed, settings)
     plan.report(model.name, verbose)
-    return plan.build(model.name + "_sparse")
+    sparse = plan.build(model.name + "_sparse", budget=budget)
+    if budget is not None and family.budget_replaces == "gamma":
+        _set_dropout_rate(sparse, budget)
+    return sparse
+
+
+def _settings_under_budget(method, gate_class, level, settings, budget):
+    """The method's settings when a budget takes the place of its penalty."""
+    kind, _ = budget
+    replaced = gate_class.budget_replaces
+    if replaced is not None and replaced in settings:
+        raise ValueError(f"`{replaced}` and `target_{kind}` are alternatives for "
+                         f"method={method!r}: the budget sets it.")
+    if replaced == "gamma" and level != UNIT:
+        raise ValueError("A budget drives unit-level targeted dropout only; pass "
+                         "level='unit' (weight-level dropout keeps every unit).")
+    if level != UNIT and replaced != "gamma":
+        raise ValueError(f"A budget needs unit gates; got level={level!r}.")
+    settings = dict(settings)
+    if replaced == "lam":
+        settings["lam"] = 0.0
+    return settings
+
+
+def _set_dropout_rate(sparse, budget):
+    """Targeted dropout aims at the budget: γ from the target."""
+    from tfsparse.gates.base import gates_of
+    kind, target = budget
+    rate = budget_lib.targeted_dropout_rate(sparse, target, kind)
+    for gate in gates_of(sparse):
+        gate.initial_gamma = rate
+        gate.gamma.assign(rate)
 
 
 def _check_settings(method, gate_class, settings):
@@ -343,7 +389,7 @@ class _Plan:
         clones[id(op)] = new
         return new
 
-    def build(self, name):
+    def build(self, name, budget=None):
         inputs = _graph.rebuild_inputs(self.graph)
         tensors = {id(old): new for old, new in zip(self.graph.inputs, inputs)}
         gated, clones = {}, {}
@@ -361,6 +407,8 @@ class _Plan:
                 tensors[id(old)] = new
         outputs = [tensors[id(t)] for t in self.graph.outputs]
         model = _graph.make_model(self.graph, inputs, outputs, name, model_class=SparseModel)
+        if budget is not None and self.gate_class.budget_replaces != "gamma":
+            model._attach_budget({"kind": budget[0], "target": budget[1]})
         for new, old, how in self.copies:
             _copy_weights(new, old, how)
         return model

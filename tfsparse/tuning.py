@@ -81,6 +81,20 @@ def default_space(method, hp):
             "gamma": hp.Float("gamma", 0.1, 0.99, default=defaults["gamma"])}
 
 
+def budget_space(cost):
+    """A space over one number, the budget (`target_flops` or
+    `target_params`, by `cost`): with a budget the method's penalty weight
+    is gone, so a search over the target alone traces the accuracy-cost
+    curve. Returns `space(method, hp)` for `SparsityHyperModel`."""
+    _checks.choice("cost", cost, COSTS)
+
+    def space(method, hp):
+        del method
+        return {f"target_{cost}": hp.Float(f"target_{cost}", 0.02, 1.0, sampling="log",
+                                           default=0.25)}
+    return space
+
+
 def training_space(hp):
     """How the weights train: Adam's learning rate and its schedule
     (`tfsparse.recipes.optimizer`). The defaults, constant 1e-3, are what

@@ -5,7 +5,7 @@ loses, and their weights absorb a gate's multiplier exactly."""
 import keras
 import numpy as np
 
-from tfsparse.channels.base import MapHandler, as_numpy, figures, positions
+from tfsparse.channels.base import MapHandler, Term, as_numpy, figures, positions
 from tfsparse.channels.elementwise import activation_at_zero, channelwise_activation
 
 BN_WEIGHTS = ("gamma", "beta", "moving_mean", "moving_variance")
@@ -74,6 +74,10 @@ class BatchNormHandler(MapHandler):
         return figures(units_kept=kept, units_total=total, weights_kept=kept * per_channel,
                        weights_total=total * per_channel, flops_kept=kept * n,
                        flops_total=total * n)
+
+    def cost_terms(self, node):
+        (y,), op = node.outputs, node.operation
+        return [Term(positions(y), op.count_params() // int(y.shape[-1]), ((y, None),))]
 
     def expected_flops(self, a, node, row, p):
         (y,) = node.outputs
@@ -175,6 +179,13 @@ class DepthwiseHandler(MapHandler):
         return figures(weights_kept=int(used.sum()) + n_bias * kept_out,
                        weights_total=kernel.size + n_bias * kernel.shape[1] * kernel.shape[2],
                        flops_kept=int(used.sum()) * n, flops_total=kernel.size * n)
+
+    def cost_terms(self, node):
+        (x,), (y,), op = node.input_tensors, node.outputs, node.operation
+        d = self.multiplier(node)
+        taps = int(np.prod(op.kernel.shape)) // (int(x.shape[-1]) * d)
+        bias = d if op.bias is not None else 0
+        return [Term(taps * d * positions(y), taps * d + bias, ((x, None),))]
 
     def expected_flops(self, a, node, row, p):
         (x,), (y,) = node.input_tensors, node.outputs

@@ -6,7 +6,7 @@ removes whole."""
 import keras
 import numpy as np
 
-from tfsparse.channels.base import LINEAR, Handler, as_numpy, figures
+from tfsparse.channels.base import LINEAR, Handler, Term, as_numpy, figures
 from tfsparse.layers import GatedMultiHeadAttention
 
 _PROJECTIONS = ("query_dense", "key_dense", "value_dense", "output_dense")
@@ -72,6 +72,19 @@ class AttentionHandler(Handler):
         flops = (t_q * d_q * k + t_kv * d_k * k + t_kv * d_v * v + t_q * t_kv * (k + v)
                  + t_q * v * d_out)
         return weights, flops
+
+    def cost_terms(self, node):
+        """Per head, scaled by the head gate's units (the query, key and value
+        channels come from a normalized stream, which is never gated)."""
+        op = node.operation
+        weights, flops = self.unit_cost(node)
+        gate = getattr(op, "head_gate", None)
+        heads = ((gate, None),) if gate is not None else ()
+        scale = 1 if gate is not None else op.num_heads
+        terms = [Term(flops * scale, weights * scale, heads)]
+        if op.use_bias:
+            terms.append(Term(0, int(node.outputs[0].shape[-1]), ()))
+        return terms
 
     # ---------------------------------------------------- forward / backward
     def kept_columns(self, a, node):

@@ -19,10 +19,27 @@ not know: it reads all of its input channels as they are, and its outputs are
 new channels.
 """
 
+import dataclasses
+
 import numpy as np
 from keras import ops
 
 OPAQUE, MAP, LINEAR, GATE = "opaque", "map", "linear", "gate"
+
+
+@dataclasses.dataclass(frozen=True)
+class Term:
+    """Part of a layer's cost as a function of which units are kept:
+    `flops` × Π over `selections` of (Σ of p(c) over the selected units),
+    and likewise `weights`. A selection is `(tensor, indices)` (channels of a
+    tensor; `indices` None for all) or `(gate, indices)` (units a gate held
+    inside the layer masks, such as attention heads). With every p 1 the
+    terms add up to the layer's dense cost; `tfsparse.budget` evaluates them
+    with the gates' open probabilities."""
+
+    flops: float
+    weights: float
+    selections: tuple = ()
 
 
 def positions(tensor):
@@ -89,6 +106,12 @@ class Handler:
         return []
 
     # ------------------------------------------------------------------ cost
+    def cost_terms(self, node):
+        """The layer's cost as `Term`s (an opaque layer: its weights, no FLOPs)."""
+        op = node.operation
+        count = op.count_params() if hasattr(op, "count_params") else 0
+        return [Term(0, count)] if count else []
+
     def cost(self, a, node):
         count = node.operation.count_params() if hasattr(node.operation,
                                                          "count_params") else 0
@@ -152,6 +175,9 @@ class MapHandler(Handler):
 
     def cost(self, a, node):
         return figures()
+
+    def cost_terms(self, node):
+        return []
 
     def per_example_on(self, a, node, on):
         (x, src), = self.links(node)

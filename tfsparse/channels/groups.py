@@ -77,7 +77,7 @@ class ChannelGroups:
         self._place(groups)
         self.groups = [g for g in groups if g.name not in self.left_whole and g.sites]
         self.reaches_output = {id(n) for n in self.nodes if self._role(n) == LINEAR
-                               and np.isin(self._comps(n.outputs[0]),
+                               and np.isin(self.comps(n.outputs[0]),
                                            self._output_comps).any()}
 
     # -------------------------------------------------------------- slots
@@ -115,14 +115,14 @@ class ChannelGroups:
         matrix = coo_matrix((np.ones(len(rows)), (rows, cols)), shape=(self.size, self.size))
         _, self.comp = connected_components(matrix, directed=False)
 
-    def _comps(self, tensor):
+    def comps(self, tensor):
         return self.comp[self._slots(tensor)]
 
     def _block(self):
         """Units that some reader needs whole."""
         blocked = set()
         for tensor in self.graph.outputs:
-            blocked.update(self._comps(tensor).tolist())
+            blocked.update(self.comps(tensor).tolist())
         self._output_comps = np.array(sorted(blocked), dtype=int)
         self.blocker = {}
         for node in self.nodes:
@@ -135,7 +135,7 @@ class ChannelGroups:
             else:
                 continue
             for tensor in readers:
-                for comp in self._comps(tensor).tolist():
+                for comp in self.comps(tensor).tolist():
                     self.blocker.setdefault(comp, node.operation)
         for comp in self._output_comps.tolist():
             self.blocker.setdefault(comp, None)
@@ -146,7 +146,7 @@ class ChannelGroups:
         for node in self.nodes:
             if self._role(node) != LINEAR:
                 continue
-            comps = self._comps(node.outputs[0])
+            comps = self.comps(node.outputs[0])
             name = node.operation.name
             reason = self._why_whole(comps)
             if reason:
@@ -168,7 +168,7 @@ class ChannelGroups:
         for node in self.nodes:
             handler = self.handler[id(node)]
             if self._role(node) == MAP and hasattr(handler, "unit_cost"):
-                comps = self._comps(node.input_tensors[0])
+                comps = self.comps(node.input_tensors[0])
                 group = owner.get(comps[0]) if comps.size else None
                 if group is not None:
                     group.layers.append(node)
@@ -202,11 +202,11 @@ class ChannelGroups:
 
     def _place_input(self, tensor, node, unit_of):
         read = {id(self._owner[c]): self._owner[c]
-                for c in set(self._comps(tensor).tolist()) if c in self._owner}
+                for c in set(self.comps(tensor).tolist()) if c in self._owner}
         if not read:
             return
         tensor, reader = self.hoist(tensor, node)
-        comps = self._comps(tensor)
+        comps = self.comps(tensor)
         for group in read.values():
             site = _layout(comps, unit_of[id(group)])
             if site is None:

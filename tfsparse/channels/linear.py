@@ -5,7 +5,7 @@ multiplier folds) and produce new channels (kernel columns)."""
 import keras
 import numpy as np
 
-from tfsparse.channels.base import LINEAR, Handler, as_numpy, figures, positions
+from tfsparse.channels.base import LINEAR, Handler, Term, as_numpy, figures, positions
 from tfsparse.channels.elementwise import activation_at_zero, channelwise_activation
 from tfsparse.layers import SparseConv2D, SparseDense, _KernelGated
 
@@ -139,6 +139,14 @@ class LinearHandler(Handler):
                        weights_total=total + n_bias * kernel.shape[-1],
                        flops_kept=kept * n, flops_total=total * n)
 
+    def cost_terms(self, node):
+        (x,), (y,), op = node.input_tensors, node.outputs, node.operation
+        taps = int(np.prod(op.kernel.shape[:-2]))
+        terms = [Term(taps * positions(y), taps, ((x, None), (y, None)))]
+        if getattr(op, "bias", None) is not None:
+            terms.append(Term(0, 1, ((y, None),)))
+        return terms
+
     def expected_flops(self, a, node, row, p):
         (x,), (y,) = node.input_tensors, node.outputs
         kernel, _ = self.dense_kernel(a, node)
@@ -248,6 +256,19 @@ class GroupedConvHandler(LinearHandler):
 
 
 
+    def cost_terms(self, node):
+        (x,), (y,), op = node.input_tensors, node.outputs, node.operation
+        taps = int(np.prod(op.kernel.shape[:-2]))
+        per_in, per_out = int(x.shape[-1]) // op.groups, int(y.shape[-1]) // op.groups
+        terms = [Term(taps * positions(y), taps,
+                      ((x, np.arange(k * per_in, (k + 1) * per_in)),
+                       (y, np.arange(k * per_out, (k + 1) * per_out))))
+                 for k in range(op.groups)]
+        if op.bias is not None:
+            terms.append(Term(0, 1, ((y, None),)))
+        return terms
+
+
 class SeparableConvHandler(LinearHandler):
     """`SeparableConv1D/2D`: a depthwise half (input channel c → d channels)
     then a pointwise half that ends the group. A closed input channel frees
@@ -296,6 +317,16 @@ class SeparableConvHandler(LinearHandler):
         if bias is not None:
             weights.append(bias[cols] * (0.0 if dummy else 1.0))
         r.set_weights(layer, [w.astype("float32") for w in weights])
+
+    def cost_terms(self, node):
+        (x,), (y,), op = node.input_tensors, node.outputs, node.operation
+        d, n = op.depth_multiplier, positions(y)
+        taps = int(np.prod(op.depthwise_kernel.shape[:-2]))
+        terms = [Term(taps * d * n, taps * d, ((x, None),)),
+                 Term(d * n, d, ((x, None), (y, None)))]
+        if op.bias is not None:
+            terms.append(Term(0, 1, ((y, None),)))
+        return terms
 
     def cost(self, a, node):
         (x,), (y,), op = node.input_tensors, node.outputs, node.operation

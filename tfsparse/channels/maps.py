@@ -4,7 +4,7 @@ Concatenate along the channel axis."""
 
 import numpy as np
 
-from tfsparse.channels.base import MapHandler, figures, positions
+from tfsparse.channels.base import MapHandler, Term, figures, positions
 
 
 def _channels_last(op):
@@ -37,6 +37,9 @@ class PoolingHandler(PassThroughHandler):
         kept = int(np.count_nonzero(a.live[id(y)]))
         per_channel = self.flops_per_channel(node)
         return figures(flops_kept=kept * per_channel, flops_total=channels * per_channel)
+
+    def cost_terms(self, node):
+        return [Term(self.flops_per_channel(node), 0, ((node.outputs[0], None),))]
 
     def expected_flops(self, a, node, row, p):
         (y,) = node.outputs

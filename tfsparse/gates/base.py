@@ -80,6 +80,10 @@ class Gate(keras.layers.Layer):
     structure_choices = (UNIT, WEIGHT)
     # Input-dependent gates (DBB) keep a per-example mask after compaction.
     input_dependent = False
+    # The setting a budget (`sparsify(..., target_flops=...)`) takes the place
+    # of: "lam" for penalties a Lagrangian replaces, None where the penalty
+    # stays (a variational method's KL).
+    budget_replaces = None
 
     def __init__(self, structure=UNIT, dataset_size=1, group_size=1, seed=None,
                  lr_multiplier=1.0, units=None, **kwargs):
@@ -173,6 +177,13 @@ class Gate(keras.layers.Layer):
         """The regularizer added to the loss: `regularization() / dataset_size`,
         zero once the gate is hardened."""
         return (1.0 - self.hardened) * self.regularization() / float(self.dataset_size)
+
+    def open_probability(self):
+        """Differentiable probability that each unit is kept (float32, shape
+        `mask_shape`): what a budget (`sparsify(..., target_flops=...)`)
+        counts as a unit's expected share of the cost."""
+        raise NotImplementedError(
+            f"{type(self).__name__} defines no open_probability(), which budgets need.")
 
     def inference_mask(self, inputs):
         """The mask used when `training=False`; per example for DBB."""

@@ -269,6 +269,9 @@ class BetaBernoulliGate(Gate):
         """E_q[π] per channel (the Kumaraswamy mean b·B(1 + 1/a, b))."""
         return self.posterior().mean()
 
+    def open_probability(self):
+        return self.expected_pi()
+
     def sample_pi(self):
         """One draw π ~ q, shape [C]."""
         a, b = self.concentrations()
@@ -495,6 +498,11 @@ class DependentBetaBernoulliGate(BetaBernoulliGate):
     # ---------------------------------------------------- dynamic part
     def _normalize(self, pooled, mean, variance):
         return self.gamma * (pooled - mean) * ops.rsqrt(variance + self.epsilon) + self.beta
+
+    def open_probability(self):
+        """E[π] × the per-example factor of an average example: the pooled
+        input is normalized by its statistics, so its mean maps to β."""
+        return self.expected_pi() * ops.clip(self.beta, 0.0, 1.0)
 
     def dynamic_mask(self, inputs):
         """The per-example factor d = clip(h, 0, 1) at inference, [B, C]."""

@@ -85,6 +85,9 @@ class HardConcreteGate(Gate):
           Regularization](https://arxiv.org/abs/1712.01312)
     """
 
+    # A budget replaces the L0 penalty (see tfsparse.budget).
+    budget_replaces = "lam"
+
     def __init__(self, lam=0.1, init_drop_rate=0.5, temperature=BETA, per_example=False,
                  structure=UNIT, dataset_size=1, group_size=1, seed=None, **kwargs):
         super().__init__(structure=structure, dataset_size=dataset_size,
@@ -113,6 +116,9 @@ class HardConcreteGate(Gate):
 
     def deterministic_mask(self):
         return hard_concrete_mean_mask(self.log_alpha)
+
+    def open_probability(self):
+        return prob_nonzero(self.log_alpha, self.temperature)
 
     def regularization(self):
         p_open = prob_nonzero(self.log_alpha, self.temperature)

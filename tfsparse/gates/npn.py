@@ -61,6 +61,9 @@ class NPNGate(Gate):
           stochastic binary networks](https://arxiv.org/abs/1807.11143)
     """
 
+    # A budget replaces the L0 penalty (see tfsparse.budget).
+    budget_replaces = "lam"
+
     def __init__(self, lam=0.1, k=None, k_plastic=7.0, mode=PRUNE, init_size=None,
                  estimator=ARM, structure=UNIT, dataset_size=1, group_size=1, seed=None,
                  **kwargs):
@@ -114,6 +117,9 @@ class NPNGate(Gate):
     def probability(self):
         """π = σ(k·φ), the probability that each gate is open."""
         return ops.sigmoid(self.k * self.phi)
+
+    def open_probability(self):
+        return self.probability()
 
     def sample_mask(self, inputs):
         if self.estimator == HARD_CONCRETE:

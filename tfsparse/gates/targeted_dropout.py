@@ -120,6 +120,9 @@ class TargetedDropoutGate(Gate):
           Dropout](https://arxiv.org/abs/1905.13678)
     """
 
+    # A budget sets γ: the fraction of units dropped (tfsparse.budget).
+    budget_replaces = "gamma"
+
     def __init__(self, alpha=0.5, gamma=0.5, structure=WEIGHT, seed=None, **kwargs):
         super().__init__(structure=structure, seed=seed, **kwargs)
         self.initial_alpha = float(_checks.number("alpha", alpha, low=0, high=1))

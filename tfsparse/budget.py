@@ -1,0 +1,285 @@
+"""Budgets: a target cost instead of a penalty weight.
+
+`sparsify(model, method, dataset_size=N, target_flops=F)` asks for a model
+that keeps a fraction F of the dense multiply-adds (`target_params`: of the
+weights). Two pieces make that happen:
+
+- `CostModel`: the cost that `tfsparse.summary` counts, as a differentiable
+  function of the gates' open probabilities (`Gate.open_probability()`): every
+  layer's cost is a sum of `tfsparse.channels.base.Term`s, products of the
+  expected numbers of kept input and output units (a convolution's
+  multiply-adds are taps × positions × E[kept inputs] × E[kept outputs]).
+  With every unit kept it is the dense count; with the gates' deterministic
+  masks it is what the compact model costs.
+- A Lagrangian (Wang et al. 2020, "Structured Pruning of Large Language
+  Models"; CoFi, Xia et al. 2022): the loss gets λ₁·(c − t) + λ₂·(c − t)²,
+  where c is the expected cost as a fraction of the dense cost and t the
+  target, and the multipliers λ₁, λ₂ are trained by gradient *ascent*
+  (`SparseModel.train_step` negates their gradients). While the model is
+  over budget λ₁ grows and pushes the gates closed; under budget it turns
+  negative and lets units reopen. The target is lowered from 1 to t over a
+  warm-up (the scheduler assigns it), and at hardening the units with the
+  lowest open probabilities are closed until the deterministic cost is
+  within the target (`CostModel.project`), so the compact model meets it.
+
+For hard-concrete and NPN the Lagrangian replaces the L0 penalty (λ is set
+to 0); Beta-Bernoulli keeps its KL (its prior is the method) and the
+Lagrangian adds the budget's pull; DBB's cost counts the per-example factor
+of an average example. Targeted dropout has no learned gates: its γ is set
+from the target directly (`targeted_dropout_rate`).
+"""
+
+import numpy as np
+from keras import ops
+
+from tfsparse import _checks, _graph
+from tfsparse.channels.base import GATE
+from tfsparse.channels.groups import ChannelGroups
+from tfsparse.gates.base import UNIT, Gate
+
+KINDS = ("flops", "params")
+
+
+def check_target(target_flops, target_params):
+    """(kind, fraction) of a budget, or None; errors name the argument."""
+    if target_flops is not None and target_params is not None:
+        raise ValueError("Give `target_flops` or `target_params`, not both.")
+    for name, value in (("target_flops", target_flops), ("target_params", target_params)):
+        if value is not None:
+            _checks.number(name, value, low=0, high=1, low_open=True)
+            return name[len("target_"):], float(value)
+    return None
+
+
+class CostModel:
+    """The expected cost of a gated model (see the module docstring).
+
+    Args:
+        model: a Sequential or Functional model with unit gates (nested
+            models are not supported: sparsify's models are flat).
+        kind: `"flops"` (multiply-adds per example) or `"params"` (weights).
+
+    Attributes:
+        gates: the unit gates, in the order of the probability vector.
+        dense: the cost with every unit kept.
+    """
+
+    def __init__(self, model, kind="flops"):
+        self.kind = _checks.choice("kind", kind, KINDS)
+        graph = _graph.functional_of(model)
+        if _graph.has_nested_models(graph):
+            raise ValueError("A budget needs a flat model (tfsparse.sparsify returns one); "
+                             f"{model.name!r} holds nested models.")
+        self.groups = ChannelGroups(graph)
+        self._layout_gates()
+        self._layout_channels()
+        self._collect_terms()
+        self.dense = float(self._evaluate_numpy(np.ones(self.size)))
+
+    # ------------------------------------------------------------ layout
+    def _layout_gates(self):
+        """Index 0 of the probability vector is the constant 1; each unit
+        gate's units follow in graph order."""
+        self.gates, self.start, position = [], {}, 1
+        for node in self.groups.nodes:
+            handler = self.groups.handler[id(node)]
+            found = [node.operation] if handler.role == GATE else []
+            for gate in found + list(handler.inner_gates(node)):
+                if id(gate) not in self.start and gate.structure == UNIT:
+                    self.gates.append(gate)
+                    self.start[id(gate)] = position
+                    position += int(gate.mask_shape[0])
+        self.size = position
+
+    def _layout_channels(self):
+        """`source[t]`, `extra[t]`: for each channel of tensor t, the index of
+        the probability that keeps it: its unit's gate (a gate that owns the
+        channel group), and a feature gate it passed through (a gate over
+        single features of a flattened tensor), 0 where none."""
+        owner = {}
+        self.extra = {}
+        for node in self.groups.nodes:
+            if self.groups.handler[id(node)].role != GATE:
+                continue
+            index = self._gate_indices(node)
+            comps = self.groups.comps(node.input_tensors[0])
+            covered = index > 0
+            units = {}
+            for comp, i in zip(comps[covered].tolist(), index[covered].tolist()):
+                units.setdefault(comp, set()).add(i)
+            if all(len(v) == 1 for v in units.values()) and len(units) == len(set(
+                    index[covered].tolist())):
+                owner.update({comp: i.pop() for comp, i in units.items()})
+            else:
+                self.extra[id(node.outputs[0])] = index
+        self._propagate_extra()
+        self.owner = owner
+
+    def _gate_indices(self, node):
+        """Per input channel of a gate call, the index of its unit (0 outside)."""
+        from tfsparse.channels.gate import coverage
+        (x,), gate = node.input_tensors, node.operation
+        offset, repeat = coverage(node)
+        units = int(gate.mask_shape[0])
+        index = np.zeros(int(x.shape[-1]), int)
+        index[offset:offset + units * repeat] = self.start[id(gate)] + np.repeat(
+            np.arange(units), repeat)
+        return index
+
+    def _propagate_extra(self):
+        for node in self.groups.nodes:
+            handler = self.groups.handler[id(node)]
+            if handler.role not in ("map", GATE) or len(node.outputs) != 1:
+                continue
+            links = handler.links(node)
+            if len(links) != 1 or id(links[0][0]) not in self.extra:
+                continue
+            (x, src), = links
+            out = np.where(src >= 0, self.extra[id(x)][np.maximum(src, 0)], 0)
+            if id(node.outputs[0]) in self.extra:  # a second feature gate: keep both
+                continue
+            self.extra[id(node.outputs[0])] = out
+
+    def _indices(self, selection):
+        """(probability indices, extra indices) of one selection."""
+        what, picked = selection
+        if isinstance(what, Gate):
+            units = np.arange(int(what.mask_shape[0]))
+            primary = self.start[id(what)] + (units if picked is None else units[picked])
+            return primary, np.zeros_like(primary)
+        comps = self.groups.comps(what)
+        primary = np.array([self.owner.get(c, 0) for c in comps.tolist()], dtype=int)
+        extra = self.extra.get(id(what), np.zeros(len(comps), int))
+        if picked is not None:
+            primary, extra = primary[picked], extra[picked]
+        return primary, extra
+
+    # ------------------------------------------------------------- terms
+    def _collect_terms(self):
+        primary, extra, segments, coefficients, left, right = [], [], [], [], [], []
+        count = 0
+        for node in self.groups.nodes:
+            for term in self.groups.handler[id(node)].cost_terms(node):
+                ids = []
+                for selection in term.selections:
+                    p, e = self._indices(selection)
+                    primary.append(p)
+                    extra.append(e)
+                    segments.append(np.full(len(p), count))
+                    ids.append(count)
+                    count += 1
+                ids += [-1] * (2 - len(ids))
+                left.append(ids[0])
+                right.append(ids[1])
+                coefficients.append(term.flops if self.kind == "flops" else term.weights)
+        self.primary = np.concatenate(primary) if primary else np.zeros(0, int)
+        self.extra_index = np.concatenate(extra) if extra else np.zeros(0, int)
+        self.segments = np.concatenate(segments) if segments else np.zeros(0, int)
+        self.selections = count
+        # -1 (no selection) reads the appended constant 1.
+        self.left = np.where(np.array(left, int) < 0, count, left)
+        self.right = np.where(np.array(right, int) < 0, count, right)
+        self.coefficients = np.array(coefficients, "float64")
+
+    # -------------------------------------------------------- evaluation
+    def probabilities(self):
+        """The probability vector: 1, then every gate's open probabilities."""
+        return ops.concatenate([ops.ones((1,), "float32")] + [
+            ops.reshape(ops.cast(g.open_probability(), "float32"), (-1,))
+            for g in self.gates], axis=0)
+
+    def expected(self):
+        """The expected cost (a float32 tensor, differentiable in the gates)."""
+        p = self.probabilities()
+        kept = ops.take(p, self.primary) * ops.take(p, self.extra_index)
+        sums = ops.segment_sum(kept, self.segments, num_segments=self.selections)
+        sums = ops.concatenate([sums, ops.ones((1,), "float32")], axis=0)
+        terms = ops.take(sums, self.left) * ops.take(sums, self.right)
+        return ops.sum(ops.convert_to_tensor(self.coefficients, "float32") * terms)
+
+    def _evaluate_numpy(self, p):
+        kept = p[self.primary] * p[self.extra_index]
+        sums = np.bincount(self.segments, weights=kept, minlength=self.selections)
+        sums = np.append(sums, 1.0)
+        return float(np.sum(self.coefficients * sums[self.left] * sums[self.right]))
+
+    def deterministic(self):
+        """(probability vector of the kept units, its cost as a fraction)."""
+        p = np.concatenate([[1.0]] + [
+            np.asarray(ops.convert_to_numpy(g.active()), "float64").reshape(-1)
+            for g in self.gates])
+        return p, self._evaluate_numpy(p) / self.dense
+
+    def project(self, target):
+        """The units to keep so that the deterministic cost is as close to
+        `target` (a fraction) as possible from below: over the target, the
+        kept units with the lowest open probabilities are closed; under it,
+        the closed units with the highest are reopened while the cost stays
+        within the target. Returns one bool array per gate."""
+        kept, fraction = self.deterministic()
+        probability = np.asarray(ops.convert_to_numpy(self.probabilities()), "float64")
+        closing = fraction > target
+        candidates = np.flatnonzero((kept[1:] > 0) == closing) + 1
+        order = candidates[np.argsort(probability[candidates] * (1 if closing else -1),
+                                      kind="stable")]
+
+        def changed(count):
+            trial = kept.copy()
+            trial[order[:count]] = 0.0 if closing else 1.0
+            return trial
+
+        def within(count):
+            return self._evaluate_numpy(changed(count)) / self.dense <= target
+
+        # The cost falls as units close and rises as they reopen: closing
+        # takes the fewest closures within the target, reopening the most
+        # reopenings still within it.
+        low, high = 0, len(order)
+        while low < high:
+            if closing:
+                middle = (low + high) // 2
+                low, high = (low, middle) if within(middle) else (middle + 1, high)
+            else:
+                middle = (low + high + 1) // 2
+                low, high = (middle, high) if within(middle) else (low, middle - 1)
+        kept = changed(low)
+        return [kept[self.start[id(g)]:self.start[id(g)] + int(g.mask_shape[0])] > 0
+                for g in self.gates]
+
+
+def targeted_dropout_rate(model, target, kind="flops"):
+    """γ for unit-level targeted dropout such that dropping that fraction of
+    the units of every kernel-gated layer keeps `target` of the dense cost
+    (of the layers whose inputs and outputs both shrink, the cost scales as
+    (1 − γ)²; of the others as 1 − γ)."""
+    from tfsparse.layers import _KernelGated
+
+    groups = ChannelGroups(_graph.functional_of(model))
+    shrinking = {id(n.outputs[0]) for n in groups.nodes
+                 if isinstance(n.operation, _KernelGated)}
+    owned = set()
+    for node in groups.nodes:
+        if id(node.outputs[0]) in shrinking:
+            owned.update(groups.comps(node.outputs[0]).tolist())
+    fixed, linear, square = 0.0, 0.0, 0.0
+    for node in groups.nodes:
+        for term in groups.handler[id(node)].cost_terms(node):
+            coefficient = term.flops if kind == "flops" else term.weights
+            ends = [sel for sel in term.selections if not isinstance(sel[0], Gate)]
+            shrunk = sum(bool(set(groups.comps(t).tolist()) & owned) for t, _ in ends)
+            size = np.prod([len(groups.comps(t)) for t, _ in ends]) if ends else 1
+            if shrunk == 0:
+                fixed += coefficient * size
+            elif shrunk == 1:
+                linear += coefficient * size
+            else:
+                square += coefficient * size
+    total = fixed + linear + square
+    low, high = 0.0, 1.0
+    for _ in range(50):  # bisection on the kept fraction k = 1 − γ
+        k = (low + high) / 2
+        if (fixed + linear * k + square * k * k) / total > target:
+            high = k
+        else:
+            low = k
+    return 1.0 - low
