@@ -34,10 +34,11 @@ SUITE_FILES = ("l0_npn.jsonl", "bb_dbb.jsonl", "targeted_dropout.jsonl", "cross.
 MODELS = ("lenet_300_100", "lenet_500_300", "lenet5_caffe")
 
 
-def saved_models(model, seed, records=RECORDS):
-    """(label, path) of every saved model of `model` and `seed` in the records."""
+def saved_models(model, seed, records=RECORDS, files=SUITE_FILES):
+    """(label, path) of every saved model of `model` and `seed` in the
+    records `files`."""
     found = {}
-    for name in SUITE_FILES:
+    for name in files:
         for record in load_records(os.path.join(records, name), missing_ok=True):
             config = record["config"]
             if config["model"] == model and config["seed"] == seed:
@@ -90,11 +91,12 @@ def reference(model, seed, paths, splits, runs, workdir):
 
 
 def measure_seed(model, seed, records=RECORDS, runs=500, tfmot=(), dataset=MNIST,
-                 tfmot_epochs=(15, 5), labels=None):
-    """Rows for the saved models of (`model`, `seed`) named in `labels` (all
-    by default) and for tfmot's sparsities, with size and latency ratios to
-    the dense network's TFLite file measured in this same call."""
-    paths = saved_models(model, seed, records)
+                 tfmot_epochs=(15, 5), labels=None, files=SUITE_FILES):
+    """Rows for the saved models of (`model`, `seed`) in the records `files`
+    named in `labels` (all by default) and for tfmot's sparsities, with size
+    and latency ratios to the dense network's TFLite file measured in this
+    same call."""
+    paths = saved_models(model, seed, records, files)
     if labels is not None:
         paths = {k: v for k, v in paths.items() if k in labels or k == "dense"}
     splits = data.load(dataset, validation_split=0.1, seed=seed)

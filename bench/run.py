@@ -11,7 +11,8 @@ import train
 # Options of train.py that a benchmark setting may override; flags are passed
 # when true. Every other setting is a method setting (`--set key=value`).
 _TRAIN_OPTIONS = ("batch_size", "lr", "lr_schedule", "validation_split", "out", "verbose",
-                  "pretrain_epochs", "prune_rate", "prune_level", "dbb_epochs")
+                  "pretrain_epochs", "prune_rate", "prune_level", "dbb_epochs",
+                  "target_flops", "target_params")
 _TRAIN_FLAGS = ("ramp", "export")
 DEFAULT_OUT = os.path.join("bench", "results", "runs")
 METHODS = train.METHODS
@@ -53,9 +54,9 @@ def run_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **se
         "--out", str(settings.pop("out", DEFAULT_OUT)),
         "--verbose", str(settings.pop("verbose", 2)),  # One line per epoch in logs.
     ]
-    for key in _TRAIN_OPTIONS:
-        if key in settings:
-            argv += [f"--{key.replace('_', '-')}", str(settings.pop(key))]
+    options = {key: settings.pop(key) for key in _TRAIN_OPTIONS if key in settings}
+    for key, value in options.items():
+        argv += [f"--{key.replace('_', '-')}", str(value)]
     for key in _TRAIN_FLAGS:
         if settings.pop(key, False):
             argv.append(f"--{key}")
@@ -74,6 +75,7 @@ def run_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **se
             "seed": seed,
             "epochs": epochs,
             "settings": method_settings,
+            "options": options,
         },
         "host": {
             "hostname": socket.gethostname(),

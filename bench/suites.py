@@ -1,4 +1,4 @@
-"""The benchmark configurations, by issue, on mnist-10k.
+"""The benchmark configurations, by issue, on mnist-10k (and Fashion-MNIST).
 
 Each entry is `(label, model, method, epochs, settings)`; `python -m
 bench.suites NAME` runs one suite (resuming: configurations already recorded
@@ -15,8 +15,11 @@ from bench import report, run
 
 MNIST = os.environ.get("TFSPARSE_MNIST", os.path.normpath(os.path.join(
     os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist-10k.npz")))
+FASHION = os.environ.get("TFSPARSE_FASHION", os.path.join(os.path.dirname(MNIST),
+                                                           "fashion-mnist.npz"))
 RECORDS = os.path.join("bench", "records")
 
+VIT_EPOCHS = 15
 # Gates learn 10× faster than weights (79 steps per epoch on 9,000 images).
 FAST_GATES = {"lr_multiplier": 10.0}
 SUITES = {
@@ -86,7 +89,31 @@ SUITES = {
         ("bb+dbb", "lenet_300_100", "bb", 100,
          {"pretrain_epochs": 10, "dbb_epochs": 30, "lr_multiplier": 50.0}),
     ],
+    # Issue 24: FLOPs budgets instead of λ, on the two LeNets (as long as
+    # their λ rows) and the Keras tutorial's convnet. Nothing was tuned: the
+    # recipes' defaults with the target in place of λ.
+    "budgets": [("dense", "mnist_convnet", "dense", 30, {}),
+                # The recipes' default λ on the tutorial convnet: the issue's
+                # "removed nothing" starting point, beside the targets.
+                ("hard_concrete", "mnist_convnet", "hard_concrete", 30, FAST_GATES),
+                ("npn-prune", "mnist_convnet", "npn", 30, FAST_GATES)] + [
+        (f"{method}-t{target}", model, method, epochs,
+         {"target_flops": target, **FAST_GATES})
+        for model, epochs in (("lenet_300_100", 100), ("lenet5_caffe", 60),
+                              ("mnist_convnet", 30))
+        for method in ("hard_concrete", "npn")
+        for target in (0.5, 0.25, 0.1, 0.05)
+    ],
+    # Issue 18: the small ViT on Fashion-MNIST; the target asks for a bit
+    # more than half of the attention and feed-forward multiply-adds to go
+    # (the patch embedding and classifier are a sliver of the total).
+    "vit_fashion": [("dense", "vit", "dense", VIT_EPOCHS, {})] + [
+        (method, "vit", method, VIT_EPOCHS, {"target_flops": 0.45})
+        for method in ("hard_concrete", "npn")
+    ],
 }
+# Suites on another dataset than mnist-10k.
+DATASETS = {"vit_fashion": FASHION}
 
 
 def done(path, label, model, seed):
@@ -107,10 +134,12 @@ def scaled(epochs, settings, scale):
     return max(1, round(epochs * scale)), settings
 
 
-def run_suite(name, seeds=(0,), models=None, only=None, records=RECORDS, dataset=MNIST,
+def run_suite(name, seeds=(0,), models=None, only=None, records=RECORDS, dataset=None,
               epochs_scale=1.0, runs_dir=None):
     """Runs the configurations of suite `name` that `records/<name>.jsonl`
-    does not hold yet for each seed; returns the path of that file."""
+    does not hold yet for each seed, on `dataset` (default: the suite's own,
+    mnist-10k for most); returns the path of that file."""
+    dataset = dataset or DATASETS.get(name, MNIST)
     path = os.path.join(records, f"{name}.jsonl")
     extra = {"out": runs_dir} if runs_dir else {}
     for seed in seeds:
@@ -126,7 +155,7 @@ def run_suite(name, seeds=(0,), models=None, only=None, records=RECORDS, dataset
 
 
 def main(argv=None):
-    p = argparse.ArgumentParser(description="Runs one benchmark suite on mnist-10k.")
+    p = argparse.ArgumentParser(description="Runs one benchmark suite.")
     p.add_argument("suite", choices=sorted(SUITES))
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--only", nargs="*", default=None, help="labels to run (default: all)")

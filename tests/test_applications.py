@@ -70,7 +70,7 @@ def _close_half(sparse, seed=0):
 
 
 def _set(variable, where, value):
-    values = variable.numpy().copy()
+    values = np.array(variable, copy=True)
     values[where] = value
     return values
 
@@ -104,23 +104,24 @@ def _whole_path(dense, method, x, y, tmp_path=None, **settings):
 
 
 # ------------------------------------------------------- keras.applications
-@pytest.mark.parametrize("name", APPLICATIONS)
-def test_keras_applications(name, tmp_path):
+# Both families share the graph analysis; each application runs one of them
+# (alternating) and the layer patterns below run both.
+@pytest.mark.parametrize("name, method", [
+    (name, ("hard_concrete", "npn")[i % 2]) for i, name in enumerate(APPLICATIONS)])
+def test_keras_applications(name, method, tmp_path):
     dense = _application(name, classes=10, classifier_activation=None)
     x, y = _data((SIZE, SIZE, 3))
     calibrate_batch_norm(dense, x * 255)  # outputs of order 1, not 1e-12
-    for method in ("hard_concrete", "npn"):
-        exported = name in EXPORTED and method == "hard_concrete"
-        _whole_path(dense, method, x * 255, y, tmp_path / method if exported else None)
+    _whole_path(dense, method, x * 255, y, tmp_path if name in EXPORTED else None)
 
 
-def test_application_inside_a_new_head_is_flattened_and_gated(tmp_path):
+def test_application_inside_a_new_head_is_flattened_and_gated():
     base = _application("MobileNetV2", include_top=False, pooling="avg")
     dense = keras.Sequential([keras.Input((SIZE, SIZE, 3)), base,
                               keras.layers.Dense(10, name="head")])
     x, y = _data((SIZE, SIZE, 3))
     calibrate_batch_norm(dense, x)
-    sparse, small = _whole_path(dense, "hard_concrete", x, y, tmp_path)
+    sparse, small = _whole_path(dense, "hard_concrete", x, y)
     inner = {layer.name for layer in base.layers}
     assert sum(g.name[:-len("_gate")] in inner for g in gates_of(sparse)) >= 17
     assert not any(isinstance(layer, keras.Model) for layer in small.layers)

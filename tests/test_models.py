@@ -13,6 +13,10 @@ def test_lenet5_caffe_params():
     assert models.lenet5_caffe((28, 28, 1), 10).count_params() == 431_080
 
 
+def test_mnist_convnet_params():
+    assert models.mnist_convnet((28, 28, 1), 10).count_params() == 34_826
+
+
 def test_lenet_500_300_params():
     # 784*500+500 + 500*300+300 + 300*10+10
     assert models.lenet_500_300().count_params() == 545_810
@@ -41,7 +45,7 @@ CASES = [
     (name, shape)
     for name in models.MODELS
     for shape in [(28, 28, 1), (8, 8, 1), (32, 32, 3)]
-    if not (name == "lenet5_caffe" and shape == (8, 8, 1))
+    if not (name in ("lenet5_caffe", "mnist_convnet") and shape == (8, 8, 1))
 ]
 
 
@@ -72,6 +76,7 @@ EXPECTED_GATES = {
     "lenet_300_100": ["input", "fc1", "fc2"],
     "lenet_500_300": ["input", "fc1", "fc2"],
     "lenet5_caffe": ["input", "conv1", "conv2", "fc1"],
+    "mnist_convnet": ["conv1", "conv2"],
     "vgg_like": ["input", "conv1_1", "conv1_2", "conv2_1", "conv2_2", "conv3_1", "conv3_2", "fc1"],
     "resnet20": ["input"] + [f"s{s}b{b}_conv1" for s in (1, 2, 3) for b in range(1, 4)],
     "resnet32": ["input"] + [f"s{s}b{b}_conv1" for s in (1, 2, 3) for b in range(1, 6)],

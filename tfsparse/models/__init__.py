@@ -18,7 +18,8 @@ It is never called for the classifier. Returning `None` leaves that place
 ungated. The factory names the layers it returns; names must be unique.
 """
 
-from tfsparse.models.lenets import lenet5_caffe, lenet_300_100, lenet_500_300, vgg_like
+from tfsparse.models.lenets import (lenet5_caffe, lenet_300_100, lenet_500_300, mnist_convnet,
+                                    vgg_like)
 from tfsparse.models.mobilenets import mobilenet_v2
 from tfsparse.models.resnets import resnet20, resnet32, resnet56
 from tfsparse.models.transformers import PositionEmbedding, text_encoder, vit
@@ -29,6 +30,7 @@ MODELS = {
     "lenet_300_100": lenet_300_100,
     "lenet_500_300": lenet_500_300,
     "lenet5_caffe": lenet5_caffe,
+    "mnist_convnet": mnist_convnet,
     "vgg_like": vgg_like,
     "resnet20": resnet20,
     "resnet32": resnet32,

@@ -160,3 +160,33 @@ def vgg_like(input_shape=(28, 28, 1), num_classes=10, gate_factory=None):
     return keras.Sequential(stack, name="vgg_like")
 
 
+
+
+def mnist_convnet(input_shape=(28, 28, 1), num_classes=10, gate_factory=None):
+    """The Keras tutorial's MNIST convnet ("Simple MNIST convnet", keras.io).
+
+    Layers: `conv1` (32 3x3 valid, ReLU) -> `pool1` -> `conv2` (64 3x3
+    valid, ReLU) -> `pool2` -> `flatten` -> `dropout` (0.5) -> `logits`
+    (no softmax). 34,826 parameters on 28x28x1 inputs with 10 classes.
+
+    Args:
+        input_shape: image shape `(H, W, C)`, at least 10x10.
+        num_classes: number of output logits.
+        gate_factory: optional `gate_factory(name) -> Layer | None`, called
+            with `"conv1"` and `"conv2"` (after each convolution's ReLU).
+
+    Returns:
+        An uncompiled `keras.Sequential` that outputs logits.
+
+    References:
+        - F. Chollet, "Simple MNIST convnet", https://keras.io/examples/vision/mnist_convnet/
+    """
+    check_image_shape(input_shape, "mnist_convnet", 10)
+    stack = [keras.Input(shape=tuple(input_shape))]
+    for i, filters in enumerate((32, 64), start=1):
+        stack.append(layers.Conv2D(filters, 3, activation="relu", name=f"conv{i}"))
+        append_gate(stack, gate_factory, f"conv{i}")
+        stack.append(layers.MaxPooling2D(2, name=f"pool{i}"))
+    stack += [layers.Flatten(name="flatten"), layers.Dropout(0.5, name="dropout"),
+              layers.Dense(num_classes, name="logits")]
+    return keras.Sequential(stack, name="mnist_convnet")

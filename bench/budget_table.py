@@ -1,0 +1,146 @@
+"""Issue 24's table and plot: FLOPs budgets against the hand-tuned λ rows.
+
+    python -m bench.budget_table [--records bench/records]
+
+Reads `budgets.jsonl` (from `python -m bench.suites budgets`) and the λ-driven
+runs of the same networks (`l0_npn.jsonl`, the dashboard's rows) and writes
+`budgets.md` (reached FLOPs fraction, its deviation from the target and the
+test error, per network, method and target; then each λ row beside the budget
+runs' error interpolated at the λ row's FLOPs) and `budgets_<model>.png`
+(test error against FLOPs kept, budget runs joined by a line, λ rows as
+crosses) next to the records.
+"""
+
+import argparse
+import os
+import statistics
+
+import numpy as np
+
+from bench.report import load_records
+
+BUDGETS = "budgets.jsonl"
+LAMBDA_SUITES = ("l0_npn.jsonl", "budgets.jsonl")
+# A budget run's family, to compare it with the λ rows of the same method.
+FAMILY = {"hard_concrete": "hard_concrete", "npn": "npn-prune"}
+
+
+def _target(record):
+    return record.get("config", {}).get("options", {}).get("target_flops")
+
+
+def _label(record):
+    return record.get("config", {}).get("label") or record["method"]
+
+
+def _figures(record):
+    total = record["sparsity"]["total"] if record.get("sparsity") else None
+    flops = total["flops_fraction"] if total else 1.0
+    return flops, 100 * record["test_error"]
+
+
+def budget_runs(records_dir):
+    """{(model, family): [(target, flops, error)]} sorted by target, seed 0
+    and later seeds averaged."""
+    groups = {}
+    for record in load_records(os.path.join(records_dir, BUDGETS), missing_ok=True):
+        target = _target(record)
+        if target is None:
+            continue
+        key = (record["model"], FAMILY[record["method"]], target)
+        groups.setdefault(key, []).append(_figures(record))
+    out = {}
+    for (model, family, target), figures in sorted(groups.items()):
+        flops = statistics.fmean(f for f, _ in figures)
+        error = statistics.fmean(e for _, e in figures)
+        out.setdefault((model, family), []).append((target, flops, error))
+    return out
+
+
+def lambda_rows(records_dir, models):
+    """{(model, label): (flops, error)} averaged over seeds: the λ-driven
+    runs and the dense baselines of `models`."""
+    groups = {}
+    for name in LAMBDA_SUITES:
+        for record in load_records(os.path.join(records_dir, name), missing_ok=True):
+            if record["model"] not in models or _target(record) is not None:
+                continue
+            groups.setdefault((record["model"], _label(record)), []).append(_figures(record))
+    return {key: (statistics.fmean(f for f, _ in v), statistics.fmean(e for _, e in v))
+            for key, v in groups.items()}
+
+
+def error_at(curve, flops):
+    """The budget curve's error at `flops`, interpolated in log FLOPs (None
+    outside the curve's range)."""
+    points = sorted((f, e) for _, f, e in curve)
+    xs = np.log([f for f, _ in points])
+    if not points or not xs[0] <= np.log(flops) <= xs[-1]:
+        return None
+    return float(np.interp(np.log(flops), xs, [e for _, e in points]))
+
+
+def to_markdown(curves, lambdas):
+    lines = ["| model | method | target | FLOPs kept | off target | test error (%) |",
+             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    for (model, family), curve in curves.items():
+        for target, flops, error in curve:
+            lines.append(f"| {model} | {family} | {target:g} | {flops:.4f} | "
+                         f"{100 * (flops / target - 1):+.1f} % | {error:.2f} |")
+    lines += ["", "| model | λ row | FLOPs kept | test error (%) | budget runs at that FLOPs |",
+              "| --- | --- | ---: | ---: | ---: |"]
+    for (model, label), (flops, error) in sorted(lambdas.items()):
+        curve = curves.get((model, label))
+        at = error_at(curve, flops) if curve else None
+        budget = f"{at:.2f}" if at is not None else "outside the targets' range"
+        if label == "dense":
+            budget = ""
+        lines.append(f"| {model} | {label} | {flops:.4f} | {error:.2f} | {budget} |")
+    return "\n".join(lines) + "\n"
+
+
+def plot(curves, lambdas, model, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for (m, family), curve in curves.items():
+        if m != model:
+            continue
+        line, = ax.plot([f for _, f, _ in curve], [e for _, _, e in curve], "o-",
+                        label=f"{family}, FLOPs target")
+        for label, (flops, error) in ((k[1], v) for k, v in lambdas.items() if k[0] == model):
+            if label == family:
+                ax.plot(flops, error, "x", color=line.get_color(), markersize=10,
+                        label=f"{family}, hand-tuned λ")
+    dense = lambdas.get((model, "dense"))
+    if dense:
+        ax.axhline(dense[1], color="gray", linestyle=":", label="dense")
+    ax.set_xscale("log")
+    ax.set_xlabel("FLOPs kept (fraction of dense)")
+    ax.set_ylabel("test error (%)")
+    ax.set_title(f"{model}: budgets against λ (mnist-10k)")
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--records", default=os.path.join("bench", "records"))
+    args = p.parse_args(argv)
+    curves = budget_runs(args.records)
+    models = sorted({model for model, _ in curves})
+    lambdas = lambda_rows(args.records, models)
+    table = to_markdown(curves, lambdas)
+    with open(os.path.join(args.records, "budgets.md"), "w") as f:
+        f.write(table)
+    for model in models:
+        plot(curves, lambdas, model, os.path.join(args.records, f"budgets_{model}.png"))
+    print(table, end="")
+
+
+if __name__ == "__main__":
+    main()
