@@ -14,7 +14,7 @@ demo: $(STAMP)
 		--set per_example=true --epochs 100 --export --run-name demo --verbose 0
 
 test: $(STAMP)
-	$(PY) -m pytest -q -n 2 tests
+	$(PY) -m pytest -q -n 2 --dist worksteal tests
 
 # The whole benchmark pipeline in minutes (1 seed, epochs / 20) into bench/results/quick/.
 bench: $(STAMP)

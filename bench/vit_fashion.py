@@ -26,20 +26,16 @@ SUITE = "vit_fashion"
 
 
 def blocks(small):
-    """[(heads kept, heads, units kept)] per transformer block of a compact ViT."""
+    """[(heads kept, units kept)] per transformer block of a compact ViT."""
     out = []
-    i = 0
-    while True:
+    for i in range(1, len(small.layers)):
         try:
             attention = small.get_layer(f"block{i}_attention")
         except ValueError:
             return out
-        try:
-            heads = attention.num_heads
-        except AttributeError:  # Every head closed: the branch became a constant.
-            heads = 0
-        out.append((heads, small.get_layer(f"block{i}_fc1").units))
-        i += 1
+        # Every head closed: the branch became a constant (no `num_heads`).
+        out.append((getattr(attention, "num_heads", 0), small.get_layer(f"block{i}_fc1").units))
+    return out
 
 
 def block_flops(summary):
@@ -50,11 +46,11 @@ def block_flops(summary):
     return sum(r["flops_kept"] for r in rows), sum(r["flops_total"] for r in rows)
 
 
-def rows(seed, records, runs):
+def rows(seed, records, runs, dataset=suites.FASHION):
     path = os.path.join(records, f"{SUITE}.jsonl")
     trained = {r["config"]["label"]: r for r in load_records(path)
                if r["config"]["seed"] == seed}
-    measured = export_bench.measure_seed("vit", seed, records, runs, dataset=suites.FASHION,
+    measured = export_bench.measure_seed("vit", seed, records, runs, dataset=dataset,
                                          files=(f"{SUITE}.jsonl",))
     out = []
     for m in measured:
@@ -88,9 +84,14 @@ def main(argv=None):
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--runs", type=int, default=300, help="latency repetitions")
     p.add_argument("--records", default=suites.RECORDS)
+    # A smoke run: `--dataset digits --epochs-scale 0.07 --records /tmp/vit`.
+    p.add_argument("--dataset", default=suites.FASHION)
+    p.add_argument("--epochs-scale", type=float, default=1.0)
     args = p.parse_args(argv)
-    suites.run_suite(SUITE, args.seeds, records=args.records)
-    table = [r for seed in args.seeds for r in rows(seed, args.records, args.runs)]
+    suites.run_suite(SUITE, args.seeds, records=args.records, dataset=args.dataset,
+                     epochs_scale=args.epochs_scale)
+    table = [r for seed in args.seeds
+             for r in rows(seed, args.records, args.runs, args.dataset)]
     with open(os.path.join(args.records, f"{SUITE}_latency.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in table)
     markdown = to_markdown(table)

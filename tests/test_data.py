@@ -147,11 +147,26 @@ def test_npz_float_out_of_range(tmp_path):
 # --- tensorflow-datasets ----------------------------------------------------
 
 
+@pytest.mark.parametrize("name", ["mnist", "fashion_mnist", "cifar10"])
+def test_tfds_loader_reads_the_real_features_offline(name):
+    """The real tensorflow-datasets path, on examples that
+    `tfds.testing.mock_data` generates from the dataset's own features."""
+    tfds = pytest.importorskip("tensorflow_datasets")
+    with tfds.testing.mock_data(num_examples=30):
+        splits = data.load(name, validation_split=0.2)
+    x, y = splits.train
+    shape = (32, 32, 3) if name == "cifar10" else (28, 28, 1)
+    assert x.shape == (24,) + shape and splits.val[0].shape == (6,) + shape
+    assert splits.test[0].shape[1:] == shape
+    assert x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
+    assert y.dtype == np.int64 and splits.num_classes == 10
+
+
 def test_tfds_failure_has_clear_message(monkeypatch):
     tfds = pytest.importorskip("tensorflow_datasets")
 
     def offline(*args, **kwargs):
-        raise ConnectionError("no network")
+        raise ConnectionError("no network")  # What requests raises offline: an OSError.
 
     monkeypatch.setattr(tfds, "load", offline)
     with pytest.raises(RuntimeError, match="mnist") as info:

@@ -39,6 +39,14 @@ class SparsityScheduler(keras.callbacks.Callback):
     `cost` (expected) and `cost_target`; NPN's expansion wakes no gate while
     `cost_kept` is at or over the target.
 
+    Without any of `schedules`, `harden_at`, `expand_between` and
+    `budget_reached_at`, the scheduler plans itself when `fit` starts: it
+    reads the model's gates and the `epochs` of the fit and runs their
+    method's recipe (`tfsparse.recipes.recipe`: NPN's three stages, hardening
+    at 75 % of the epochs under a budget, ...), and says what it chose in a
+    log line. `SparsityScheduler(schedules={})` is the empty plan (logging
+    only).
+
     Args:
         schedules: dict mapping a scheduled-value name (`"k"`, `"temperature"`,
             `"alpha"`, `"gamma"`, `"kl_weight"`, ...) to a
@@ -84,8 +92,11 @@ class SparsityScheduler(keras.callbacks.Callback):
         if budget_reached_at is not None:
             _checks.number("budget_reached_at", budget_reached_at, low=0, integer=True)
         self.budget_reached_at = budget_reached_at
+        self.planned = (schedules, harden_at, expand_between, budget_reached_at) == (None,) * 4
 
     def get_config(self):
+        if self.planned:  # Plans itself again at its next fit.
+            return {"monitor": self.monitor}
         return {"schedules": {name: keras.saving.serialize_keras_object(s)
                               for name, s in self.schedules.items()},
                 "harden_at": self.harden_at, "expand_between": self.expand_between,
@@ -95,6 +106,8 @@ class SparsityScheduler(keras.callbacks.Callback):
     # ------------------------------------------------------------- lifecycle
     def on_train_begin(self, logs=None):
         self._fitting = True
+        if self.planned:
+            self._plan()
         self._gates = gates_of(self.model)
         known = {name for gate in self._gates for name in gate.scheduled}
         unknown = sorted(set(self.schedules) - known)
@@ -169,6 +182,34 @@ class SparsityScheduler(keras.callbacks.Callback):
             logs["cost_kept"] = self.model.cost_model.deterministic()[1]
 
     # -------------------------------------------------------------- helpers
+    def _plan(self):
+        """Takes the plan of the model's method for this fit's epochs."""
+        from tfsparse import recipes  # recipes build schedulers: imported when used
+        epochs = self.params.get("epochs")
+        if epochs is None:
+            raise ValueError("SparsityScheduler() plans from the `epochs` of `fit`, which "
+                             "did not pass them; give it `harden_at` (and `schedules`).")
+        method, plan = recipes.planned_scheduler(self.model, epochs)
+        for name in ("schedules", "harden_at", "expand_between", "expand_size",
+                     "expand_fill", "budget_reached_at"):
+            setattr(self, name, getattr(plan, name))
+        if self.params.get("verbose", 1):
+            print(f"SparsityScheduler: {method} over {epochs} epochs: "
+                               f"{plan.describe()}.")
+
+    def describe(self):
+        """The plan in words (the log line of a self-planned scheduler)."""
+        parts = [f"{name} scheduled ({type(s).__name__})"
+                 for name, s in self.schedules.items()]
+        if self.expand_between is not None:
+            parts.append(f"expansion in epochs {self.expand_between[0]}-"
+                         f"{self.expand_between[1] - 1}")
+        if self.budget_reached_at is not None:
+            parts.append(f"budget reached by epoch {self.budget_reached_at}")
+        parts.append(f"hardening at epoch {self.harden_at}" if self.harden_at is not None
+                     else "no hardening")
+        return ", ".join(parts)
+
     def _step(self):
         return int(self.model.optimizer.iterations.numpy())
 

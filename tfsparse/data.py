@@ -176,20 +176,24 @@ def _load_tfds(name, data_dir):
     import tensorflow_datasets as tfds
 
     try:
-        train, test = tfds.load(
-            name,
-            split=["train", "test"],
-            as_supervised=True,
-            batch_size=-1,
-            data_dir=data_dir,
-        )
-        (x_train, y_train), (x_test, y_test) = tfds.as_numpy((train, test))
-    except Exception as e:  # Network, checksum, disk: all mean "not available".
+        splits = tfds.load(name, split=["train", "test"], as_supervised=True,
+                           data_dir=data_dir)
+    except (OSError, tfds.download.DownloadError) as e:  # No network, disk or checksum.
         raise DatasetUnavailableError(
             f"Could not download or prepare the tensorflow-datasets dataset "
             f"{name!r} ({type(e).__name__}: {e}). {_OFFLINE_HINT}"
         ) from e
-    return (x_train, y_train.astype(np.int64)), (x_test, y_test.astype(np.int64))
+    return tuple(_as_arrays(tfds, split) for split in splits)
+
+
+def _as_arrays(tfds, split):
+    # In batches rather than `batch_size=-1`, which needs the split's size
+    # up front (tfds.testing.mock_data's generated splits have none).
+    images, labels = [], []
+    for x, y in tfds.as_numpy(split.batch(8192)):
+        images.append(x)
+        labels.append(y)
+    return np.concatenate(images), np.concatenate(labels).astype(np.int64)
 
 
 def _load_digits(seed):

@@ -13,21 +13,13 @@ import keras
 
 from tfsparse import _checks, schedules
 from tfsparse.callbacks import SparsityScheduler
-from tfsparse.gates.npn import OPEN_LOGIT
-from tfsparse.sparsify import METHODS, gate_class
+from tfsparse.defaults import RECOMMENDED
+from tfsparse.gates.base import gates_of
+from tfsparse.gates.npn import OPEN_LOGIT, NPNGate
+from tfsparse.sparsify import METHODS, gate_class, method_of
 
-# Defaults measured on mnist-10k (10,000 training images, 79 steps per
-# epoch): gates learn 10× faster than weights so that they settle within a
-# hundred epochs (the papers had 469 steps per epoch on full MNIST).
-DEFAULTS = {
-    "hard_concrete": {"lam": 0.05, "init_drop_rate": 0.2, "lr_multiplier": 10.0},
-    "npn": {"lam": 0.05, "lr_multiplier": 10.0},
-    # BB's E[π] must fall under 1e-3 to prune: measured on LeNet-500-300, 10×
-    # kept 394-380-261 after 60 epochs, 50× 183-117-67 after 100.
-    "bb": {"lr_multiplier": 50.0},
-    "dbb": {},
-    "targeted_dropout": {"alpha": 0.5, "gamma": 0.5},
-}
+# The recommended settings (`tfsparse.defaults`), under their old name.
+DEFAULTS = RECOMMENDED
 # NPN's plastic-stage k by mode (the paper's LeNet runs).
 NPN_K_PLASTIC = {"prune": 7.0, "expand": 1.0}
 # NPN's stage boundaries as fractions of training (the paper: 100 and 350 of
@@ -100,7 +92,23 @@ def recipe(method, epochs, steps_per_epoch=None, ramp=False, target_flops=None,
         ramps = schedules.targeted_dropout_ramp(merged["alpha"], merged["gamma"],
                                                 epochs * steps_per_epoch)
         return Recipe(method, merged, SparsityScheduler(ramps, harden_at=harden_at))
-    return Recipe(method, merged, SparsityScheduler(harden_at=harden_at))
+    return Recipe(method, merged, SparsityScheduler({}, harden_at=harden_at))
+
+
+def planned_scheduler(model, epochs):
+    """The scheduler the recipe of `model`'s method gives for `epochs` epochs:
+    what `SparsityScheduler()` without a plan runs. NPN gates keep their own
+    mode and k_plastic; a budget the model carries sets the recipe's target."""
+    gates = gates_of(model)
+    method = method_of(gates)
+    settings = {}
+    npn = [gate for gate in gates if isinstance(gate, NPNGate)]
+    if npn:
+        settings.update(mode=npn[0].mode, k_plastic=npn[0].k_plastic)
+    budget = getattr(model, "budget", None)
+    if budget is not None:
+        settings[f"target_{budget['kind']}"] = budget["target"]
+    return method, recipe(method, epochs, **settings).scheduler
 
 
 def optimizer(learning_rate=1e-3, schedule="constant", total_steps=None):

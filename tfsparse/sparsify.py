@@ -33,7 +33,7 @@ import re
 
 import keras
 
-from tfsparse import _checks, _graph
+from tfsparse import _checks, _graph, defaults
 from tfsparse import budget as budget_lib
 from tfsparse.channels.groups import ChannelGroups
 from tfsparse.channels.linear import LinearHandler
@@ -62,6 +62,21 @@ def gate_class(method):
                 else beta_bernoulli.DependentBetaBernoulliGate)
     from tfsparse.gates.targeted_dropout import TargetedDropoutGate
     return TargetedDropoutGate
+
+
+def method_of(gates):
+    """The method name whose gates `gates` are (a model that went BB → DBB
+    keeps BB gates where DBB's factor would read several inputs: "dbb")."""
+    found = [m for m in METHODS if any(type(gate) is gate_class(m) for gate in gates)]
+    if not found:
+        raise ValueError("The model has no tfsparse gate: sparsify it first "
+                         "(`tfsparse.sparsify(model, method, ...)`).")
+    if set(found) <= {"bb", "dbb"}:
+        return found[-1]
+    if len(found) > 1:
+        raise ValueError(f"The model mixes the gates of several methods ({found}): "
+                         "give SparsityScheduler its plan explicitly.")
+    return found[0]
 
 
 def sparsify(model, method, *, dataset_size=None, target_flops=None, target_params=None,
@@ -103,7 +118,11 @@ def sparsify(model, method, *, dataset_size=None, target_flops=None, target_para
         seed: base seed of the gates' random generators (gate i gets seed+i).
         verbose: 1 prints which channel groups were left whole and why (the
             classifier's aside), 2 also lists the gates, 0 prints nothing.
-        **settings: the method's own settings, validated by its gate class:
+        **settings: the method's own settings, validated by its gate class;
+            any left out is the library's recommendation
+            (`tfsparse.defaults.RECOMMENDED`: e.g. hard-concrete λ = 0.05,
+            gates learning 10× faster than the weights), not the gate
+            class's paper default:
             `hard_concrete`: lam, init_drop_rate, temperature;
             `npn`: lam, k, k_plastic, mode, init_size (int, or list with one
             entry per hidden-unit gate), estimator;
@@ -136,6 +155,8 @@ def sparsify(model, method, *, dataset_size=None, target_flops=None, target_para
     budget = budget_lib.check_target(target_flops, target_params)
     if budget is not None:
         settings = _settings_under_budget(method, family, level, settings, budget)
+    settings = defaults.with_recommended(
+        method, settings, leave_out=family.budget_replaces if budget is not None else None)
     if method != "targeted_dropout":
         if dataset_size is None:
             raise ValueError(f"method={method!r} needs `dataset_size`, the number of "
