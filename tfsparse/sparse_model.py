@@ -182,6 +182,9 @@ class SparseModel(keras.Model):
                 y_pred = self(x, training=True)
                 loss = self._compute_loss(x=x, y=y, y_pred=y_pred,
                                           sample_weight=sample_weight, training=True)
+                # ARM compares this pass's loss with the antithetic pass's,
+                # which has no budget term: the term must stay out of f₂.
+                sampled_loss = loss
                 if self.budget is not None:
                     term, cost = self._budget_term()
                     loss = loss + term
@@ -209,7 +212,8 @@ class SparseModel(keras.Model):
         gate_gradients = self._unscaled(gradients[len(weights):])
         if arm_gates:
             self._add_arm_gradients(gate_variables, gate_gradients, arm_gates, noise,
-                                    tf.stop_gradient(antithetic_loss), tf.stop_gradient(loss))
+                                    tf.stop_gradient(antithetic_loss),
+                                    tf.stop_gradient(sampled_loss))
         if self.budget is not None:  # the multipliers ascend
             gate_gradients[-1] = -gate_gradients[-1]
         boosted = [(v, g.lr_multiplier) for g in gates if g.lr_multiplier != 1.0
