@@ -40,7 +40,7 @@ def test_deterministic_cases_match_one_device(results):
 
 MULTI_WORKER_SCRIPT = os.path.join(os.path.dirname(__file__), "helpers",
                                    "multi_worker_check.py")
-MULTI_WORKER_METHODS = ("hard_concrete", "npn", "dbb", "targeted_dropout")
+MULTI_WORKER_METHODS = ("npn", "dbb", "targeted_dropout")
 
 
 def _free_ports(count):
@@ -55,7 +55,7 @@ def _free_ports(count):
 
 def test_two_workers_end_on_identical_weights(tmp_path):
     """MultiWorkerMirroredStrategy, 2 processes on localhost (TF_CONFIG): one
-    epoch of a sparsified LeNet-5 per gate family (BB within DBB); every
+    epoch of a sparsified LeNet-5 of three gate families (see the helper); every
     weight, gate state included, must be bit-identical on both workers, and
     training must have changed them."""
     ports = ",".join(map(str, _free_ports(2)))

@@ -112,7 +112,7 @@ def _close_random_units(model, rng):
         gate.log_alpha.assign(values)
 
 
-@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2 ** 31 - 1))
 def test_random_graphs_compact_to_the_same_function(seed):
     dense = _RandomGraph(seed).model()
