@@ -3,6 +3,8 @@ deployed CNNs (residual, concatenated, depthwise, squeeze-and-excitation,
 1-D), through sparsify → training steps with a strong penalty → compact
 (equal to the gated model, fewer multiply-adds) → export (TFLite on LiteRT)."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -12,14 +14,14 @@ from bench.applications import calibrate_batch_norm
 from tfsparse import models
 from tfsparse.gates import HardConcreteGate, NPNGate, gates_of
 
+FULL_TESTS = os.environ.get("TFSPARSE_FULL_TESTS") == "1"
 SIZE = 32
 APPLICATIONS = ("MobileNetV2", "MobileNetV3Small", "ResNet50", "EfficientNetB0",
                 "DenseNet121", "ConvNeXtTiny")
 # Exporting takes 30-50 s per network on 2 cores: the suite exports
-# MobileNetV3Small (its hard-swish is built from keras.ops) and, below, a
-# MobileNetV2 under a new head; `python -m bench.applications --export`
-# exports every network.
-EXPORTED = ("MobileNetV3Small",)
+# MobileNetV3Small (its hard-swish is built from keras.ops);
+# `python -m bench.applications --export` exports every network.
+EXPORTED = {"MobileNetV3Small": "npn"}
 # NPN trains with its hard-concrete estimator here: ARM's second forward pass
 # doubles an eager step of a big network (ARM is tested in test_npn.py).
 STRONG = {"hard_concrete": dict(lam=50.0, lr_multiplier=100.0),
@@ -106,16 +108,21 @@ def _whole_path(dense, method, x, y, tmp_path=None, **settings):
 
 
 # ------------------------------------------------------- keras.applications
-# One family per network, alternating (the suite's time budget); the layer
-# patterns below run both families, and `python -m bench.applications`
-# takes every network through compaction and export at 224x224.
-@pytest.mark.parametrize("name, method", [
-    (name, ("hard_concrete", "npn")[i % 2]) for i, name in enumerate(APPLICATIONS)])
+# `make test`: one family per network, alternating (the suite's time
+# budget; the layer patterns below run both). `make test-full`
+# (TFSPARSE_FULL_TESTS=1): both families on every network.
+FAMILIES = ("hard_concrete", "npn")
+CASES = ([(name, method) for name in APPLICATIONS for method in FAMILIES] if FULL_TESTS
+         else [(name, FAMILIES[i % 2]) for i, name in enumerate(APPLICATIONS)])
+
+
+@pytest.mark.parametrize("name, method", CASES)
 def test_keras_applications(name, method, tmp_path):
     dense = _application(name, classes=10, classifier_activation=None)
     x, y = _data((SIZE, SIZE, 3))
     calibrate_batch_norm(dense, x * 255)  # outputs of order 1, not 1e-12
-    _whole_path(dense, method, x * 255, y, tmp_path if name in EXPORTED else None)
+    exported = EXPORTED.get(name) == method
+    _whole_path(dense, method, x * 255, y, tmp_path if exported else None)
 
 
 def test_application_inside_a_new_head_is_flattened_and_gated():

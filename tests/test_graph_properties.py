@@ -2,6 +2,8 @@
 channel groups support, `sparsify` places gates, random units close, and the
 compact model computes exactly what the gated one computes."""
 
+import os
+
 import keras
 import numpy as np
 from hypothesis import HealthCheck, assume, given, settings
@@ -112,7 +114,8 @@ def _close_random_units(model, rng):
         gate.log_alpha.assign(values)
 
 
-@settings(max_examples=120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+# `make test-full` (TFSPARSE_FULL_TESTS=1) checks 200 graphs.
+@settings(max_examples=200 if os.environ.get("TFSPARSE_FULL_TESTS") == "1" else 120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.integers(0, 2 ** 31 - 1))
 def test_random_graphs_compact_to_the_same_function(seed):
     dense = _RandomGraph(seed).model()
