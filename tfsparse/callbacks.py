@@ -194,8 +194,7 @@ class SparsityScheduler(keras.callbacks.Callback):
                      "expand_fill", "budget_reached_at"):
             setattr(self, name, getattr(plan, name))
         if self.params.get("verbose", 1):
-            print(f"SparsityScheduler: {method} over {epochs} epochs: "
-                               f"{plan.describe()}.")
+            print(f"SparsityScheduler: {method} over {epochs} epochs: {plan.describe()}.")
 
     def describe(self):
         """The plan in words (the log line of a self-planned scheduler)."""

@@ -13,7 +13,7 @@ import keras
 
 from tfsparse import _checks, schedules
 from tfsparse.callbacks import SparsityScheduler
-from tfsparse.defaults import RECOMMENDED
+from tfsparse.defaults import RECOMMENDED, with_recommended
 from tfsparse.gates.base import gates_of
 from tfsparse.gates.npn import OPEN_LOGIT, NPNGate
 from tfsparse.sparsify import METHODS, gate_class, method_of
@@ -73,12 +73,12 @@ def recipe(method, epochs, steps_per_epoch=None, ramp=False, target_flops=None,
     """
     _checks.choice("method", method, METHODS)
     _checks.number("epochs", epochs, low=1, integer=True)
-    merged = {**DEFAULTS[method], **settings}
+    merged = with_recommended(method, settings)
     budget = {key: value for key, value in (("target_flops", target_flops),
                                              ("target_params", target_params))
               if value is not None}
     if budget:
-        merged = _under_budget(method, merged, settings, budget)
+        merged = _under_budget(method, settings, budget)
     if method == "npn":
         if "harden_fraction" in merged:
             raise ValueError("`harden_fraction` does not apply to NPN, which hardens at "
@@ -144,13 +144,13 @@ def _harden_at(epochs, harden_fraction):
     return round(harden_fraction * epochs)
 
 
-def _under_budget(method, merged, settings, budget):
+def _under_budget(method, settings, budget):
     """The recipe's settings with a budget in place of the penalty weight."""
     key = gate_class(method).budget_replaces
     if key is not None and key in settings:
         raise ValueError(f"`{key}` and `{next(iter(budget))}` are alternatives: the budget "
                          "sets it.")
-    merged = {name: value for name, value in merged.items() if name != key}
+    merged = with_recommended(method, settings, leave_out=key)
     if method == "targeted_dropout":
         merged["level"] = "unit"
     return {**merged, **budget}

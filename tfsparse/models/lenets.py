@@ -160,8 +160,6 @@ def vgg_like(input_shape=(28, 28, 1), num_classes=10, gate_factory=None):
     return keras.Sequential(stack, name="vgg_like")
 
 
-
-
 def mnist_convnet(input_shape=(28, 28, 1), num_classes=10, gate_factory=None):
     """The Keras tutorial's MNIST convnet ("Simple MNIST convnet", keras.io).
 
