@@ -216,6 +216,21 @@ class SparseModel(keras.Model):
                                     tf.stop_gradient(sampled_loss))
         if self.budget is not None:  # the multipliers ascend
             gate_gradients[-1] = -gate_gradients[-1]
+        # No variable may change before the antithetic pass has read it. The
+        # automatic control dependencies say so, but Grappler's dependency
+        # optimizer can drop that order when an optimizer's IdentityN links
+        # every update to every gradient, φ's ARM term included
+        # (bench/grappler_read_order.py shows it without tfsparse).
+        with tf.control_dependencies([antithetic_loss] if arm_gates else []):
+            self._apply_updates(gates, weights, weight_gradients, gate_variables,
+                                gate_gradients)
+        logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+        if cost is not None:
+            logs = {**logs, "cost": cost, "cost_target": tf.identity(self.budget_target)}
+        return logs
+
+    def _apply_updates(self, gates, weights, weight_gradients, gate_variables,
+                       gate_gradients):
         boosted = [(v, g.lr_multiplier) for g in gates if g.lr_multiplier != 1.0
                    for v in g.trainable_weights]
         if self.budget is not None:
@@ -231,10 +246,6 @@ class SparseModel(keras.Model):
             if variable.constraint is not None:
                 new = variable.constraint(new)
             variable.assign(new)
-        logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-        if cost is not None:
-            logs = {**logs, "cost": cost, "cost_target": tf.identity(self.budget_target)}
-        return logs
 
     def _unscaled(self, gradients):
         """Gate gradients without a mixed-precision loss scale (the gates'
