@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-full bench bench-full
+.PHONY: demo test test-full bench bench-full docs package
 
 # digits gives 12 steps per epoch: per-example masks (lower-variance gradients) prune
 # 37-118-29 units at 3.06 % error where the default one-mask-per-batch keeps 39-200-37 at 3.61 %.
@@ -39,3 +39,26 @@ $(STAMP): setup.cfg pyproject.toml | $(PY)
 bench-full: $(STAMP)
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) -m bench
+
+# The documentation site (docs/ and the docstrings) into site/; a broken link,
+# a missing page or a docstring that does not render fails the build.
+DOCS_VENV := .venv-docs
+docs: $(DOCS_VENV)/.installed
+	NO_MKDOCS_2_WARNING=1 $(DOCS_VENV)/bin/mkdocs build --strict
+
+$(DOCS_VENV)/.installed: docs/requirements.txt
+	$(PYTHON) -m venv $(DOCS_VENV)
+	$(DOCS_VENV)/bin/pip install -q -r docs/requirements.txt
+	touch $@
+
+# A wheel and an sdist into dist/; the wheel installed into a fresh venv runs
+# the README's example outside the repository.
+WHEEL_VENV := .venv-wheel
+package: $(STAMP)
+	rm -rf dist $(WHEEL_VENV)
+	$(VENV)/bin/pip install -q build
+	$(PY) -m build --outdir dist .
+	$(PYTHON) -m venv $(WHEEL_VENV)
+	$(WHEEL_VENV)/bin/pip install -q dist/tfsparse-*.whl
+	cd "$$(mktemp -d)" && TF_CPP_MIN_LOG_LEVEL=2 $(CURDIR)/$(WHEEL_VENV)/bin/python \
+		$(CURDIR)/tests/helpers/readme_example.py --epochs 2

@@ -1,4 +1,4 @@
-"""The README's benchmark dashboard in one command.
+"""The benchmark dashboard (docs/benchmarks.md) in one command.
 
     python -m bench                 # full: 3 seeds, hours on 2 cores, resumes
     python -m bench --quick         # the same pipeline, 1 seed, epochs / 20: minutes

@@ -1,7 +1,7 @@
 """The dashboard: one table per network and its plots, from the records.
 
     python -m bench.table [--records bench/records] [--out bench/records/dashboard.md]
-    python -m bench.table --readme README.md   # also rewrites the README's dashboard
+    python -m bench.table --page docs/benchmarks.md   # also rewrites the docs' dashboard
 
 Reads the suites' training records (`<suite>.jsonl`), the TFLite
 measurements (`export.jsonl`, from `bench.export_bench`) and the step times
@@ -251,27 +251,29 @@ def render(records_dir, out=None, models=MODELS):
     return text
 
 
-README_START = "<!-- dashboard:start (python -m bench.table --readme README.md) -->"
-README_END = "<!-- dashboard:end -->"
+PAGE_START = "<!-- dashboard:start (python -m bench.table --page docs/benchmarks.md) -->"
+PAGE_END = "<!-- dashboard:end -->"
 
 
-def update_readme(path, text, plots_dir):
-    """Replaces the README's block between the dashboard markers with the
-    tables of `text` and links to the plots `render` wrote into `plots_dir`."""
+def update_page(path, text, plots_dir):
+    """Replaces the block between the dashboard markers of a Markdown page
+    (the documentation's benchmarks page) with the tables of `text` and links
+    to the plots `render` wrote into `plots_dir` (a path from the repository
+    root: the documentation site serves bench/records/ at the same path)."""
     with open(path) as f:
-        readme = f.read()
-    if README_START not in readme or README_END not in readme:
-        raise ValueError(f"{path} has no dashboard markers ({README_START!r} ... "
-                         f"{README_END!r}).")
-    head, rest = readme.split(README_START, 1)
-    _, tail = rest.split(README_END, 1)
+        page = f.read()
+    if PAGE_START not in page or PAGE_END not in page:
+        raise ValueError(f"{path} has no dashboard markers ({PAGE_START!r} ... "
+                         f"{PAGE_END!r}).")
+    head, rest = page.split(PAGE_START, 1)
+    _, tail = rest.split(PAGE_END, 1)
     images = []
     for model in MODELS:
         for kind, what in (("tradeoff", "error against FLOPs"), ("units", "units kept")):
             image = os.path.join(plots_dir, f"dashboard_{kind}_{model}.png")
             if os.path.exists(image):
                 images.append(f"![{model}: {what}]({image})")
-    block = "\n".join([README_START, "", text.strip(), "", "\n".join(images), "", README_END])
+    block = "\n".join([PAGE_START, "", text.strip(), "", "\n".join(images), "", PAGE_END])
     with open(path, "w") as f:
         f.write(head + block + tail)
 
@@ -280,12 +282,13 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--records", default=os.path.join("bench", "records"))
     p.add_argument("--out", default=None)
-    p.add_argument("--readme", default=None, help="rewrite the dashboard block of this file")
+    p.add_argument("--page", default=None,
+                   help="rewrite the dashboard block of this Markdown file (docs/benchmarks.md)")
     args = p.parse_args(argv)
     out = args.out or os.path.join(args.records, "dashboard.md")
     text = render(args.records, out)
-    if args.readme:
-        update_readme(args.readme, text, os.path.dirname(out) or ".")
+    if args.page:
+        update_page(args.page, text, os.path.dirname(out) or ".")
     print(text, end="")
 
 

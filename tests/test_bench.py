@@ -77,20 +77,20 @@ def test_verdict_picks_the_fewest_flops_within_the_error_margin():
     assert "No method" in verdict([row("dense", 4.0, 1.0), row("a", 9.0, 0.1)])
 
 
-def test_update_readme_rewrites_only_the_marked_block(tmp_path):
+def test_update_page_rewrites_only_the_marked_block(tmp_path):
     import pytest
 
-    from bench.table import README_END, README_START, update_readme
+    from bench.table import PAGE_END, PAGE_START, update_page
 
     readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{README_START}\nold table\n{README_END}\noutro\n")
-    update_readme(readme, "#### new table\n", str(tmp_path))
+    readme.write_text(f"intro\n{PAGE_START}\nold table\n{PAGE_END}\noutro\n")
+    update_page(readme, "#### new table\n", str(tmp_path))
     text = readme.read_text()
     assert text.startswith("intro\n") and text.endswith("\noutro\n")
     assert "new table" in text and "old table" not in text
     readme.write_text("no markers")
     with pytest.raises(ValueError, match="dashboard markers"):
-        update_readme(readme, "x", str(tmp_path))
+        update_page(readme, "x", str(tmp_path))
 
 
 def test_step_times_are_medians_of_step_gaps_paired_by_round():

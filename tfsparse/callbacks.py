@@ -62,12 +62,11 @@ class SparsityScheduler(keras.callbacks.Callback):
         expand_size: gates each layer wakes at a time (the paper: 1).
         budget_reached_at: epoch by which a budget's target is reached.
 
-    Example:
-
-    >>> scheduler = SparsityScheduler(
-    ...     schedules={"k": tfsparse.schedules.npn_stages(7, 100, 350)},
-    ...     harden_at=350)
-    >>> model.fit(x, y, epochs=500, callbacks=[scheduler])
+    Examples:
+        >>> scheduler = SparsityScheduler(
+        ...     schedules={"k": tfsparse.schedules.npn_stages(7, 100, 350)},
+        ...     harden_at=350)
+        >>> model.fit(x, y, epochs=500, callbacks=[scheduler])
     """
 
     def __init__(self, schedules=None, harden_at=None, expand_between=None,

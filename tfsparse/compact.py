@@ -69,10 +69,9 @@ def compact(model):
             function (the message names the gates and layers involved).
         TypeError: `model` is a subclassed model.
 
-    Example:
-
-    >>> small = tfsparse.compact(sparse)
-    >>> tfsparse.summary(small)
+    Examples:
+        >>> small = tfsparse.compact(sparse)
+        >>> tfsparse.summary(small)
     """
     analysis = ChannelAnalysis(model, strict=True)
     return _Rebuild(analysis).model(f"{model.name}_compact")

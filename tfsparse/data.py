@@ -96,11 +96,10 @@ def load(name_or_path, validation_split=0.1, normalize=True, seed=0, data_dir=No
         DatasetUnavailableError: (a `RuntimeError`) tensorflow-datasets could
             not download or prepare the dataset.
 
-    Example:
-
-    >>> splits = load("digits", validation_split=0.1)
-    >>> x, y = splits.train
-    >>> x.shape[1:], splits.num_classes
+    Examples:
+        >>> splits = load("digits", validation_split=0.1)
+        >>> x, y = splits.train
+        >>> x.shape[1:], splits.num_classes
     ((8, 8, 1), 10)
     """
     _check_validation_split(validation_split)

@@ -87,10 +87,9 @@ def export(model, directory, tflite=True, quantize=None, representative_data=Non
             inputs or outputs (TFLite check).
         OSError: `directory` cannot be written.
 
-    Example:
-
-    >>> report = tfsparse.export(small, "saved_models/run", test_data=(x, y))
-    >>> report["tflite"]["parity"]["ok"], report["sizes_bytes"]["tflite"]
+    Examples:
+        >>> report = tfsparse.export(small, "saved_models/run", test_data=(x, y))
+        >>> report["tflite"]["parity"]["ok"], report["sizes_bytes"]["tflite"]
     """
     _check_arguments(model, tflite, quantize, representative_data, sparse_weights,
                      latency_runs)

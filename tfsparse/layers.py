@@ -89,8 +89,8 @@ class SparseDense(_KernelGated):
 
     Args:
         units: number of output units.
-        activation, use_bias, kernel_initializer, bias_initializer,
-        kernel_regularizer: as in `keras.layers.Dense`.
+        activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer: as
+            in `keras.layers.Dense`.
         kernel_gate: a `tfsparse.gates.Gate` applied to the kernel, viewed as
             [inputs, units]: a weight gate masks single weights, a unit gate
             masks whole columns (output units). `None` makes a plain Dense.
@@ -99,11 +99,10 @@ class SparseDense(_KernelGated):
         inputs: a tensor of shape `(..., input_dim)`.
         training: whether the gate samples a training mask.
 
-    Example:
-
-    >>> from tfsparse.gates import HardConcreteGate
-    >>> layer = SparseDense(300, activation="relu",
-    ...                     kernel_gate=HardConcreteGate(structure="weight"))
+    Examples:
+        >>> from tfsparse.gates import HardConcreteGate
+        >>> layer = SparseDense(300, activation="relu",
+        ...                     kernel_gate=HardConcreteGate(structure="weight"))
     """
 
     def __init__(self, units, **kwargs):
@@ -138,8 +137,8 @@ class SparseConv2D(_KernelGated):
     Args:
         filters, kernel_size, strides, padding: as in `keras.layers.Conv2D`
             (`padding` is "valid" or "same").
-        activation, use_bias, kernel_initializer, bias_initializer,
-        kernel_regularizer, kernel_gate: as in `SparseDense`.
+        activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer, kernel_gate:
+            as in `SparseDense`.
 
     Call arguments:
         inputs: a tensor of shape `(batch, height, width, channels)`.
@@ -233,12 +232,11 @@ class GatedMultiHeadAttention(keras.layers.MultiHeadAttention):
         head_gate: a unit `tfsparse.gates.Gate` with one mask value per head
             (built with `units=num_heads`), its serialized config, or None.
 
-    Example:
-
-    >>> attention = GatedMultiHeadAttention(
-    ...     num_heads=4, key_dim=16,
-    ...     head_gate=HardConcreteGate(lam=0.1, dataset_size=60000, units=4))
-    >>> y = attention(x, x)
+    Examples:
+        >>> attention = GatedMultiHeadAttention(
+        ...     num_heads=4, key_dim=16,
+        ...     head_gate=HardConcreteGate(lam=0.1, dataset_size=60000, units=4))
+        >>> y = attention(x, x)
     """
 
     def __init__(self, num_heads, key_dim, head_gate=None, **kwargs):

@@ -137,9 +137,8 @@ def sparsify(model, method, *, dataset_size=None, target_flops=None, target_para
         ValueError: a bad setting, or no gate can be placed in `model` (the
             message says why for each layer).
 
-    Example:
-
-    >>> sparse = tfsparse.sparsify(model, "npn", dataset_size=60000, lam=0.1)
+    Examples:
+        >>> sparse = tfsparse.sparsify(model, "npn", dataset_size=60000, lam=0.1)
     """
     graph = _graph.flattened(model)
     _checks.choice("method", method, METHODS)

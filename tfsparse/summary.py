@@ -92,26 +92,25 @@ def summary(model, input_shape=None, print_fn=print, x=None):
     Returns:
         A dict:
         - `"layers"`: one dict per layer call, with `name`, `type`,
-          `units_kept`/`units_total` (None where a layer has no units),
-          `weights_kept`/`weights_total`, `flops_kept`/`flops_total` and,
-          with `x`, `flops_expected` (a float);
+            `units_kept`/`units_total` (None where a layer has no units),
+            `weights_kept`/`weights_total`, `flops_kept`/`flops_total` and,
+            with `x`, `flops_expected` (a float);
         - `"total"`: the sums of the weights and FLOPs columns, and
-          `weights_fraction` / `flops_fraction` (kept / total); with `x`
-          also `flops_expected` and `flops_expected_fraction` (expected /
-          total FLOPs);
+            `weights_fraction` / `flops_fraction` (kept / total); with `x`
+            also `flops_expected` and `flops_expected_fraction` (expected /
+            total FLOPs);
         - `"gates"`: one dict per unit gate in graph order (`name`, `type`,
-          `units_kept`, `units_total`, `input_dependent` and, with `x`,
-          `avg_active_units`);
+            `units_kept`, `units_total`, `input_dependent` and, with `x`,
+            `avg_active_units`);
         - `"units_kept"`, `"units_total"`: the gates' lists, e.g.
-          [266, 88, 33] and [784, 300, 100] for a trained LeNet-300-100;
+            [266, 88, 33] and [784, 300, 100] for a trained LeNet-300-100;
         - `"gate_params"`: number of variables held by the gates.
 
-    Example:
-
-    >>> figures = tfsparse.summary(sparse)
-    >>> figures["units_kept"], figures["total"]["flops_kept"]
-    >>> figures = tfsparse.summary(dbb_model, x=x_test[:1000])
-    >>> 1 / figures["total"]["flops_expected_fraction"]   # FLOPs speed-up
+    Examples:
+        >>> figures = tfsparse.summary(sparse)
+        >>> figures["units_kept"], figures["total"]["flops_kept"]
+        >>> figures = tfsparse.summary(dbb_model, x=x_test[:1000])
+        >>> 1 / figures["total"]["flops_expected_fraction"]   # FLOPs speed-up
     """
     _ensure_built(model, input_shape)
     try:

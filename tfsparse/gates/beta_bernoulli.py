@@ -201,12 +201,11 @@ class BetaBernoulliGate(Gate):
         inputs: tensor whose last axis holds the channels.
         training: Python boolean; `True` samples a mask and adds the KL.
 
-    Example:
-
-    >>> x = keras.Input((784,))
-    >>> h = BetaBernoulliGate(dataset_size=60000, name="input_gate")(x)
-    >>> h = keras.layers.Dense(500, activation="relu")(h)
-    >>> h = BetaBernoulliGate(dataset_size=60000)(h)
+    Examples:
+        >>> x = keras.Input((784,))
+        >>> h = BetaBernoulliGate(dataset_size=60000, name="input_gate")(x)
+        >>> h = keras.layers.Dense(500, activation="relu")(h)
+        >>> h = BetaBernoulliGate(dataset_size=60000)(h)
 
     References:
         - [Lee et al., 2018. Adaptive Network Sparsification with Dependent
@@ -381,10 +380,9 @@ class DependentBetaBernoulliGate(BetaBernoulliGate):
         training: Python boolean; `True` samples both masks, updates the
             moving statistics and adds the KL.
 
-    Example:
-
-    >>> bb = model.get_layer("dense_1_gate")          # a trained BB gate
-    >>> dbb = DependentBetaBernoulliGate.from_bb(bb)  # built, a, b copied
+    Examples:
+        >>> bb = model.get_layer("dense_1_gate")          # a trained BB gate
+        >>> dbb = DependentBetaBernoulliGate.from_bb(bb)  # built, a, b copied
 
     References:
         - [Lee et al., 2018. Adaptive Network Sparsification with Dependent
@@ -635,10 +633,9 @@ class DynamicBetaBernoulliMask(keras.layers.Layer):
     Call arguments:
         inputs: tensor `[B, …, units]`.
 
-    Example:
-
-    >>> layer = dbb_gate.compacted_layer(kept=[0, 3, 4])
-    >>> y = layer(x_kept)   # x_kept = the gate's input[..., [0, 3, 4]]
+    Examples:
+        >>> layer = dbb_gate.compacted_layer(kept=[0, 3, 4])
+        >>> y = layer(x_kept)   # x_kept = the gate's input[..., [0, 3, 4]]
 
     References:
         - [Lee et al., 2018. Adaptive Network Sparsification with Dependent

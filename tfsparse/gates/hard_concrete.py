@@ -74,11 +74,10 @@ class HardConcreteGate(Gate):
             `bench.timing`). Weight gates always draw one per batch.
         structure, dataset_size, group_size, seed: see `Gate`.
 
-    Example:
-
-    >>> x = keras.Input((784,))
-    >>> h = keras.layers.Dense(300, activation="relu")(x)
-    >>> h = HardConcreteGate(lam=0.1, dataset_size=60000, group_size=785)(h)
+    Examples:
+        >>> x = keras.Input((784,))
+        >>> h = keras.layers.Dense(300, activation="relu")(x)
+        >>> h = HardConcreteGate(lam=0.1, dataset_size=60000, group_size=785)(h)
 
     References:
         - [Louizos et al., 2018. Learning Sparse Neural Networks through L0

@@ -108,12 +108,11 @@ class TargetedDropoutGate(Gate):
         inputs: the kernel (any rank ≥ 1, fully known shape).
         training: Python boolean; `True` draws the dropout mask.
 
-    Example:
-
-    >>> from tfsparse.layers import SparseDense
-    >>> layer = SparseDense(
-    ...     300, activation="relu",
-    ...     kernel_gate=TargetedDropoutGate(alpha=0.5, gamma=0.5))
+    Examples:
+        >>> from tfsparse.layers import SparseDense
+        >>> layer = SparseDense(
+        ...     300, activation="relu",
+        ...     kernel_gate=TargetedDropoutGate(alpha=0.5, gamma=0.5))
 
     References:
         - [Gomez et al., 2019. Learning Sparse Networks Using Targeted

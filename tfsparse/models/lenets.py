@@ -35,10 +35,9 @@ def lenet_300_100(input_shape=(28, 28, 1), num_classes=10, gate_factory=None):
     Returns:
         An uncompiled `keras.Sequential` that outputs logits.
 
-    Example:
-
-    >>> model = lenet_300_100()
-    >>> model.count_params()
+    Examples:
+        >>> model = lenet_300_100()
+        >>> model.count_params()
     266610
 
     References:
@@ -87,9 +86,8 @@ def lenet5_caffe(input_shape=(28, 28, 1), num_classes=10, gate_factory=None):
     Returns:
         An uncompiled `keras.Sequential` that outputs logits.
 
-    Example:
-
-    >>> lenet5_caffe().count_params()
+    Examples:
+        >>> lenet5_caffe().count_params()
     431080
 
     References:
