@@ -152,6 +152,7 @@ def build_sparse(args, splits):
         fit(compile_model(dense, pretrain, splits), splits, pretrain)
     steps = data.steps_per_epoch(len(splits.train[0]), args.batch_size)
     plan = recipes.recipe(args.method, args.epochs, steps_per_epoch=steps, ramp=args.ramp,
+                          pretrained=bool(args.pretrain_epochs),
                           target_flops=args.target_flops, target_params=args.target_params,
                           **args.settings)
     sparse = tfsparse.sparsify(dense, args.method, dataset_size=len(splits.train[0]),

@@ -99,3 +99,16 @@ def test_the_short_path_is_the_recipe(method):
 
     for short, recipe in zip(trained(True), trained(False)):
         np.testing.assert_array_equal(short, recipe)
+
+
+def test_bb_trains_without_its_kl_first_unless_pretrained():
+    """BB's plan: KL weight 0 for the first tenth of the epochs, then the
+    gates' own weight (from the model for `SparsityScheduler()`); none when
+    the weights start pretrained."""
+    x, _ = _digits().train
+    sparse = tfsparse.sparsify(models.lenet_300_100((8, 8, 1), 10), "bb",
+                               dataset_size=len(x), kl_weight=2.5, verbose=0)
+    _, scheduler = recipes.planned_scheduler(sparse, 60)
+    kl = scheduler.schedules["kl_weight"]
+    assert [kl(epoch) for epoch in (0, 5, 6, 59)] == [0.0, 0.0, 2.5, 2.5]
+    assert recipes.recipe("bb", 60, pretrained=True).scheduler.schedules == {}

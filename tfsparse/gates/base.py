@@ -274,6 +274,11 @@ class Gate(keras.layers.Layer):
             self.seed_generator.state.assign(store[SEED_STATE])
         super().load_own_variables({k: store[k] for k in store.keys() if k != SEED_STATE})
 
+    def recipe_settings(self):
+        """The settings of this gate its method's recipe plans with (what
+        `SparsityScheduler()` reads from the model); none by default."""
+        return {}
+
     def get_config(self):
         config = super().get_config()
         config.update(structure=self.structure, dataset_size=self.dataset_size,

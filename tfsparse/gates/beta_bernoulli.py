@@ -307,6 +307,9 @@ class BetaBernoulliGate(Gate):
         del inputs
         return ops.sum(ops.cast(self.active(), "float32"))
 
+    def recipe_settings(self):
+        return {"kl_weight": self.initial_kl_weight}
+
     def get_config(self):
         config = super().get_config()
         config.update(alpha=self.alpha, a_raw_init=self.a_raw_init,

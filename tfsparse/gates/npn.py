@@ -162,6 +162,9 @@ class NPNGate(Gate):
         self.awake.assign(awake + woken)
         return woken
 
+    def recipe_settings(self):
+        return {"mode": self.mode, "k_plastic": self.k_plastic}
+
     def get_config(self):
         config = super().get_config()
         config.update(lam=self.lam, k=self.initial_k, k_plastic=self.k_plastic,
