@@ -71,7 +71,7 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--epochs", type=int, default=60)
     p.add_argument("--methods", nargs="+", default=list(METHODS),
-                   choices=METHODS + ("targeted_dropout",))
+                   choices=METHODS + ("dbb", "targeted_dropout"))
     p.add_argument("--dataset", default=MNIST)
     p.add_argument("--out", default=os.path.join(RECORDS, "short_path.jsonl"))
     args = p.parse_args(argv)
