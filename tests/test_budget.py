@@ -38,6 +38,34 @@ def test_cost_model_counts_what_summary_counts(build, shape, kind):
     assert cost.deterministic()[1] * cost.dense == pytest.approx(kept, rel=1e-9)
 
 
+def _kept_vector(cost, keep):
+    return np.concatenate([[1.0]] + [k.astype(float) for k in keep])
+
+
+@pytest.mark.parametrize("target", [0.05, 0.1, 0.25, 0.5])
+def test_the_projection_fills_the_budget_with_units_that_still_fit(target):
+    # The tutorial convnet with 4 of conv1's 32 channels open: one more of
+    # them costs far more than one of conv2's, so the fill must skip the
+    # misfits and go on (stopping at the first left it 10-18 % under).
+    sparse = tfsparse.sparsify(models.mnist_convnet((28, 28, 1), 10), "hard_concrete",
+                               dataset_size=10, verbose=0)
+    rng = np.random.default_rng(1)
+    for gate in gates_of(sparse):
+        gate.log_alpha.assign(rng.normal(0.0, 3.0, gate.mask_shape[0]))
+    conv1 = gates_of(sparse)[0]
+    conv1.log_alpha.assign(np.where(np.arange(32) < 4, 5.0, -5.0 + rng.random(32)))
+    cost = CostModel(sparse)
+    kept = _kept_vector(cost, cost.project(target))
+    fraction = cost._evaluate_numpy(kept) / cost.dense
+    assert fraction <= target
+    # No closed unit fits any more.
+    for index in np.flatnonzero(kept == 0):
+        trial = kept.copy()
+        trial[index] = 1.0
+        assert cost._evaluate_numpy(trial) / cost.dense > target
+    assert fraction > 0.97 * target, fraction
+
+
 def _digits_run(method, optimizer="adam", epochs=40, target=0.3, **settings):
     splits = data.load("digits")
     (x, y), val = splits.train, splits.val

@@ -212,37 +212,51 @@ class CostModel:
 
     def project(self, target):
         """The units to keep so that the deterministic cost is as close to
-        `target` (a fraction) as possible from below: over the target, the
-        kept units with the lowest open probabilities are closed; under it,
-        the closed units with the highest are reopened while the cost stays
-        within the target. Returns one bool array per gate."""
+        `target` (a fraction) as possible from below. Over the target, the
+        kept units with the lowest open probabilities are closed until it is
+        met; then the closed units are reopened, highest open probability
+        first, each one that still fits the target. Returns one bool array
+        per gate."""
         kept, fraction = self.deterministic()
         probability = np.asarray(ops.convert_to_numpy(self.probabilities()), "float64")
-        closing = fraction > target
-        candidates = np.flatnonzero((kept[1:] > 0) == closing) + 1
-        order = candidates[np.argsort(probability[candidates] * (1 if closing else -1),
-                                      kind="stable")]
+        if fraction > target:
+            kept = self._close_until_within(kept, probability, target)
+        return self._reopen_what_fits(kept, probability, target)
 
-        def changed(count):
+    def _fraction(self, kept):
+        return self._evaluate_numpy(kept) / self.dense
+
+    def _close_until_within(self, kept, probability, target):
+        """Closes the fewest lowest-probability units that bring the cost
+        within `target` (the cost falls as units close: a bisection)."""
+        order = np.flatnonzero(kept[1:] > 0) + 1
+        order = order[np.argsort(probability[order], kind="stable")]
+
+        def closed(count):
             trial = kept.copy()
-            trial[order[:count]] = 0.0 if closing else 1.0
+            trial[order[:count]] = 0.0
             return trial
 
-        def within(count):
-            return self._evaluate_numpy(changed(count)) / self.dense <= target
-
-        # The cost falls as units close and rises as they reopen: closing
-        # takes the fewest closures within the target, reopening the most
-        # reopenings still within it.
         low, high = 0, len(order)
         while low < high:
-            if closing:
-                middle = (low + high) // 2
-                low, high = (low, middle) if within(middle) else (middle + 1, high)
-            else:
-                middle = (low + high + 1) // 2
-                low, high = (middle, high) if within(middle) else (low, middle - 1)
-        kept = changed(low)
+            middle = (low + high) // 2
+            low, high = ((low, middle) if self._fraction(closed(middle)) <= target
+                         else (middle + 1, high))
+        return closed(low)
+
+    def _reopen_what_fits(self, kept, probability, target):
+        """Reopens closed units, most probable first, skipping any that would
+        take the cost over `target`. Skipping (not stopping) matters when
+        units differ in cost: with 4 of a first layer's 32 channels kept, one
+        more of them adds a quarter of the next layer's cost, while that
+        layer's own channels each add a few thousandths; stopping at the
+        first misfit left a convnet 10-18 % under its budget."""
+        kept = kept.copy()
+        closed = np.flatnonzero(kept[1:] <= 0) + 1
+        for index in closed[np.argsort(-probability[closed], kind="stable")]:
+            kept[index] = 1.0
+            if self._fraction(kept) > target:
+                kept[index] = 0.0
         return [kept[self.start[id(g)]:self.start[id(g)] + int(g.mask_shape[0])] > 0
                 for g in self.gates]
 
