@@ -1,14 +1,11 @@
 """`SparsityScheduler`: the one callback that drives every gate in a model."""
 
-import math
-
 import keras
 import numpy as np
 
 from tfsparse import _checks
 from tfsparse import schedules as schedules_lib
 from tfsparse.gates.base import gates_of
-from tfsparse.gates.npn import EXPAND, NPNGate
 
 
 @keras.saving.register_keras_serializable(package="tfsparse")
@@ -243,11 +240,7 @@ class SparsityScheduler(keras.callbacks.Callback):
         if budget is not None and self.model.cost_model.deterministic()[1] >= budget["target"]:
             return  # expansion stops at the budget
         for gate in self._gates:
-            if isinstance(gate, NPNGate) and gate.mode == EXPAND:
-                best = float(gate.expansion_best.numpy())
-                if not math.isnan(value) and value < best:
-                    gate.wake_next(self.expand_fill, self.expand_size)
-                    gate.expansion_best.assign(value)
+            gate.grow(value, self.expand_fill, self.expand_size)
 
 
 def active_units(model):

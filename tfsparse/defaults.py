@@ -1,23 +1,36 @@
 """The settings tfsparse recommends for each method.
 
-`sparsify` fills in every setting the caller leaves out from here, and
-`recipes` builds on the same table, so the shortest path (`sparsify` +
+`sparsify` fills in every setting the caller leaves out from the method's
+gate class (`Gate.recommended`, with the measurements behind each value), and
+`recipes` builds on the same settings, so the shortest path (`sparsify` +
 `SparsityScheduler()` + `fit`) trains what the library recommends. The gate
-classes keep the papers' own defaults for people who build gates by hand.
+classes' constructor defaults stay the papers' own, for people who build gates
+by hand.
 """
 
-# Measured on mnist-10k (10,000 training images, 79 steps per epoch): gates
-# learn 10× faster than weights so that they settle within a hundred epochs
-# (the papers had 469 steps per epoch on full MNIST).
-RECOMMENDED = {
-    "hard_concrete": {"lam": 0.05, "init_drop_rate": 0.2, "lr_multiplier": 10.0},
-    "npn": {"lam": 0.05, "lr_multiplier": 10.0},
-    # BB's E[π] must fall under 1e-3 to prune: measured on LeNet-500-300, 10×
-    # kept 394-380-261 after 60 epochs, 50× 183-117-67 after 100.
-    "bb": {"lr_multiplier": 50.0},
-    "dbb": {},
-    "targeted_dropout": {"alpha": 0.5, "gamma": 0.5},
-}
+import collections.abc
+
+from tfsparse.gates import registry
+
+
+class _Recommended(collections.abc.Mapping):
+    """Method name → its recommended settings, read from the registered gate
+    classes (a family registered later is listed too)."""
+
+    def __getitem__(self, method):
+        return dict(registry.family(method).recommended)
+
+    def __iter__(self):
+        return iter(registry.methods())
+
+    def __len__(self):
+        return len(registry.methods())
+
+    def __repr__(self):
+        return repr(dict(self))
+
+
+RECOMMENDED = _Recommended()
 
 
 def with_recommended(method, settings, leave_out=None):

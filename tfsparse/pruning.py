@@ -20,7 +20,7 @@ import numpy as np
 
 from tfsparse import _checks
 from tfsparse.gates.base import UNIT, WEIGHT
-from tfsparse.gates.targeted_dropout import TargetedDropoutGate, candidate_count
+from tfsparse.gates.targeted_dropout import candidate_count
 from tfsparse.layers import SparseConv2D, SparseDense
 
 LEVELS = (WEIGHT, UNIT)
@@ -58,11 +58,12 @@ def prune_by_magnitude(model, rate, level=WEIGHT, include_classifier=False):
     at 0.75 gives the same zeros as pruning at 0.75.
 
     Gated layers are ranked by their effective kernel (the kernel times the
-    gate's inference mask). In a `SparseDense`/`SparseConv2D` whose gate is a
-    `TargetedDropoutGate`, the gate's `keep` mask is set to 0 on what is
-    pruned as well (and its frozen `hard_mask`, if hardened), so the pruned
-    weights stay zero if training continues; a unit-level gate cannot hold
-    single weights, so weight-level pruning only zeroes its kernel.
+    gate's inference mask). The gate of a `SparseDense`/`SparseConv2D` is
+    told what was pruned (`Gate.hold_pruned`): a `TargetedDropoutGate` sets
+    its `keep` mask (and its frozen `hard_mask`, if hardened) to 0 there, so
+    the pruned weights stay zero if training continues; a unit-level gate
+    cannot hold single weights, so weight-level pruning only zeroes its
+    kernel.
 
     The model is changed *in place* (and returned for chaining): pruning is an
     evaluation step on a trained model, a copy would have to rebuild layers
@@ -133,11 +134,6 @@ def _check_layer(layer):
                          "pruning needs a plain float kernel.")
 
 
-def _td_gate(layer):
-    gate = getattr(layer, "kernel_gate", None)
-    return gate if isinstance(gate, TargetedDropoutGate) else None
-
-
 def _effective_kernel(layer):
     if getattr(layer, "kernel_gate", None) is not None:
         return np.asarray(layer.gated_kernel(training=False))
@@ -165,16 +161,11 @@ def _prune_layer(layer, rate, level):
     layer.kernel.assign(kernel.reshape(shape).astype(layer.kernel.dtype))
     if column_keep is not None and getattr(layer, "bias", None) is not None:
         layer.bias.assign(np.asarray(layer.bias) * column_keep)
-    gate = _td_gate(layer)
+    gate = getattr(layer, "kernel_gate", None)
     if gate is None:
         return
     if gate.structure == WEIGHT:
-        gate_keep = keep.reshape(shape)
+        gate.hold_pruned(keep.reshape(shape))
     elif column_keep is not None:
-        gate_keep = column_keep
-    else:
-        return  # a unit-level gate cannot hold single weights
-    gate_keep = gate_keep.astype("float32")
-    gate.keep.assign(np.asarray(gate.keep) * gate_keep)
-    if float(np.asarray(gate.hardened)) > 0:
-        gate.hard_mask.assign(np.asarray(gate.hard_mask) * gate_keep)
+        gate.hold_pruned(column_keep)
+    # else: a unit-level gate cannot hold single weights

@@ -11,33 +11,16 @@ import dataclasses
 
 import keras
 
-from tfsparse import _checks, schedules
+from tfsparse import _checks
 from tfsparse.callbacks import SparsityScheduler
 from tfsparse.defaults import RECOMMENDED, with_recommended
+from tfsparse.gates import registry
 from tfsparse.gates.base import gates_of
-from tfsparse.gates.npn import OPEN_LOGIT
-from tfsparse.sparsify import METHODS, gate_class, method_of
 
 # The recommended settings (`tfsparse.defaults`), under their old name.
 DEFAULTS = RECOMMENDED
-# NPN's plastic-stage k by mode (the paper's LeNet runs).
-NPN_K_PLASTIC = {"prune": 7.0, "expand": 1.0}
-# NPN's stage boundaries as fractions of training (the paper: 100 and 350 of
-# 500 epochs).
-NPN_STAGE1 = 0.2
-NPN_STAGE2 = 0.7
 # The weights' learning-rate schedules `optimizer()` offers.
 LR_SCHEDULES = ("constant", "cosine")
-# With a budget, the gates harden after this fraction of the epochs (the
-# target is reached half-way there); the rest fine-tunes under the masks.
-BUDGET_HARDEN_FRACTION = 0.75
-# BB trains without its KL for this fraction of the epochs unless the weights
-# start pretrained. With the KL from the first step (and the gates' 50× rate)
-# every unit of LeNet-300-100 closed within 60 epochs on mnist-10k (88.7 %
-# test error); with 6 epochs without it 196-138-76 stayed, 14.4 % of the
-# FLOPs at 3.64 % (dense 4.21). The paper pretrains the network instead
-# (`train.py --pretrain-epochs`).
-BB_KL_WARMUP_FRACTION = 0.1
 
 
 @dataclasses.dataclass
@@ -68,7 +51,8 @@ def recipe(method, epochs, steps_per_epoch=None, ramp=False, target_flops=None,
         pretrained: the weights start trained (a dense network trained
             before `sparsify`): BB then keeps its KL from the first epoch;
             otherwise it trains without it for the first
-            `BB_KL_WARMUP_FRACTION` of the epochs.
+            `BetaBernoulliGate.kl_warmup_fraction` of the epochs (each
+            family plans its own schedule: `Gate.recipe_plan`).
         **settings: override the method's defaults (`DEFAULTS[method]`);
             for NPN also `k_plastic` (default 7 prune / 1 expand),
             `stage1`/`stage2` (epochs), `expand_size` (gates woken per layer
@@ -82,7 +66,7 @@ def recipe(method, epochs, steps_per_epoch=None, ramp=False, target_flops=None,
     Returns:
         A `Recipe(method, settings, scheduler)`.
     """
-    _checks.choice("method", method, METHODS)
+    family = registry.family(method)
     _checks.number("epochs", epochs, low=1, integer=True)
     merged = with_recommended(method, settings)
     budget = {key: value for key, value in (("target_flops", target_flops),
@@ -90,24 +74,10 @@ def recipe(method, epochs, steps_per_epoch=None, ramp=False, target_flops=None,
               if value is not None}
     if budget:
         merged = _under_budget(method, settings, budget)
-    if method == "npn":
-        if "harden_fraction" in merged:
-            raise ValueError("`harden_fraction` does not apply to NPN, which hardens at "
-                             "`stage2` (an epoch; default 70 % of `epochs`).")
-        return _npn(epochs, merged, budgeted=bool(budget))
-    default_harden = BUDGET_HARDEN_FRACTION if budget else None
-    harden_at = _harden_at(epochs, merged.pop("harden_fraction", default_harden))
-    if method == "targeted_dropout" and ramp:
-        if steps_per_epoch is None:
-            raise ValueError("Ramping targeted dropout needs `steps_per_epoch`.")
-        ramps = schedules.targeted_dropout_ramp(merged["alpha"], merged["gamma"],
-                                                epochs * steps_per_epoch)
-        return Recipe(method, merged, SparsityScheduler(ramps, harden_at=harden_at))
-    planned = {}
-    if method == "bb" and not pretrained:
-        warmup = round(BB_KL_WARMUP_FRACTION * epochs)
-        planned["kl_weight"] = schedules.Stages([warmup], [0.0, merged.get("kl_weight", 1.0)])
-    return Recipe(method, merged, SparsityScheduler(planned, harden_at=harden_at))
+    merged, plan = family.recipe_plan(epochs, merged, budgeted=bool(budget),
+                                      pretrained=pretrained, ramp=ramp,
+                                      steps_per_epoch=steps_per_epoch)
+    return Recipe(method, merged, SparsityScheduler(**plan))
 
 
 def planned_scheduler(model, epochs):
@@ -116,7 +86,7 @@ def planned_scheduler(model, epochs):
     mode and k_plastic, BB gates their KL weight (`Gate.recipe_settings`); a
     budget the model carries sets the recipe's target."""
     gates = gates_of(model)
-    method = method_of(gates)
+    method = registry.method_of(gates)
     settings = dict(gates[0].recipe_settings())
     budget = getattr(model, "budget", None)
     if budget is not None:
@@ -149,41 +119,10 @@ def optimizer(learning_rate=1e-3, schedule="constant", total_steps=None):
         keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps))
 
 
-def _harden_at(epochs, harden_fraction):
-    """The epoch at whose start the gates harden (`None`: never)."""
-    if harden_fraction is None:
-        return None
-    _checks.number("harden_fraction", harden_fraction, low=0, high=1, low_open=True)
-    return round(harden_fraction * epochs)
-
-
 def _under_budget(method, settings, budget):
     """The recipe's settings with a budget in place of the penalty weight."""
-    key = gate_class(method).budget_replaces
+    key = registry.family(method).budget_replaces
     if key is not None and key in settings:
         raise ValueError(f"`{key}` and `{next(iter(budget))}` are alternatives: the budget "
                          "sets it.")
-    merged = with_recommended(method, settings, leave_out=key)
-    if method == "targeted_dropout":
-        merged["level"] = "unit"
-    return {**merged, **budget}
-
-
-def _npn(epochs, settings, budgeted=False):
-    expand = settings.get("mode") == "expand"
-    k_plastic = settings.setdefault("k_plastic",
-                                    NPN_K_PLASTIC["expand" if expand else "prune"])
-    stage1 = settings.pop("stage1", round(NPN_STAGE1 * epochs))
-    stage2 = settings.pop("stage2", round(NPN_STAGE2 * epochs))
-    expand_size = settings.pop("expand_size", 1)
-    # A woken gate starts open like the initial ones (π ≈ 0.95 at k_plastic).
-    # The paper's fill of 0 (π = 0.5) leaves it on the threshold: the first
-    # update closes half of them, and a closed woken gate stops that layer's
-    # growth for good.
-    expand_fill = settings.pop("expand_fill", OPEN_LOGIT)
-    scheduler = SparsityScheduler(
-        schedules={"k": schedules.npn_stages(k_plastic, stage1, stage2)},
-        harden_at=stage2, expand_between=(stage1, stage2) if expand else None,
-        expand_size=expand_size, expand_fill=expand_fill,
-        budget_reached_at=(stage1 + stage2) // 2 if budgeted else None)
-    return Recipe("npn", settings, scheduler)
+    return {**with_recommended(method, settings, leave_out=key), **budget}

@@ -107,6 +107,20 @@ class Linear(Schedule):
         return {**super().get_config(), "points": [list(p) for p in self.points]}
 
 
+# With a budget, recipes harden the gates after this fraction of the epochs
+# (the target is reached half-way there); the rest fine-tunes under the masks.
+BUDGET_HARDEN_FRACTION = 0.75
+
+
+def harden_epoch(epochs, fraction):
+    """The epoch at whose start the gates harden, after `fraction` of
+    `epochs` (`None`: never)."""
+    if fraction is None:
+        return None
+    _checks.number("harden_fraction", fraction, low=0, high=1, low_open=True)
+    return round(fraction * epochs)
+
+
 def npn_stages(k_plastic, stage1, stage2):
     """NPN's k over epochs: deterministic, plastic from `stage1`, then
     deterministic again (hardening) from `stage2`."""

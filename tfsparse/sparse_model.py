@@ -1,5 +1,6 @@
 """A Keras model whose train step serves every gate family: gates have their
-own optimizer, NPN's ARM estimator gets its second pass, and a budget's
+own optimizer, gates that pair passes (NPN's ARM estimator) get their second
+pass, and a budget's
 Lagrange multipliers are trained by ascent."""
 
 import keras
@@ -9,7 +10,6 @@ from keras.src.losses import loss as loss_module
 
 from tfsparse import budget as budget_lib
 from tfsparse.gates.base import gates_of
-from tfsparse.gates.npn import ARM, NPNGate
 
 ADAMS = (keras.optimizers.Adam, keras.optimizers.AdamW)
 # The multipliers λ₁, λ₂ move this many times as far per step as the gates'
@@ -35,11 +35,13 @@ class SparseModel(keras.Model):
       the same learning rate (schedule included), which gives exactly the
       updates of one Adam over all variables; otherwise it runs at 1e-3.
       Each gate's `lr_multiplier` scales its updates afterwards.
-    - **NPN's ARM estimator**: when the model holds NPN gates with
-      `estimator="arm"`, each step draws one uniform vector per gate, runs the
-      usual forward pass with z = 1[u < π] (its loss f₂ trains the weights),
-      runs a second forward pass with the antithetic mask 1[u > 1 − π] (loss
-      f₁), and adds k·(f₁ − f₂)·(u − ½) to each φ's gradient.
+    - **Paired passes** (`Gate.pairs_passes`; NPN's ARM estimator): each
+      step draws one noise per such gate and runs the usual forward pass (its
+      loss trains the weights) and a second one with the same noise, then
+      adds the gate's `paired_gradients` from the two losses. For NPN with
+      `estimator="arm"` the passes use z = 1[u < π] (loss f₂) and the
+      antithetic 1[u > 1 − π] (loss f₁), and φ's gradient gets
+      k·(f₁ − f₂)·(u − ½).
     - **Budgets** (`budget={"kind": "flops" | "params", "target": t}`, as
       `tfsparse.sparsify(..., target_flops=t)` sets): the loss gets
       λ₁·(c − t) + λ₂·(c − t)², c the expected cost fraction
@@ -171,20 +173,20 @@ class SparseModel(keras.Model):
             return super().train_step(data)
         if self.gate_optimizer is None:
             raise ValueError("Compile the SparseModel before fitting it.")
-        arm_gates = [g for g in gates if isinstance(g, NPNGate) and g.estimator == ARM]
+        paired = [g for g in gates if g.pairs_passes]
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        noise = [keras.random.uniform(g.mask_shape, seed=g.seed_generator) for g in arm_gates]
+        noise = [g.pass_noise() for g in paired]
         cost = None
         try:
-            for gate, u in zip(arm_gates, noise):
-                gate._arm_noise, gate._arm_antithetic = u, False
+            for gate, u in zip(paired, noise):
+                gate.start_pass(u, second=False)
             with tf.GradientTape() as tape:
                 y_pred = self(x, training=True)
                 loss = self._compute_loss(x=x, y=y, y_pred=y_pred,
                                           sample_weight=sample_weight, training=True)
-                # ARM compares this pass's loss with the antithetic pass's,
-                # which has no budget term: the term must stay out of f₂.
-                sampled_loss = loss
+                # Paired gates (ARM) compare this pass's loss with the second
+                # pass's, which has no budget term: the term must stay out.
+                first_loss = loss
                 if self.budget is not None:
                     term, cost = self._budget_term()
                     loss = loss + term
@@ -192,17 +194,17 @@ class SparseModel(keras.Model):
                     loss_module.unscale_loss_for_distribution(loss),
                     sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
                 scaled_loss = self.optimizer.scale_loss(loss)
-            if arm_gates:
-                for gate in arm_gates:
-                    gate._arm_antithetic = True
+            if paired:
+                for gate, u in zip(paired, noise):
+                    gate.start_pass(u, second=True)
                 # The penalties of both passes are equal, so f₁ − f₂ is the
                 # difference of the data losses.
-                antithetic_loss = self._compute_loss(
+                second_loss = self._compute_loss(
                     x=x, y=y, y_pred=self(x, training=True), sample_weight=sample_weight,
                     training=True)
         finally:
-            for gate in arm_gates:
-                gate._arm_noise, gate._arm_antithetic = None, False
+            for gate in paired:
+                gate.end_passes()
 
         gate_variables = self._gate_variables()
         owned = {id(v) for v in gate_variables}
@@ -210,10 +212,10 @@ class SparseModel(keras.Model):
         gradients = tape.gradient(scaled_loss, weights + gate_variables)
         weight_gradients = gradients[:len(weights)]
         gate_gradients = self._unscaled(gradients[len(weights):])
-        if arm_gates:
-            self._add_arm_gradients(gate_variables, gate_gradients, arm_gates, noise,
-                                    tf.stop_gradient(antithetic_loss),
-                                    tf.stop_gradient(sampled_loss))
+        if paired:
+            self._add_paired_gradients(gate_variables, gate_gradients, paired, noise,
+                                       tf.stop_gradient(second_loss),
+                                       tf.stop_gradient(first_loss))
         if self.budget is not None:  # the multipliers ascend
             gate_gradients[-1] = -gate_gradients[-1]
         # No variable may change before the antithetic pass has read it. The
@@ -221,7 +223,7 @@ class SparseModel(keras.Model):
         # optimizer can drop that order when an optimizer's IdentityN links
         # every update to every gradient, φ's ARM term included
         # (bench/grappler_read_order.py shows it without tfsparse).
-        with tf.control_dependencies([antithetic_loss] if arm_gates else []):
+        with tf.control_dependencies([second_loss] if paired else []):
             self._apply_updates(gates, weights, weight_gradients, gate_variables,
                                 gate_gradients)
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
@@ -260,14 +262,14 @@ class SparseModel(keras.Model):
         return [None if g is None else tf.where(finite, g, tf.zeros_like(g))
                 for g in unscaled]
 
-    def _add_arm_gradients(self, variables, gradients, gates, noise, f1, f2):
+    def _add_paired_gradients(self, variables, gradients, gates, noise, second, first):
         position = {id(w): i for i, w in enumerate(variables)}
         for gate, u in zip(gates, noise):
-            i = position.get(id(gate.phi))
-            if i is None:  # the gate is frozen (trainable=False)
-                continue
-            arm = gate.arm_gradient(u, f1, f2)
-            gradients[i] = arm if gradients[i] is None else gradients[i] + arm
+            for variable, term in gate.paired_gradients(u, second, first):
+                i = position.get(id(variable))
+                if i is None:  # the gate is frozen (trainable=False)
+                    continue
+                gradients[i] = term if gradients[i] is None else gradients[i] + term
 
 
 def _default_gate_optimizer(optimizer):

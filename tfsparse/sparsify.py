@@ -37,46 +37,21 @@ from tfsparse import _checks, _graph, defaults
 from tfsparse import budget as budget_lib
 from tfsparse.channels.groups import ChannelGroups
 from tfsparse.channels.linear import LinearHandler
+from tfsparse.gates import registry
 from tfsparse.gates.base import UNIT, WEIGHT
-from tfsparse.gates.hard_concrete import HardConcreteGate
-from tfsparse.gates.npn import EXPAND, PRUNE, NPNGate
 from tfsparse.layers import SparseConv2D, SparseDense
 from tfsparse.sparse_model import SparseModel
 
-METHODS = ("hard_concrete", "npn", "bb", "dbb", "targeted_dropout")
+# The built-in methods (`tfsparse.gates.registry.methods()` also lists any
+# family registered later).
+METHODS = registry.methods()
 BASE_ARGS = {"structure", "dataset_size", "group_size", "seed", "kwargs", "self", "units"}
 # Accepted by every gate family (see Gate).
 COMMON_SETTINGS = {"lr_multiplier"}
 
 
-def gate_class(method):
-    """The gate class of a method name."""
-    # Imported here so that each family's module is only loaded when used.
-    if method == "hard_concrete":
-        return HardConcreteGate
-    if method == "npn":
-        return NPNGate
-    if method in ("bb", "dbb"):
-        from tfsparse.gates import beta_bernoulli
-        return (beta_bernoulli.BetaBernoulliGate if method == "bb"
-                else beta_bernoulli.DependentBetaBernoulliGate)
-    from tfsparse.gates.targeted_dropout import TargetedDropoutGate
-    return TargetedDropoutGate
-
-
-def method_of(gates):
-    """The method name whose gates `gates` are (a model that went BB → DBB
-    keeps BB gates where DBB's factor would read several inputs: "dbb")."""
-    found = [m for m in METHODS if any(type(gate) is gate_class(m) for gate in gates)]
-    if not found:
-        raise ValueError("The model has no tfsparse gate: sparsify it first "
-                         "(`tfsparse.sparsify(model, method, ...)`).")
-    if set(found) <= {"bb", "dbb"}:
-        return found[-1]
-    if len(found) > 1:
-        raise ValueError(f"The model mixes the gates of several methods ({found}): "
-                         "give SparsityScheduler its plan explicitly.")
-    return found[0]
+gate_class = registry.family
+method_of = registry.method_of
 
 
 def sparsify(model, method, *, dataset_size=None, target_flops=None, target_params=None,
@@ -141,22 +116,22 @@ def sparsify(model, method, *, dataset_size=None, target_flops=None, target_para
         >>> sparse = tfsparse.sparsify(model, "npn", dataset_size=60000, lam=0.1)
     """
     graph = _graph.flattened(model)
-    _checks.choice("method", method, METHODS)
+    family = registry.family(method)
     if level is None:
-        level = WEIGHT if method == "targeted_dropout" else UNIT
+        level = family.levels[0]
     _checks.choice("level", level, (UNIT, WEIGHT))
     _checks.choice("group_by", group_by, ("params", "flops"))
     _checks.choice("verbose", verbose, (0, 1, 2))
-    if method in ("npn", "bb", "dbb") and level != UNIT:
-        raise ValueError(f"method={method!r} supports level='unit' only; got {level!r}.")
-    family = gate_class(method)
+    if level not in family.levels:
+        raise ValueError(f"method={method!r} supports level="
+                         f"{' or '.join(repr(v) for v in family.levels)} only; got {level!r}.")
     _check_settings(method, family, settings)
     budget = budget_lib.check_target(target_flops, target_params)
     if budget is not None:
         settings = _settings_under_budget(method, family, level, settings, budget)
     settings = defaults.with_recommended(
         method, settings, leave_out=family.budget_replaces if budget is not None else None)
-    if method != "targeted_dropout":
+    if family.needs_dataset_size:
         if dataset_size is None:
             raise ValueError(f"method={method!r} needs `dataset_size`, the number of "
                              "training examples N (penalties are divided by it).")
@@ -221,7 +196,7 @@ class _Plan:
         self.seed = seed
         self.group_by = group_by
         self.settings = dict(settings)
-        self.kernel_gates = method == "targeted_dropout" or level == WEIGHT
+        self.kernel_gates = level in gate_class.kernel_levels
         self.groups = ChannelGroups(graph)
         self.users = self.groups.users
         self.include_classifier = include_classifier
@@ -232,7 +207,7 @@ class _Plan:
         self.placed = []          # gate names, for the report
         self._count = 0
         self._unit_gate_index = 0
-        if method == "dbb" and self._replace_bb_gates():
+        if gate_class.continues is not None and self._continue_previous_gates():
             return
         if self.kernel_gates:
             self._place_kernel_gates()
@@ -249,16 +224,8 @@ class _Plan:
     def _unit_gate(self, name, group_size, grows, units=None, several=False):
         """A unit gate; `grows`: hidden units, which NPN's expand mode grows
         (input features and attention heads all start open)."""
-        settings = dict(self.settings)
-        if self.method == "npn" and settings.get("mode", PRUNE) == EXPAND:
-            if not grows:
-                settings["mode"], settings["init_size"] = PRUNE, None
-            elif isinstance(settings.get("init_size"), (list, tuple)):
-                sizes = settings["init_size"]
-                if self._unit_gate_index >= len(sizes):
-                    raise ValueError(f"`init_size` has {len(sizes)} entries but the model "
-                                     "has more hidden-unit gates.")
-                settings["init_size"] = sizes[self._unit_gate_index]
+        settings = self.gate_class.site_settings(dict(self.settings), grows,
+                                                 self._unit_gate_index)
         if grows:
             self._unit_gate_index += 1
         self.placed.append(f"{name}_gate")
@@ -324,7 +291,6 @@ class _Plan:
         return []
 
     def _place_kernel_gates(self):
-        structure = WEIGHT if self.method != "targeted_dropout" else self.level
         for node in _graph.nodes_in_order(self.graph):
             op = node.operation
             if id(op) in self.replacements or self.groups.handler[id(node)].role != "linear":
@@ -332,39 +298,41 @@ class _Plan:
             if id(node) in self.groups.reaches_output and not self.include_classifier:
                 continue
             twin = LinearHandler.kernel_gated(op, lambda: self.gate_class(
-                structure=structure, seed=self._next_seed(), name=f"{op.name}_kernel_gate",
+                structure=self.level, seed=self._next_seed(), name=f"{op.name}_kernel_gate",
                 **self._kernel_settings()))
             if twin is not None:
                 self.replacements[id(op)] = twin
                 self.placed.append(twin.kernel_gate.name)
 
     def _kernel_settings(self):
-        if self.method == "targeted_dropout":
+        if not self.gate_class.needs_dataset_size:
             return self.settings
         return {"dataset_size": self.dataset_size, **self.settings}
 
-    def _replace_bb_gates(self):
-        from tfsparse.gates.beta_bernoulli import BetaBernoulliGate
+    def _continue_previous_gates(self):
+        """Replaces the gates of the family this one continues (BB, for DBB)
+        by gates that start from them; False where the model has none."""
+        family = self.gate_class
         found = False
         calls = collections.Counter(id(n.operation) for n in _graph.nodes_in_order(self.graph))
         for node in _graph.nodes_in_order(self.graph):
             op = node.operation
-            if not isinstance(op, BetaBernoulliGate) or isinstance(op, self.gate_class):
+            if type(op) is not family.continues:
                 continue
             found = True
-            if calls[id(op)] > 1 or _graph.node_kwarg(node, "offset", 0) or \
-                    _graph.node_kwarg(node, "repeat", 1) != 1:
-                continue  # the per-example factor needs the one input it reads
+            if family.input_dependent and (
+                    calls[id(op)] > 1 or _graph.node_kwarg(node, "offset", 0)
+                    or _graph.node_kwarg(node, "repeat", 1) != 1):
+                continue  # a per-example factor needs the one input it reads
             if id(op) in self.replacements:
                 continue
-            dbb = self.gate_class.from_bb(op, seed=self._next_seed(), name=op.name + "_dbb",
-                                          **self.settings)
-            self.replacements[id(op)] = dbb
-            self.copies.append((dbb, op, "bb"))
-            self.placed.append(dbb.name)
+            new = family.continuing(op, seed=self._next_seed(),
+                                    name=f"{op.name}_{family.method}", **self.settings)
+            self.replacements[id(op)] = new
+            self.copies.append((new, op, lambda new, old: new.load_previous(old)))
+            self.placed.append(new.name)
         if not found:
-            # DBB straight on a network: there is no trained BB to keep frozen.
-            self.settings.setdefault("freeze_bb", False)
+            self.settings = family.settings_from_scratch(self.settings)
         return found
 
     # ---------------------------------------------------------------- report
@@ -456,5 +424,3 @@ def _copy_weights(new, old, how):
         new.kernel.assign(old.kernel)
         if old.use_bias:
             new.bias.assign(old.bias)
-    else:  # "bb": DBB continues from the BB posterior
-        new.load_bb_weights(old)

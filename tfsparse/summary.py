@@ -221,12 +221,10 @@ def _add_expected(analysis, rows, gates, total, x):
 
 
 def _per_example_layer(op):
-    """Whether `op` is the per-example part of a compacted DBB gate."""
-    try:
-        from tfsparse.gates.beta_bernoulli import DynamicBetaBernoulliMask
-    except ImportError:  # pragma: no cover - TensorFlow Probability missing
-        return False
-    return isinstance(op, DynamicBetaBernoulliMask)
+    """Whether `op` is the per-example part of a compacted input-dependent
+    gate (`Gate.compacted_layer`'s layers mark themselves and give
+    `factor(inputs)`)."""
+    return bool(getattr(op, "per_example_factor", False))
 
 
 def _dependent_nodes(analysis):

@@ -34,8 +34,8 @@ import keras
 import keras_tuner as kt
 
 from tfsparse import _checks, data, models, recipes
-from tfsparse.gates import hard_concrete
-from tfsparse.sparsify import METHODS, sparsify
+from tfsparse.gates import registry
+from tfsparse.sparsify import sparsify
 from tfsparse.summary import summary
 
 OBJECTIVE = kt.Objective("score", direction="min")
@@ -46,39 +46,11 @@ BATCH_SIZE = 128
 
 
 def default_space(method, hp):
-    """The settings each method searches over (names as in `sparsify`).
-
-    Each setting's default is the library's (`tfsparse.recipes.DEFAULTS`,
-    else the gate's own), so a search that starts from the defaults
-    (`first_trial_at_defaults`) begins where an untuned user is. Gate
-    learning-rate multipliers start at 3: at ×1 the gates of a 20-50 epoch
-    trial on a small dataset barely move (a first 20-trial search on
-    mnist-10k spent 7 trials there, all at the dense network's FLOPs).
-    Hard-concrete also searches the concrete temperature β (the paper fixes
-    2/3; a colder gate is closer to its binary test-time value) and whether
-    masks are drawn per example or per batch."""
-    defaults = recipes.DEFAULTS[method]
-    if method in ("hard_concrete", "npn"):
-        space = {"lam": hp.Float("lam", 0.01, 0.5, sampling="log", default=defaults["lam"]),
-                 "lr_multiplier": hp.Choice("lr_multiplier", [3.0, 10.0, 30.0],
-                                            default=defaults["lr_multiplier"])}
-        if method == "hard_concrete":
-            space["init_drop_rate"] = hp.Float("init_drop_rate", 0.05, 0.5,
-                                               default=defaults["init_drop_rate"])
-            space["temperature"] = hp.Float("temperature", 0.1, 1.0, sampling="log",
-                                            default=hard_concrete.BETA)
-            space["per_example"] = hp.Boolean("per_example", default=False)
-        else:
-            space["k_plastic"] = hp.Float("k_plastic", 1.0, 20.0, sampling="log",
-                                          default=recipes.NPN_K_PLASTIC["prune"])
-        return space
-    if method in ("bb", "dbb"):
-        # DBB continues a trained BB model: BB's default is its default too.
-        default = defaults.get("lr_multiplier", recipes.DEFAULTS["bb"]["lr_multiplier"])
-        return {"lr_multiplier": hp.Choice("lr_multiplier", [10.0, 30.0, 50.0, 100.0],
-                                           default=default)}
-    return {"alpha": hp.Float("alpha", 0.1, 0.99, default=defaults["alpha"]),
-            "gamma": hp.Float("gamma", 0.1, 0.99, default=defaults["gamma"])}
+    """The settings `method` searches over (names as in `sparsify`): its gate
+    class's `search_space` (each setting's default is the library's
+    recommendation, so a search that starts from the defaults,
+    `first_trial_at_defaults`, begins where an untuned user is)."""
+    return registry.family(method).search_space(hp)
 
 
 def budget_space(cost):
@@ -182,7 +154,7 @@ class SparsityHyperModel(kt.HyperModel):
     def __init__(self, method, model, splits, epochs, accuracy_target, cost="flops",
                  space=None, training=None, **kwargs):
         super().__init__(**kwargs)
-        self.method = _checks.choice("method", method, METHODS)
+        self.method = _checks.choice("method", method, registry.methods())
         self.builder = models.get(model) if isinstance(model, str) else model
         if not callable(self.builder):
             raise TypeError("`model` must be a model name or a builder function; got "

@@ -10,7 +10,7 @@ and export ask) lives here, so that no other module needs a case per method.
 import keras
 from keras import ops
 
-from tfsparse import _checks, _graph
+from tfsparse import _checks, _graph, schedules
 
 UNIT = "unit"
 WEIGHT = "weight"
@@ -85,6 +85,25 @@ class Gate(keras.layers.Layer):
     # stays (a variational method's KL).
     budget_replaces = None
 
+    # ---- The method: what `sparsify`, `recipes` and the scheduler ask a
+    # family (a registered family is a method; `tfsparse.gates.registry`).
+    # The name `sparsify(model, method)` takes.
+    method = None
+    # The `level`s `sparsify` accepts, the first by default.
+    levels = (UNIT,)
+    # The levels whose gates go on kernels (`tfsparse.layers.SparseDense`,
+    # `SparseConv2D`) instead of on channel groups.
+    kernel_levels = (WEIGHT,)
+    # Whether the penalty needs N (`sparsify`'s `dataset_size`).
+    needs_dataset_size = True
+    # The library's settings for this family (`tfsparse.defaults`): what
+    # `sparsify` fills in where the caller gives none (the class's own
+    # defaults are the paper's).
+    recommended = {}
+    # A family whose gates, already in a model, this one replaces and starts
+    # from (`continuing`, `load_previous`): DBB continues BB.
+    continues = None
+
     def __init__(self, structure=UNIT, dataset_size=1, group_size=1, seed=None,
                  lr_multiplier=1.0, units=None, **kwargs):
         # Gates compute in float32 whatever the global policy (mixed_float16
@@ -151,6 +170,95 @@ class Gate(keras.layers.Layer):
         input-dependent families, whose per-example factor reads one input."""
         return cls(**settings)
 
+    @classmethod
+    def site_settings(cls, settings, grows, index):
+        """The settings of one gate `sparsify` places, from the method's
+        `settings`: `grows` says whether the gate is on hidden units (not
+        input features or attention heads), `index` counts those before it.
+        The same for every gate by default."""
+        del grows, index
+        return settings
+
+    @classmethod
+    def settings_from_scratch(cls, settings):
+        """The settings of a family that `continues` another when the model
+        holds none of that family's gates."""
+        return settings
+
+    @classmethod
+    def continuing(cls, previous, **settings):
+        """A gate of this family that takes the place of `previous` (a gate of
+        the family it `continues`)."""
+        raise NotImplementedError(f"{cls.__name__} continues no other family.")
+
+    def load_previous(self, previous):
+        """Copies what this gate keeps of `previous` (both built)."""
+        raise NotImplementedError(f"{type(self).__name__} continues no other family.")
+
+    @classmethod
+    def recipe_plan(cls, epochs, settings, budgeted=False, **context):
+        """This family's part of `tfsparse.recipes.recipe`: `(settings for
+        sparsify, keyword arguments of SparsityScheduler)` for `epochs`
+        epochs, from the recommended settings merged with the caller's.
+        By default the gates harden after the recipe setting
+        `harden_fraction` of the epochs (75 % under a budget, else never).
+        `context` holds the recipe's `pretrained`, `ramp` and
+        `steps_per_epoch`, for the families that use them."""
+        del context
+        settings = dict(settings)
+        fraction = settings.pop("harden_fraction",
+                                schedules.BUDGET_HARDEN_FRACTION if budgeted else None)
+        return settings, {"schedules": {}, "harden_at": schedules.harden_epoch(epochs, fraction)}
+
+    @classmethod
+    def search_space(cls, hp):
+        """The settings `tfsparse.tuning` searches for this family, as
+        keras-tuner hyperparameters drawn from `hp` (defaults: the
+        recommended values)."""
+        raise NotImplementedError(f"{cls.__name__} defines no search_space(hp) for "
+                                  "tfsparse.tuning.")
+
+    # ---- A paired second forward pass (NPN's ARM estimator). For each gate
+    # whose `pairs_passes` is true, `SparseModel.train_step` draws
+    # `pass_noise()` once per step, runs the usual pass after
+    # `start_pass(noise, second=False)` (its loss trains the weights) and a
+    # second one after `start_pass(noise, second=True)`, calls `end_passes()`,
+    # and adds `paired_gradients(noise, second_loss, first_loss)` to the
+    # gradients. The train step knows the contract, not the families.
+    @property
+    def pairs_passes(self):
+        return False
+
+    def pass_noise(self):
+        """The noise one step's two passes share."""
+        raise NotImplementedError(f"{type(self).__name__} does not pair passes.")
+
+    def start_pass(self, noise, second):
+        """Makes the next traced calls use `noise`, as the first or second pass."""
+        raise NotImplementedError(f"{type(self).__name__} does not pair passes.")
+
+    def end_passes(self):
+        """Forgets the step's noise (calls outside `train_step` draw their own)."""
+
+    def paired_gradients(self, noise, second_loss, first_loss):
+        """`[(variable, gradient term)]` from the two passes' losses."""
+        raise NotImplementedError(f"{type(self).__name__} does not pair passes.")
+
+    def hold_pruned(self, kept):
+        """Called by `tfsparse.pruning` after magnitude pruning zeroed part of
+        the kernel this gate masks; `kept` (bool, `mask_shape`) is what
+        survived. A family that can keep the pruned weights at zero through
+        further training records it; by default nothing is held."""
+        del kept
+
+    def grow(self, monitored, fill, size):
+        """Called by `SparsityScheduler` after each validation pass of its
+        expansion window with the monitored value (lower is better): a
+        family that grows (NPN's expand mode) wakes units when it improved.
+        Returns the number of units woken; none by default."""
+        del monitored, fill, size
+        return 0
+
     # ------------------------------------------------------ subclass contract
     def build_gate(self, mask_shape):
         raise NotImplementedError
@@ -205,7 +313,8 @@ class Gate(keras.layers.Layer):
         """For input-dependent gates: a layer of plain Keras ops for a
         compacted model. It takes the gate's *unscaled* input restricted to
         the `kept` channels (indices) and multiplies it by the per-example
-        factor only, `inference_mask(x) / mask()` (the static multiplier is
+        factor only (the layer sets `per_example_factor = True` and gives the
+        factor as `factor(inputs)`, which `tfsparse.summary` reads), `inference_mask(x) / mask()` (the static multiplier is
         folded into the weights by `tfsparse.compact`). `input_scale`, when
         given, is a per-kept-channel factor the input already carries from an
         upstream gate and must be divided out before the factor is computed.

@@ -1,12 +1,15 @@
 """Neural Plasticity Network gates (Li & Ji, 2019)."""
 
+import math
+
 import keras
 import numpy as np
 from keras import ops
 
-from tfsparse import _checks
+from tfsparse import _checks, schedules
+from tfsparse.gates import registry
 from tfsparse.gates.base import UNIT, Gate
-from tfsparse.gates.hard_concrete import BETA, sample_hard_concrete
+from tfsparse.gates.hard_concrete import BETA, l0_search_space, sample_hard_concrete
 
 PRUNE = "prune"
 EXPAND = "expand"
@@ -18,6 +21,7 @@ HIBERNATE_LOGIT = -40.0
 OPEN_LOGIT = 3.0
 
 
+@registry.register
 @keras.saving.register_keras_serializable(package="tfsparse")
 class NPNGate(Gate):
     """Stochastic binary gate whose plasticity is set by one number k.
@@ -63,6 +67,51 @@ class NPNGate(Gate):
 
     # A budget replaces the L0 penalty (see tfsparse.budget).
     budget_replaces = "lam"
+    method = "npn"
+    # As hard-concrete's (measured on mnist-10k).
+    recommended = {"lam": 0.05, "lr_multiplier": 10.0}
+    # The recipe's plastic-stage k by mode (the paper's LeNet runs), and its
+    # stage boundaries as fractions of training (the paper: 100 and 350 of
+    # 500 epochs).
+    k_plastic_by_mode = {PRUNE: 7.0, EXPAND: 1.0}
+    stage1_fraction = 0.2
+    stage2_fraction = 0.7
+
+    @classmethod
+    def search_space(cls, hp):
+        """λ, the gates' rate and the plastic stage's k."""
+        return {**l0_search_space(cls, hp),
+                "k_plastic": hp.Float("k_plastic", 1.0, 20.0, sampling="log",
+                                      default=cls.k_plastic_by_mode[PRUNE])}
+
+    @classmethod
+    def recipe_plan(cls, epochs, settings, budgeted=False, **context):
+        """The paper's three stages scaled to `epochs`: k deterministic, then
+        plastic from `stage1` (expansion in expand mode; with a budget the
+        target is reached half-way through), then hardening at `stage2`.
+        Recipe settings: `k_plastic` (default by mode), `stage1`, `stage2`
+        (epochs), `expand_size` (gates woken per layer and improved epoch;
+        the paper's 1), `expand_fill` (φ·k_plastic of a woken gate)."""
+        if "harden_fraction" in settings:
+            raise ValueError("`harden_fraction` does not apply to NPN, which hardens at "
+                             "`stage2` (an epoch; default 70 % of `epochs`).")
+        settings = dict(settings)
+        expand = settings.get("mode") == EXPAND
+        k_plastic = settings.setdefault("k_plastic",
+                                        cls.k_plastic_by_mode[EXPAND if expand else PRUNE])
+        stage1 = settings.pop("stage1", round(cls.stage1_fraction * epochs))
+        stage2 = settings.pop("stage2", round(cls.stage2_fraction * epochs))
+        plan = {
+            "schedules": {"k": schedules.npn_stages(k_plastic, stage1, stage2)},
+            "harden_at": stage2, "expand_between": (stage1, stage2) if expand else None,
+            "expand_size": settings.pop("expand_size", 1),
+            # A woken gate starts open like the initial ones (π ≈ 0.95 at
+            # k_plastic). The paper's fill of 0 (π = 0.5) leaves it on the
+            # threshold: the first update closes half of them, and a closed
+            # woken gate stops that layer's growth for good.
+            "expand_fill": settings.pop("expand_fill", OPEN_LOGIT),
+            "budget_reached_at": (stage1 + stage2) // 2 if budgeted else None}
+        return settings, plan
 
     def __init__(self, lam=0.1, k=None, k_plastic=7.0, mode=PRUNE, init_size=None,
                  estimator=ARM, structure=UNIT, dataset_size=1, group_size=1, seed=None,
@@ -84,8 +133,8 @@ class NPNGate(Gate):
                              f"got init_size={init_size!r} with mode={mode!r}.")
         self.init_size = init_size
         # Set by SparseModel.train_step while it traces the ARM passes.
-        self._arm_noise = None
-        self._arm_antithetic = False
+        self._pass_noise = None
+        self._second_pass = False
 
     def build_gate(self, mask_shape):
         size = int(np.prod(mask_shape))
@@ -127,12 +176,30 @@ class NPNGate(Gate):
                                         self.noise_shape(inputs),
                                         BETA, self.seed_generator)
         pi = ops.stop_gradient(self.probability())
-        u = self._arm_noise
+        u = self._pass_noise
         if u is None:
-            u = keras.random.uniform(self.mask_shape, seed=self.seed_generator)
-        if self._arm_antithetic:
+            u = self.pass_noise()
+        if self._second_pass:
             return ops.cast(u > 1.0 - pi, "float32")
         return ops.cast(u < pi, "float32")
+
+    # ARM's two passes (see Gate's paired-pass contract): the first with
+    # z = 1[u < π], the second with the antithetic z = 1[u > 1 − π].
+    @property
+    def pairs_passes(self):
+        return self.estimator == ARM
+
+    def pass_noise(self):
+        return keras.random.uniform(self.mask_shape, seed=self.seed_generator)
+
+    def start_pass(self, noise, second):
+        self._pass_noise, self._second_pass = noise, second
+
+    def end_passes(self):
+        self._pass_noise, self._second_pass = None, False
+
+    def paired_gradients(self, noise, second_loss, first_loss):
+        return [(self.phi, self.arm_gradient(noise, second_loss, first_loss))]
 
     def arm_gradient(self, u, f1, f2):
         """φ's ARM gradient for one draw `u` and the losses f₁ (antithetic
@@ -160,6 +227,34 @@ class NPNGate(Gate):
         phi[awake:awake + woken] = fill / self.k_plastic
         self.phi.assign(phi.reshape(self.mask_shape))
         self.awake.assign(awake + woken)
+        return woken
+
+    @classmethod
+    def site_settings(cls, settings, grows, index):
+        """Expand mode grows hidden units only (input features and attention
+        heads start open and prune); a list `init_size` has one entry per
+        hidden-unit gate."""
+        if settings.get("mode", PRUNE) != EXPAND:
+            return settings
+        if not grows:
+            return {**settings, "mode": PRUNE, "init_size": None}
+        sizes = settings.get("init_size")
+        if not isinstance(sizes, (list, tuple)):
+            return settings
+        if index >= len(sizes):
+            raise ValueError(f"`init_size` has {len(sizes)} entries but the model has more "
+                             "hidden-unit gates.")
+        return {**settings, "init_size": sizes[index]}
+
+    def grow(self, monitored, fill, size):
+        """Expand mode: wakes `size` more units (`wake_next`) when the
+        monitored value beat its best so far."""
+        if self.mode != EXPAND or math.isnan(monitored):
+            return 0
+        if monitored >= float(self.expansion_best.numpy()):
+            return 0
+        woken = self.wake_next(fill, size)
+        self.expansion_best.assign(monitored)
         return woken
 
     def recipe_settings(self):

@@ -24,8 +24,9 @@ import numpy as np
 import tensorflow as tf
 from keras import ops
 
-from tfsparse import _checks
-from tfsparse.gates.base import WEIGHT, Gate
+from tfsparse import _checks, schedules
+from tfsparse.gates import registry
+from tfsparse.gates.base import UNIT, WEIGHT, Gate
 
 # Relative slack on γ·n before the floor (see the module docstring).
 COUNT_TOLERANCE = 1e-6
@@ -62,6 +63,7 @@ def smallest_mask(values, fraction, axis=0):
     return values < threshold
 
 
+@registry.register
 @keras.saving.register_keras_serializable(package="tfsparse")
 class TargetedDropoutGate(Gate):
     """Targeted dropout on a kernel (Gomez et al., 2019).
@@ -121,6 +123,43 @@ class TargetedDropoutGate(Gate):
 
     # A budget sets γ: the fraction of units dropped (tfsparse.budget).
     budget_replaces = "gamma"
+    method = "targeted_dropout"
+    # Always on kernels: weight level drops single weights, unit level whole
+    # kernel columns.
+    levels = (WEIGHT, UNIT)
+    kernel_levels = (WEIGHT, UNIT)
+    needs_dataset_size = False
+    # The paper's α = γ = 0.5.
+    recommended = {"alpha": 0.5, "gamma": 0.5}
+
+    def hold_pruned(self, kept):
+        """`keep` (and a hardened `hard_mask`) are zeroed where pruning removed
+        weights, so they stay zero if training continues."""
+        kept = np.asarray(kept, "float32")
+        self.keep.assign(np.asarray(self.keep) * kept)
+        if float(np.asarray(self.hardened)) > 0:
+            self.hard_mask.assign(np.asarray(self.hard_mask) * kept)
+
+    @classmethod
+    def search_space(cls, hp):
+        return {"alpha": hp.Float("alpha", 0.1, 0.99, default=cls.recommended["alpha"]),
+                "gamma": hp.Float("gamma", 0.1, 0.99, default=cls.recommended["gamma"])}
+
+    @classmethod
+    def recipe_plan(cls, epochs, settings, budgeted=False, ramp=False, steps_per_epoch=None,
+                    **context):
+        """`ramp`: the paper's "ramping targeted dropout" (α and γ rise over
+        training, a step schedule). Under a budget the dropout is unit level
+        (the budget sets γ, the fraction of units)."""
+        settings, plan = super().recipe_plan(epochs, settings, budgeted)
+        if budgeted:
+            settings["level"] = UNIT
+        if ramp:
+            if steps_per_epoch is None:
+                raise ValueError("Ramping targeted dropout needs `steps_per_epoch`.")
+            plan["schedules"] = schedules.targeted_dropout_ramp(
+                settings["alpha"], settings["gamma"], epochs * steps_per_epoch)
+        return settings, plan
 
     def __init__(self, alpha=0.5, gamma=0.5, structure=WEIGHT, seed=None, **kwargs):
         super().__init__(structure=structure, seed=seed, **kwargs)
