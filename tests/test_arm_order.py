@@ -1,6 +1,7 @@
 """NPN's ARM step: no variable is updated before the antithetic pass has read
 it, in the graph TensorFlow runs (after Grappler's dependency optimizer), and
-two runs with the same seeds repeat bit for bit under default threading."""
+two runs with the same seeds repeat bit for bit under default threading. The
+same holds for a budget's multipliers, read by the forward pass."""
 
 import keras
 import numpy as np
@@ -8,6 +9,7 @@ import tensorflow as tf
 
 from bench.grappler_read_order import (arm_shaped_step, dependency_optimized,
                                        unordered_reads)
+import tfsparse
 from tfsparse.gates import HardConcreteGate, NPNGate
 from tfsparse.sparse_model import SparseModel
 
@@ -71,3 +73,21 @@ def test_two_runs_repeat_bit_for_bit():
         weights.append([w.numpy() for w in model.weights])
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
+
+
+def test_a_budgets_multipliers_are_read_before_their_update():
+    # λ₁, λ₂ reach the loss only through the gates' gradients; the gates'
+    # optimizer's IdentityN made their reads look ordered before the update
+    # of λ, and the dependency optimizer dropped the order (4 pairs).
+    inputs = keras.Input((10,))
+    hidden = keras.layers.Dense(12, activation="relu", name="hidden")(inputs)
+    dense = keras.Model(inputs, keras.layers.Dense(3, name="logits")(hidden))
+    model = tfsparse.sparsify(dense, "hard_concrete", dataset_size=64, target_flops=0.3,
+                              seed=0, verbose=0)
+    model.compile(keras.optimizers.Adam(1e-3),
+                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    x, y = _data()
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    step = tf.function(model.train_step)
+    graph = step.get_concrete_function((tf.constant(x[:32]), tf.constant(y[:32]))).graph
+    assert unordered_reads(dependency_optimized(graph)) == []

@@ -218,12 +218,15 @@ class SparseModel(keras.Model):
                                        tf.stop_gradient(first_loss))
         if self.budget is not None:  # the multipliers ascend
             gate_gradients[-1] = -gate_gradients[-1]
-        # No variable may change before the antithetic pass has read it. The
+        # No variable may change before both passes have read it. The
         # automatic control dependencies say so, but Grappler's dependency
         # optimizer can drop that order when an optimizer's IdentityN links
-        # every update to every gradient, φ's ARM term included
-        # (bench/grappler_read_order.py shows it without tfsparse).
-        with tf.control_dependencies([second_loss] if paired else []):
+        # every update to every gradient (bench/grappler_read_order.py shows
+        # it without tfsparse): φ's ARM term made the antithetic pass's reads
+        # look ordered, and the same happens to the budget's λ, which the
+        # forward pass reads for the gates' gradients only
+        # (tests/test_arm_order.py checks both graphs).
+        with tf.control_dependencies([scaled_loss] + ([second_loss] if paired else [])):
             self._apply_updates(gates, weights, weight_gradients, gate_variables,
                                 gate_gradients)
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
