@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-full bench bench-full docs package
+.PHONY: demo test test-full lint bench bench-full docs package
 
 # digits gives 12 steps per epoch: per-example masks (lower-variance gradients) prune
 # 37-118-29 units at 3.06 % error where the default one-mask-per-batch keeps 39-200-37 at 3.61 %.
@@ -15,6 +15,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n 2 --dist worksteal tests
+
+# ruff's lint rules and formatter (pyproject.toml) over the repository.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Both gate families on every keras.applications network and 200 random
 # graphs (16 min on 2 cores, over the CI budget; `make test` runs a subset).

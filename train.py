@@ -52,9 +52,12 @@ def parse_args(argv=None):
     p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
-    p.add_argument("--lr-schedule", default="constant", choices=recipes.LR_SCHEDULES,
-                   help="cosine: decay the rate to 0 over each training phase "
-                        "(tfsparse.recipes.optimizer)")
+    p.add_argument(
+        "--lr-schedule",
+        default="constant",
+        choices=recipes.LR_SCHEDULES,
+        help="cosine: decay the rate to 0 over each training phase (tfsparse.recipes.optimizer)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--validation-split",
@@ -66,25 +69,59 @@ def parse_args(argv=None):
     p.add_argument("--run-name", default=None, help="default: <model>-<dataset>-<timestamp>")
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras fit verbosity")
     m = p.add_argument_group("sparsity methods")
-    m.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                   help="a method setting (repeatable), e.g. --set lam=0.1 --set mode=expand "
-                        "--set init_size=3; see tfsparse.recipes.DEFAULTS")
-    m.add_argument("--target-flops", type=float, default=None, metavar="F",
-                   help="a budget instead of a penalty weight: keep this fraction of the "
-                        "dense multiply-adds (0 < F <= 1; tfsparse.budget)")
-    m.add_argument("--target-params", type=float, default=None, metavar="P",
-                   help="the same for the number of weights")
-    m.add_argument("--pretrain-epochs", type=int, default=0,
-                   help="train the dense network this long before inserting gates")
+    m.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a method setting (repeatable), e.g. --set lam=0.1 --set mode=expand "
+        "--set init_size=3; see tfsparse.recipes.DEFAULTS",
+    )
+    m.add_argument(
+        "--target-flops",
+        type=float,
+        default=None,
+        metavar="F",
+        help="a budget instead of a penalty weight: keep this fraction of the "
+        "dense multiply-adds (0 < F <= 1; tfsparse.budget)",
+    )
+    m.add_argument(
+        "--target-params",
+        type=float,
+        default=None,
+        metavar="P",
+        help="the same for the number of weights",
+    )
+    m.add_argument(
+        "--pretrain-epochs",
+        type=int,
+        default=0,
+        help="train the dense network this long before inserting gates",
+    )
     m.add_argument("--ramp", action="store_true", help="targeted dropout: ramp alpha and gamma")
-    m.add_argument("--prune-rate", type=float, default=None,
-                   help="targeted dropout / any model: magnitude-prune this fraction at the end")
-    m.add_argument("--prune-level", default=None, choices=("weight", "unit"),
-                   help="level of --prune-rate (default: the method's level, else weight)")
-    m.add_argument("--dbb-epochs", type=int, default=0,
-                   help="bb only: continue with DBB (BB's a, b frozen) for this many epochs")
-    m.add_argument("--export", action="store_true",
-                   help="compact the trained model and export SavedModel + TFLite")
+    m.add_argument(
+        "--prune-rate",
+        type=float,
+        default=None,
+        help="targeted dropout / any model: magnitude-prune this fraction at the end",
+    )
+    m.add_argument(
+        "--prune-level",
+        default=None,
+        choices=("weight", "unit"),
+        help="level of --prune-rate (default: the method's level, else weight)",
+    )
+    m.add_argument(
+        "--dbb-epochs",
+        type=int,
+        default=0,
+        help="bb only: continue with DBB (BB's a, b frozen) for this many epochs",
+    )
+    m.add_argument(
+        "--export",
+        action="store_true",
+        help="compact the trained model and export SavedModel + TFLite",
+    )
     args = p.parse_args(argv)
     try:
         args.settings = parse_settings(args.set)
@@ -151,12 +188,19 @@ def build_sparse(args, splits):
         pretrain = argparse.Namespace(**{**vars(args), "epochs": args.pretrain_epochs})
         fit(compile_model(dense, pretrain, splits), splits, pretrain)
     steps = data.steps_per_epoch(len(splits.train[0]), args.batch_size)
-    plan = recipes.recipe(args.method, args.epochs, steps_per_epoch=steps, ramp=args.ramp,
-                          pretrained=bool(args.pretrain_epochs),
-                          target_flops=args.target_flops, target_params=args.target_params,
-                          **args.settings)
-    sparse = tfsparse.sparsify(dense, args.method, dataset_size=len(splits.train[0]),
-                               seed=args.seed, **plan.settings)
+    plan = recipes.recipe(
+        args.method,
+        args.epochs,
+        steps_per_epoch=steps,
+        ramp=args.ramp,
+        pretrained=bool(args.pretrain_epochs),
+        target_flops=args.target_flops,
+        target_params=args.target_params,
+        **args.settings,
+    )
+    sparse = tfsparse.sparsify(
+        dense, args.method, dataset_size=len(splits.train[0]), seed=args.seed, **plan.settings
+    )
     return compile_model(sparse, args, splits), [plan.scheduler]
 
 
@@ -264,11 +308,14 @@ def run(args, build=None):
     first_phase = None
     if args.dbb_epochs:
         # The BB model's own figures, before DBB continues from it.
-        first_phase = {"method": "bb", "epochs": len(epoch_times),
-                       "test_error": 1.0 - float(model.evaluate(
-                           *splits.test, batch_size=args.batch_size, verbose=0)[1]),
-                       "time_per_epoch": [round(t, 4) for t in epoch_times],
-                       "sparsity": tfsparse.summary(model, print_fn=None)}
+        first_phase = {
+            "method": "bb",
+            "epochs": len(epoch_times),
+            "test_error": 1.0
+            - float(model.evaluate(*splits.test, batch_size=args.batch_size, verbose=0)[1]),
+            "time_per_epoch": [round(t, 4) for t in epoch_times],
+            "sparsity": tfsparse.summary(model, print_fn=None),
+        }
         model, more_history, more_times = continue_with_dbb(model, splits, args)
         for key, values in more_history.history.items():
             history.history.setdefault(key, []).extend(values)
@@ -277,9 +324,7 @@ def run(args, build=None):
     if args.prune_rate is not None:
         level = args.prune_level or args.settings.get("level", "weight")
         tfsparse.prune_by_magnitude(model, args.prune_rate, level=level)
-    test_loss, test_accuracy = model.evaluate(
-        *splits.test, batch_size=args.batch_size, verbose=0
-    )
+    test_loss, test_accuracy = model.evaluate(*splits.test, batch_size=args.batch_size, verbose=0)
 
     run_dir = os.path.join(args.out, args.run_name)
     os.makedirs(run_dir, exist_ok=True)
@@ -325,8 +370,7 @@ def _jsonable(value):
 def continue_with_dbb(bb_model, splits, args):
     """The BB paper's second phase: DBB gates that start from the trained BB
     posteriors (kept frozen), trained for `args.dbb_epochs` epochs."""
-    dbb = tfsparse.sparsify(bb_model, "dbb", dataset_size=len(splits.train[0]),
-                            seed=args.seed)
+    dbb = tfsparse.sparsify(bb_model, "dbb", dataset_size=len(splits.train[0]), seed=args.seed)
     phase = argparse.Namespace(**{**vars(args), "epochs": args.dbb_epochs})
     compile_model(dbb, phase, splits)
     history, times = fit(dbb, splits, phase, [tfsparse.SparsityScheduler()])
@@ -339,8 +383,9 @@ def export_before_after(model, splits, run_dir):
     small = tfsparse.compact(model)
     reports = {}
     for name, network in (("before", model), ("after", small)):
-        report = tfsparse.export(network, os.path.join(run_dir, f"export_{name}"),
-                                 test_data=splits.test)
+        report = tfsparse.export(
+            network, os.path.join(run_dir, f"export_{name}"), test_data=splits.test
+        )
         report["summary"] = tfsparse.summary(network, print_fn=None)["total"]
         reports[name] = report
     return reports

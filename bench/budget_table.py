@@ -66,8 +66,10 @@ def lambda_rows(records_dir, models):
             if record["model"] not in models or _target(record) is not None:
                 continue
             groups.setdefault((record["model"], _label(record)), []).append(_figures(record))
-    return {key: (statistics.fmean(f for f, _ in v), statistics.fmean(e for _, e in v))
-            for key, v in groups.items()}
+    return {
+        key: (statistics.fmean(f for f, _ in v), statistics.fmean(e for _, e in v))
+        for key, v in groups.items()
+    }
 
 
 def error_at(curve, flops):
@@ -81,14 +83,21 @@ def error_at(curve, flops):
 
 
 def to_markdown(curves, lambdas):
-    lines = ["| model | method | target | FLOPs kept | off target | test error (%) |",
-             "| --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| model | method | target | FLOPs kept | off target | test error (%) |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     for (model, family), curve in curves.items():
         for target, flops, error in curve:
-            lines.append(f"| {model} | {family} | {target:g} | {flops:.4f} | "
-                         f"{100 * (flops / target - 1):+.1f} % | {error:.2f} |")
-    lines += ["", "| model | λ row | FLOPs kept | test error (%) | budget runs at that FLOPs |",
-              "| --- | --- | ---: | ---: | ---: |"]
+            lines.append(
+                f"| {model} | {family} | {target:g} | {flops:.4f} | "
+                f"{100 * (flops / target - 1):+.1f} % | {error:.2f} |"
+            )
+    lines += [
+        "",
+        "| model | λ row | FLOPs kept | test error (%) | budget runs at that FLOPs |",
+        "| --- | --- | ---: | ---: | ---: |",
+    ]
     for (model, label), (flops, error) in sorted(lambdas.items()):
         curve = curves.get((model, label))
         at = error_at(curve, flops) if curve else None
@@ -101,6 +110,7 @@ def to_markdown(curves, lambdas):
 
 def plot(curves, lambdas, model, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -108,12 +118,22 @@ def plot(curves, lambdas, model, path):
     for (m, family), curve in curves.items():
         if m != model:
             continue
-        line, = ax.plot([f for _, f, _ in curve], [e for _, _, e in curve], "o-",
-                        label=f"{family}, FLOPs target")
+        (line,) = ax.plot(
+            [f for _, f, _ in curve],
+            [e for _, _, e in curve],
+            "o-",
+            label=f"{family}, FLOPs target",
+        )
         for label, (flops, error) in ((k[1], v) for k, v in lambdas.items() if k[0] == model):
             if label == family:
-                ax.plot(flops, error, "x", color=line.get_color(), markersize=10,
-                        label=f"{family}, hand-tuned λ")
+                ax.plot(
+                    flops,
+                    error,
+                    "x",
+                    color=line.get_color(),
+                    markersize=10,
+                    label=f"{family}, hand-tuned λ",
+                )
     dense = lambdas.get((model, "dense"))
     if dense:
         ax.axhline(dense[1], color="gray", linestyle=":", label="dense")

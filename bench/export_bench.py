@@ -25,10 +25,9 @@ import tempfile
 import keras
 
 import tfsparse
-from tfsparse import data, models
-
 from bench.report import load_records
 from bench.suites import MNIST, RECORDS
+from tfsparse import data, models
 
 SUITE_FILES = ("l0_npn.jsonl", "bb_dbb.jsonl", "targeted_dropout.jsonl", "cross.jsonl")
 MODELS = ("lenet_300_100", "lenet_500_300", "lenet5_caffe")
@@ -50,27 +49,54 @@ def saved_models(model, seed, records=RECORDS, files=SUITE_FILES):
 def measure(label, model_path, splits, runs, workdir):
     model = keras.models.load_model(model_path)
     small = tfsparse.compact(model)
-    report = tfsparse.export(small, os.path.join(workdir, label.replace("+", "_")),
-                             test_data=splits.test, latency_runs=runs)
+    report = tfsparse.export(
+        small,
+        os.path.join(workdir, label.replace("+", "_")),
+        test_data=splits.test,
+        latency_runs=runs,
+    )
     figures = tfsparse.summary(small, print_fn=None)
-    return {"label": label, "model_path": model_path,
-            "size_bytes": report["sizes_bytes"]["tflite"],
-            "latency_ms": report["tflite"]["latency_ms"],
-            "accuracy": report["tflite"]["accuracy"],
-            "parity": report["tflite"]["parity"]["max_abs_diff"],
-            "parity_ok": report["tflite"]["parity"]["ok"],
-            "params": int(small.count_params()),
-            "flops": figures["total"]["flops_kept"]}
+    return {
+        "label": label,
+        "model_path": model_path,
+        "size_bytes": report["sizes_bytes"]["tflite"],
+        "latency_ms": report["tflite"]["latency_ms"],
+        "accuracy": report["tflite"]["accuracy"],
+        "parity": report["tflite"]["parity"]["max_abs_diff"],
+        "parity_ok": report["tflite"]["parity"]["ok"],
+        "params": int(small.count_params()),
+        "flops": figures["total"]["flops_kept"],
+    }
 
 
 def tfmot_records(model, seed, sparsities, runs, dataset=MNIST, epochs=15, prune_epochs=5):
     out = tempfile.mktemp(suffix=".jsonl")
     env = {**os.environ, "TF_USE_LEGACY_KERAS": "1"}
-    subprocess.run([sys.executable, "-m", "bench.tfmot_baseline", "--model", model,
-                    "--seed", str(seed), "--sparsity", *map(str, sparsities),
-                    "--epochs", str(epochs), "--prune-epochs", str(prune_epochs),
-                    "--data", dataset, "--latency-runs", str(runs), "--out", out],
-                   check=True, env=env)
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bench.tfmot_baseline",
+            "--model",
+            model,
+            "--seed",
+            str(seed),
+            "--sparsity",
+            *map(str, sparsities),
+            "--epochs",
+            str(epochs),
+            "--prune-epochs",
+            str(prune_epochs),
+            "--data",
+            dataset,
+            "--latency-runs",
+            str(runs),
+            "--out",
+            out,
+        ],
+        check=True,
+        env=env,
+    )
     records = load_records(out)
     os.unlink(out)
     return records
@@ -84,14 +110,27 @@ def reference(model, seed, paths, splits, runs, workdir):
     if "dense" in paths:
         return measure("dense", paths["dense"], splits, runs, workdir), True
     network = models.get(model)(splits.input_shape, splits.num_classes)
-    report = tfsparse.export(network, os.path.join(workdir, "dense-reference"),
-                             test_data=splits.test, latency_runs=runs)
-    return {"label": "dense", "size_bytes": report["sizes_bytes"]["tflite"],
-            "latency_ms": report["tflite"]["latency_ms"]}, False
+    report = tfsparse.export(
+        network, os.path.join(workdir, "dense-reference"), test_data=splits.test, latency_runs=runs
+    )
+    return {
+        "label": "dense",
+        "size_bytes": report["sizes_bytes"]["tflite"],
+        "latency_ms": report["tflite"]["latency_ms"],
+    }, False
 
 
-def measure_seed(model, seed, records=RECORDS, runs=500, tfmot=(), dataset=MNIST,
-                 tfmot_epochs=(15, 5), labels=None, files=SUITE_FILES):
+def measure_seed(
+    model,
+    seed,
+    records=RECORDS,
+    runs=500,
+    tfmot=(),
+    dataset=MNIST,
+    tfmot_epochs=(15, 5),
+    labels=None,
+    files=SUITE_FILES,
+):
     """Rows for the saved models of (`model`, `seed`) in the records `files`
     named in `labels` (all by default) and for tfmot's sparsities, with size
     and latency ratios to the dense network's TFLite file measured in this
@@ -103,33 +142,58 @@ def measure_seed(model, seed, records=RECORDS, runs=500, tfmot=(), dataset=MNIST
     with tempfile.TemporaryDirectory() as workdir:
         dense, trained = reference(model, seed, paths, splits, runs, workdir)
         measured = [dense] if trained else []
-        measured += [measure(label, path, splits, runs, workdir)
-                     for label, path in paths.items() if label != "dense"]
+        measured += [
+            measure(label, path, splits, runs, workdir)
+            for label, path in paths.items()
+            if label != "dense"
+        ]
     if tfmot:
         for r in tfmot_records(model, seed, tfmot, runs, dataset, *tfmot_epochs):
-            measured.append({"label": r["method"], "size_bytes": r["size_bytes"],
-                             "latency_ms": r["latency_ms"], "accuracy": r["accuracy"],
-                             "sparsity": r.get("sparsity"),
-                             "measured_sparsity": r.get("measured_sparsity")})
+            measured.append(
+                {
+                    "label": r["method"],
+                    "size_bytes": r["size_bytes"],
+                    "latency_ms": r["latency_ms"],
+                    "accuracy": r["accuracy"],
+                    "sparsity": r.get("sparsity"),
+                    "measured_sparsity": r.get("measured_sparsity"),
+                }
+            )
     for m in measured:
-        m.update(model=model, seed=seed, size_ratio=dense["size_bytes"] / m["size_bytes"],
-                 speedup=dense["latency_ms"] / m["latency_ms"])
+        m.update(
+            model=model,
+            seed=seed,
+            size_ratio=dense["size_bytes"] / m["size_bytes"],
+            speedup=dense["latency_ms"] / m["latency_ms"],
+        )
     return measured
 
 
 def to_measure(model, seed, rows, records, tfmot):
     """(labels of saved models without a row of their own, whether tfmot
     rows are missing) for (`model`, `seed`)."""
-    have = {r["label"]: r.get("model_path") for r in rows
-            if (r["model"], r["seed"]) == (model, seed)}
-    stale = {label for label, path in saved_models(model, seed, records).items()
-             if have.get(label, None) != path}
+    have = {
+        r["label"]: r.get("model_path") for r in rows if (r["model"], r["seed"]) == (model, seed)
+    }
+    stale = {
+        label
+        for label, path in saved_models(model, seed, records).items()
+        if have.get(label, None) != path
+    }
     wanted = {"dense (tf_keras)"} | {f"tfmot {int(round(100 * s))}%" for s in tfmot}
     return stale, bool(tfmot) and not wanted <= set(have)
 
 
-def run(models=MODELS, seeds=(0,), records=RECORDS, runs=500, tfmot=(), dataset=MNIST,
-        tfmot_epochs=(15, 5), out=None):
+def run(
+    models=MODELS,
+    seeds=(0,),
+    records=RECORDS,
+    runs=500,
+    tfmot=(),
+    dataset=MNIST,
+    tfmot_epochs=(15, 5),
+    out=None,
+):
     """Measures, per (model, seed), the saved models that have no row of
     their own yet and any missing tfmot sparsity (see the module docstring);
     returns all rows of `out`."""
@@ -140,11 +204,22 @@ def run(models=MODELS, seeds=(0,), records=RECORDS, runs=500, tfmot=(), dataset=
             stale, tfmot_missing = to_measure(model, seed, rows, records, tfmot)
             if not stale and not tfmot_missing:
                 continue
-            fresh = measure_seed(model, seed, records, runs, tfmot if tfmot_missing else (),
-                                 dataset, tfmot_epochs, labels=stale)
+            fresh = measure_seed(
+                model,
+                seed,
+                records,
+                runs,
+                tfmot if tfmot_missing else (),
+                dataset,
+                tfmot_epochs,
+                labels=stale,
+            )
             replaced = {m["label"] for m in fresh}
-            rows = [r for r in rows if (r["model"], r["seed"]) != (model, seed)
-                    or r["label"] not in replaced] + fresh
+            rows = [
+                r
+                for r in rows
+                if (r["model"], r["seed"]) != (model, seed) or r["label"] not in replaced
+            ] + fresh
             with open(out + ".tmp", "w") as f:
                 f.writelines(json.dumps(r) + "\n" for r in rows)
             os.replace(out + ".tmp", out)
@@ -156,17 +231,24 @@ def main(argv=None):
     p.add_argument("--models", nargs="+", default=list(MODELS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
     p.add_argument("--runs", type=int, default=500, help="latency repetitions")
-    p.add_argument("--tfmot", nargs="+", type=float, default=(),
-                   help="tfmot sparsities to compare (e.g. 0.9 0.95)")
+    p.add_argument(
+        "--tfmot",
+        nargs="+",
+        type=float,
+        default=(),
+        help="tfmot sparsities to compare (e.g. 0.9 0.95)",
+    )
     p.add_argument("--out", default=os.path.join(RECORDS, "export.jsonl"))
     args = p.parse_args(argv)
     rows = run(args.models, args.seeds, runs=args.runs, tfmot=args.tfmot, out=args.out)
     print("| model | seed | method | TFLite KiB | smaller | latency (ms) | faster | accuracy |")
     print("| --- | ---: | --- | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
-        print(f"| {r['model']} | {r['seed']} | {r['label']} | {r['size_bytes'] / 1024:.1f} | "
-              f"{r['size_ratio']:.1f}× | {r['latency_ms']:.4f} | {r['speedup']:.1f}× | "
-              f"{100 * r['accuracy']:.2f} % |")
+        print(
+            f"| {r['model']} | {r['seed']} | {r['label']} | {r['size_bytes'] / 1024:.1f} | "
+            f"{r['size_ratio']:.1f}× | {r['latency_ms']:.4f} | {r['speedup']:.1f}× | "
+            f"{100 * r['accuracy']:.2f} % |"
+        )
 
 
 if __name__ == "__main__":

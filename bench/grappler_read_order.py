@@ -34,10 +34,19 @@ from tensorflow.python.grappler import tf_optimizer
 OFF = rewriter_config_pb2.RewriterConfig.OFF
 ON = rewriter_config_pb2.RewriterConfig.ON
 OTHER_OPTIMIZERS = (
-    "constant_folding", "layout_optimizer", "arithmetic_optimization", "remapping",
-    "loop_optimization", "function_optimization", "shape_optimization",
-    "memory_optimization", "common_subgraph_elimination", "pin_to_host_optimization",
-    "implementation_selector", "auto_mixed_precision")
+    "constant_folding",
+    "layout_optimizer",
+    "arithmetic_optimization",
+    "remapping",
+    "loop_optimization",
+    "function_optimization",
+    "shape_optimization",
+    "memory_optimization",
+    "common_subgraph_elimination",
+    "pin_to_host_optimization",
+    "implementation_selector",
+    "auto_mixed_precision",
+)
 WRITES = ("AssignVariableOp", "AssignAddVariableOp", "AssignSubVariableOp")
 NO_DEPENDENCY_OPTIMIZATION = "NO_DEPENDENCY_OPTIMIZATION"
 
@@ -86,8 +95,11 @@ def unordered_reads(graph_def):
     for handle, written in writes.items():
         for write in written:
             before_write = ancestors(write)
-            pairs += [(read, write) for read in reads.get(handle, [])
-                      if read not in before_write and write not in ancestors(read)]
+            pairs += [
+                (read, write)
+                for read in reads.get(handle, [])
+                if read not in before_write and write not in ancestors(read)
+            ]
     return pairs
 
 
@@ -144,8 +156,11 @@ def main():
     print("unordered (read, write) pairs as traced:", unordered_reads(graph.as_graph_def()))
     print("after the dependency optimizer:", unordered_reads(dependency_optimized(graph)))
     print(f"dependency optimizer on: {stale_steps()} of 200 steps read updated weights")
-    subprocess.run([sys.executable, "-m", "bench.grappler_read_order"], check=True,
-                   env={**os.environ, NO_DEPENDENCY_OPTIMIZATION: "1"})
+    subprocess.run(
+        [sys.executable, "-m", "bench.grappler_read_order"],
+        check=True,
+        env={**os.environ, NO_DEPENDENCY_OPTIMIZATION: "1"},
+    )
 
 
 if __name__ == "__main__":

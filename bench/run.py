@@ -10,9 +10,20 @@ import train
 
 # Options of train.py that a benchmark setting may override; flags are passed
 # when true. Every other setting is a method setting (`--set key=value`).
-_TRAIN_OPTIONS = ("batch_size", "lr", "lr_schedule", "validation_split", "out", "verbose",
-                  "pretrain_epochs", "prune_rate", "prune_level", "dbb_epochs",
-                  "target_flops", "target_params")
+_TRAIN_OPTIONS = (
+    "batch_size",
+    "lr",
+    "lr_schedule",
+    "validation_split",
+    "out",
+    "verbose",
+    "pretrain_epochs",
+    "prune_rate",
+    "prune_level",
+    "dbb_epochs",
+    "target_flops",
+    "target_params",
+)
 _TRAIN_FLAGS = ("ramp", "export")
 DEFAULT_OUT = os.path.join("bench", "results", "runs")
 METHODS = train.METHODS
@@ -45,14 +56,22 @@ def run_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **se
     stem = os.path.splitext(os.path.basename(str(dataset)))[0]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     argv = [
-        "--model", model,
-        "--dataset", str(dataset),
-        "--method", method,
-        "--seed", str(seed),
-        "--epochs", str(epochs),
-        "--run-name", f"{model}-{label}-{stem}-s{seed}-{stamp}",
-        "--out", str(settings.pop("out", DEFAULT_OUT)),
-        "--verbose", str(settings.pop("verbose", 2)),  # One line per epoch in logs.
+        "--model",
+        model,
+        "--dataset",
+        str(dataset),
+        "--method",
+        method,
+        "--seed",
+        str(seed),
+        "--epochs",
+        str(epochs),
+        "--run-name",
+        f"{model}-{label}-{stem}-s{seed}-{stamp}",
+        "--out",
+        str(settings.pop("out", DEFAULT_OUT)),
+        "--verbose",
+        str(settings.pop("verbose", 2)),  # One line per epoch in logs.
     ]
     options = {key: settings.pop(key) for key in _TRAIN_OPTIONS if key in settings}
     for key, value in options.items():
@@ -81,7 +100,7 @@ def run_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **se
             "hostname": socket.gethostname(),
             "cpu_count": os.cpu_count(),
             "platform": platform.platform(),
-            "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(),
         },
     }
     parent = os.path.dirname(os.fspath(out_jsonl))

@@ -39,8 +39,13 @@ def parse_args(argv=None):
     p.add_argument("--method", required=True, choices=METHODS)
     p.add_argument("--model", required=True, choices=sorted(models.MODELS))
     p.add_argument("--dataset", default="../shared/data/mnist-10k.npz")
-    p.add_argument("--settings", nargs="+", required=True, type=settings_object,
-                   help="one JSON object of settings per point, over the method's defaults")
+    p.add_argument(
+        "--settings",
+        nargs="+",
+        required=True,
+        type=settings_object,
+        help="one JSON object of settings per point, over the method's defaults",
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3])
     p.add_argument("--epochs", type=int, default=30)
     p.add_argument("--out", required=True, help=".jsonl file the runs are appended to")
@@ -50,11 +55,23 @@ def parse_args(argv=None):
 def main(argv=None):
     args = parse_args(argv)
     # The trial set-up of tune.py: same split, batch, scheduler and cost.
-    tune_args = tune.parse_args(["--method", args.method, "--model", args.model,
-                                 "--dataset", args.dataset, "--accuracy-target", "1",
-                                 "--epochs", str(args.epochs)])
-    splits = data.load(args.dataset, validation_split=tune_args.validation_split,
-                       seed=tune_args.seed)
+    tune_args = tune.parse_args(
+        [
+            "--method",
+            args.method,
+            "--model",
+            args.model,
+            "--dataset",
+            args.dataset,
+            "--accuracy-target",
+            "1",
+            "--epochs",
+            str(args.epochs),
+        ]
+    )
+    splits = data.load(
+        args.dataset, validation_split=tune_args.validation_split, seed=tune_args.seed
+    )
     done = set()
     if os.path.exists(args.out):
         with open(args.out) as f:
@@ -64,8 +81,13 @@ def main(argv=None):
             if _run_key(settings, seed) in done:
                 continue
             run = tune.train_settings(tune_args, splits, settings, seed=seed)
-            record = {"method": args.method, "model": args.model, "epochs": args.epochs,
-                      "settings": settings, **run}
+            record = {
+                "method": args.method,
+                "model": args.model,
+                "epochs": args.epochs,
+                "settings": settings,
+                **run,
+            }
             print(json.dumps(record), flush=True)
             with open(args.out, "a") as f:
                 f.write(json.dumps(record) + "\n")

@@ -40,31 +40,45 @@ def train(method, path, splits, epochs, batch_size=128, seed=0):
         sparse = tfsparse.sparsify(dense, method, dataset_size=n, seed=seed, verbose=0)
         scheduler = tfsparse.SparsityScheduler()
     else:
-        plan = recipes.recipe(method, epochs,
-                              steps_per_epoch=data.steps_per_epoch(n, batch_size))
-        sparse = tfsparse.sparsify(dense, method, dataset_size=n, seed=seed, verbose=0,
-                                   **plan.settings)
+        plan = recipes.recipe(method, epochs, steps_per_epoch=data.steps_per_epoch(n, batch_size))
+        sparse = tfsparse.sparsify(
+            dense, method, dataset_size=n, seed=seed, verbose=0, **plan.settings
+        )
         scheduler = plan.scheduler
-    sparse.compile(keras.optimizers.Adam(1e-3),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                   metrics=["accuracy"])
+    sparse.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     start = time.time()
-    sparse.fit(*splits.train, validation_data=splits.val, epochs=epochs,
-               batch_size=batch_size, verbose=0, callbacks=[scheduler])
+    sparse.fit(
+        *splits.train,
+        validation_data=splits.val,
+        epochs=epochs,
+        batch_size=batch_size,
+        verbose=0,
+        callbacks=[scheduler],
+    )
     seconds = time.time() - start
     small = tfsparse.compact(sparse)
     figures = tfsparse.summary(small, print_fn=None)
     dense_figures = tfsparse.summary(dense, print_fn=None)
-    small.compile(metrics=["accuracy"],
-                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    small.compile(
+        metrics=["accuracy"], loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     accuracy = small.evaluate(*splits.test, verbose=0)[1]
     return {
-        "method": method, "path": path, "epochs": epochs, "seed": seed,
+        "method": method,
+        "path": path,
+        "epochs": epochs,
+        "seed": seed,
         "flops_kept": figures["total"]["flops_total"] / dense_figures["total"]["flops_total"],
-        "weights_kept": (figures["total"]["weights_total"]
-                         / dense_figures["total"]["weights_total"]),
+        "weights_kept": (
+            figures["total"]["weights_total"] / dense_figures["total"]["weights_total"]
+        ),
         "units": tfsparse.summary(sparse, print_fn=None)["units_kept"],
-        "test_error": 100.0 * (1.0 - accuracy), "seconds": round(seconds, 1),
+        "test_error": 100.0 * (1.0 - accuracy),
+        "seconds": round(seconds, 1),
     }
 
 

@@ -13,10 +13,22 @@ import os
 
 from bench import report, run
 
-MNIST = os.environ.get("TFSPARSE_MNIST", os.path.normpath(os.path.join(
-    os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist-10k.npz")))
-FASHION = os.environ.get("TFSPARSE_FASHION", os.path.join(os.path.dirname(MNIST),
-                                                           "fashion-mnist.npz"))
+MNIST = os.environ.get(
+    "TFSPARSE_MNIST",
+    os.path.normpath(
+        os.path.join(
+            os.path.dirname(os.path.abspath(__file__)),
+            "..",
+            "..",
+            "shared",
+            "data",
+            "mnist-10k.npz",
+        )
+    ),
+)
+FASHION = os.environ.get(
+    "TFSPARSE_FASHION", os.path.join(os.path.dirname(MNIST), "fashion-mnist.npz")
+)
 RECORDS = os.path.join("bench", "records")
 
 VIT_EPOCHS = 15
@@ -28,24 +40,62 @@ SUITES = {
         ("dense", "lenet_300_100", "dense", 30, {}),
         # λ = 0.03: at 0.05 (records in l0_npn_hc_lam005.jsonl) the validation
         # error was 1.0 point above dense's over 3 seeds (18× fewer weights).
-        ("hard_concrete", "lenet_300_100", "hard_concrete", 100,
-         {"lam": 0.03, "init_drop_rate": 0.2, **FAST_GATES}),
+        (
+            "hard_concrete",
+            "lenet_300_100",
+            "hard_concrete",
+            100,
+            {"lam": 0.03, "init_drop_rate": 0.2, **FAST_GATES},
+        ),
         ("npn-prune", "lenet_300_100", "npn", 100, {"lam": 0.05, **FAST_GATES}),
         # Expansion from 3 units per layer, with prune's λ and k: the paper
         # wakes one gate per improved epoch over 250 epochs, here 5 per
         # improved epoch over 50 (k = 1 left the input features unpruned).
-        ("npn-expand", "lenet_300_100", "npn", 100,
-         {"lam": 0.05, "mode": "expand", "init_size": 3, "expand_size": 5, "k_plastic": 7.0,
-          **FAST_GATES}),
+        (
+            "npn-expand",
+            "lenet_300_100",
+            "npn",
+            100,
+            {
+                "lam": 0.05,
+                "mode": "expand",
+                "init_size": 3,
+                "expand_size": 5,
+                "k_plastic": 7.0,
+                **FAST_GATES,
+            },
+        ),
         ("dense", "lenet5_caffe", "dense", 15, {}),
         # LeNet-5's cost is in the convolutions: penalties weighted by FLOPs.
-        ("hard_concrete", "lenet5_caffe", "hard_concrete", 60,
-         {"lam": 0.004, "init_drop_rate": 0.2, "group_by": "flops", **FAST_GATES}),
-        ("npn-prune", "lenet5_caffe", "npn", 60,
-         {"lam": 0.004, "group_by": "flops", **FAST_GATES}),
-        ("npn-expand", "lenet5_caffe", "npn", 60,
-         {"lam": 0.004, "group_by": "flops", "mode": "expand", "init_size": 3,
-          "expand_size": 4, "k_plastic": 7.0, **FAST_GATES}),
+        (
+            "hard_concrete",
+            "lenet5_caffe",
+            "hard_concrete",
+            60,
+            {"lam": 0.004, "init_drop_rate": 0.2, "group_by": "flops", **FAST_GATES},
+        ),
+        (
+            "npn-prune",
+            "lenet5_caffe",
+            "npn",
+            60,
+            {"lam": 0.004, "group_by": "flops", **FAST_GATES},
+        ),
+        (
+            "npn-expand",
+            "lenet5_caffe",
+            "npn",
+            60,
+            {
+                "lam": 0.004,
+                "group_by": "flops",
+                "mode": "expand",
+                "init_size": 3,
+                "expand_size": 4,
+                "k_plastic": 7.0,
+                **FAST_GATES,
+            },
+        ),
     ],
     # Issue 4: BB and DBB, starting from the trained dense network as in the
     # paper (the DBB run records its BB phase as `first_phase`).
@@ -53,8 +103,13 @@ SUITES = {
     # fast as the weights (60 epochs at 10× kept 394-380-261 of LeNet-500-300).
     "bb_dbb": [
         ("dense", "lenet_500_300", "dense", 30, {}),
-        ("bb+dbb", "lenet_500_300", "bb", 100,
-         {"pretrain_epochs": 10, "dbb_epochs": 30, "lr_multiplier": 50.0}),
+        (
+            "bb+dbb",
+            "lenet_500_300",
+            "bb",
+            100,
+            {"pretrain_epochs": 10, "dbb_epochs": 30, "lr_multiplier": 50.0},
+        ),
         ("dense", "lenet5_caffe", "dense", 15, {}),
         # On LeNet-5 the KL at weight 1 keeps nearly every conv channel (1.6×
         # fewer FLOPs after 40 BB epochs, 2.0× after 100; records in
@@ -62,52 +117,80 @@ SUITES = {
         # epochs on seed 0 (README: "BB's KL weight"). BB trains 100 epochs as
         # on the MLPs (40 gave 2.4×, records in bb_dbb_lenet5_e40.jsonl): the
         # paper's 200 epochs of full MNIST are 17× as many steps.
-        ("bb+dbb", "lenet5_caffe", "bb", 100,
-         {"pretrain_epochs": 10, "dbb_epochs": 20, "lr_multiplier": 50.0, "kl_weight": 2.5}),
+        (
+            "bb+dbb",
+            "lenet5_caffe",
+            "bb",
+            100,
+            {"pretrain_epochs": 10, "dbb_epochs": 20, "lr_multiplier": 50.0, "kl_weight": 2.5},
+        ),
     ],
     # Issue 8: targeted dropout on the three networks, then pruned post hoc:
     # weight level with γ = 0.9 (the target rate) and α = 0.75, pruned to 90 %;
     # unit level with the paper's α = γ = 0.5, pruned to 50 % of the units.
     "targeted_dropout": [
         (label, model, "targeted_dropout", epochs, settings)
-        for model, epochs in (("lenet_300_100", 30), ("lenet_500_300", 30),
-                              ("lenet5_caffe", 15))
+        for model, epochs in (("lenet_300_100", 30), ("lenet_500_300", 30), ("lenet5_caffe", 15))
         for label, settings in (
             ("td-weight", {"level": "weight", "alpha": 0.75, "gamma": 0.9, "prune_rate": 0.9}),
-            ("td-unit", {"level": "unit", "alpha": 0.5, "gamma": 0.5, "prune_rate": 0.5}))
+            ("td-unit", {"level": "unit", "alpha": 0.5, "gamma": 0.5, "prune_rate": 0.5}),
+        )
     ],
     # Issue 8: every method on every network: issue 3's methods on
     # LeNet-500-300 and issue 4's on LeNet-300-100, with the settings of the
     # other MLP (the dense baselines are those of l0_npn and bb_dbb).
     "cross": [
-        ("hard_concrete", "lenet_500_300", "hard_concrete", 100,
-         {"lam": 0.03, "init_drop_rate": 0.2, **FAST_GATES}),
+        (
+            "hard_concrete",
+            "lenet_500_300",
+            "hard_concrete",
+            100,
+            {"lam": 0.03, "init_drop_rate": 0.2, **FAST_GATES},
+        ),
         ("npn-prune", "lenet_500_300", "npn", 100, {"lam": 0.05, **FAST_GATES}),
-        ("npn-expand", "lenet_500_300", "npn", 100,
-         {"lam": 0.05, "mode": "expand", "init_size": 3, "expand_size": 5, "k_plastic": 7.0,
-          **FAST_GATES}),
-        ("bb+dbb", "lenet_300_100", "bb", 100,
-         {"pretrain_epochs": 10, "dbb_epochs": 30, "lr_multiplier": 50.0}),
+        (
+            "npn-expand",
+            "lenet_500_300",
+            "npn",
+            100,
+            {
+                "lam": 0.05,
+                "mode": "expand",
+                "init_size": 3,
+                "expand_size": 5,
+                "k_plastic": 7.0,
+                **FAST_GATES,
+            },
+        ),
+        (
+            "bb+dbb",
+            "lenet_300_100",
+            "bb",
+            100,
+            {"pretrain_epochs": 10, "dbb_epochs": 30, "lr_multiplier": 50.0},
+        ),
     ],
     # Issue 24: FLOPs budgets instead of λ, on the two LeNets (as long as
     # their λ rows) and the Keras tutorial's convnet. Nothing was tuned: the
     # recipes' defaults with the target in place of λ.
-    "budgets": [("dense", "mnist_convnet", "dense", 30, {}),
-                # The recipes' default λ on the tutorial convnet: the issue's
-                # "removed nothing" starting point, beside the targets.
-                ("hard_concrete", "mnist_convnet", "hard_concrete", 30, FAST_GATES),
-                ("npn-prune", "mnist_convnet", "npn", 30, FAST_GATES)] + [
-        (f"{method}-t{target}", model, method, epochs,
-         {"target_flops": target, **FAST_GATES})
-        for model, epochs in (("lenet_300_100", 100), ("lenet5_caffe", 60),
-                              ("mnist_convnet", 30))
+    "budgets": [
+        ("dense", "mnist_convnet", "dense", 30, {}),
+        # The recipes' default λ on the tutorial convnet: the issue's
+        # "removed nothing" starting point, beside the targets.
+        ("hard_concrete", "mnist_convnet", "hard_concrete", 30, FAST_GATES),
+        ("npn-prune", "mnist_convnet", "npn", 30, FAST_GATES),
+    ]
+    + [
+        (f"{method}-t{target}", model, method, epochs, {"target_flops": target, **FAST_GATES})
+        for model, epochs in (("lenet_300_100", 100), ("lenet5_caffe", 60), ("mnist_convnet", 30))
         for method in ("hard_concrete", "npn")
         for target in (0.5, 0.25, 0.1, 0.05)
     ],
     # Issue 18: the small ViT on Fashion-MNIST; the target asks for a bit
     # more than half of the attention and feed-forward multiply-adds to go
     # (the patch embedding and classifier are a sliver of the total).
-    "vit_fashion": [("dense", "vit", "dense", VIT_EPOCHS, {})] + [
+    "vit_fashion": [("dense", "vit", "dense", VIT_EPOCHS, {})]
+    + [
         (method, "vit", method, VIT_EPOCHS, {"target_flops": 0.45})
         for method in ("hard_concrete", "npn")
     ],
@@ -117,9 +200,12 @@ DATASETS = {"vit_fashion": FASHION}
 
 
 def done(path, label, model, seed):
-    return any(r["config"].get("label") == label and r["config"]["model"] == model
-               and r["config"]["seed"] == seed
-               for r in report.load_records(path, missing_ok=True))
+    return any(
+        r["config"].get("label") == label
+        and r["config"]["model"] == model
+        and r["config"]["seed"] == seed
+        for r in report.load_records(path, missing_ok=True)
+    )
 
 
 def scaled(epochs, settings, scale):
@@ -134,8 +220,16 @@ def scaled(epochs, settings, scale):
     return max(1, round(epochs * scale)), settings
 
 
-def run_suite(name, seeds=(0,), models=None, only=None, records=RECORDS, dataset=None,
-              epochs_scale=1.0, runs_dir=None):
+def run_suite(
+    name,
+    seeds=(0,),
+    models=None,
+    only=None,
+    records=RECORDS,
+    dataset=None,
+    epochs_scale=1.0,
+    runs_dir=None,
+):
     """Runs the configurations of suite `name` that `records/<name>.jsonl`
     does not hold yet for each seed, on `dataset` (default: the suite's own,
     mnist-10k for most); returns the path of that file."""
@@ -149,8 +243,18 @@ def run_suite(name, seeds=(0,), models=None, only=None, records=RECORDS, dataset
             if done(path, label, model, seed):
                 continue
             epochs, settings = scaled(epochs, settings, epochs_scale)
-            run.run_config(model, method, dataset, seed, epochs, path, label=label,
-                           verbose=0, **settings, **extra)
+            run.run_config(
+                model,
+                method,
+                dataset,
+                seed,
+                epochs,
+                path,
+                label=label,
+                verbose=0,
+                **settings,
+                **extra,
+            )
     return path
 
 

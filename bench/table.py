@@ -25,12 +25,28 @@ from bench.export_bench import SUITE_FILES
 from bench.report import load_records
 
 # Row order of the tables, and the `bench.timing` variant timing each method.
-METHODS = ("dense", "hard_concrete", "npn-prune", "npn-expand", "bb", "dbb", "td-weight",
-           "td-unit", "tfmot 90%", "tfmot 95%")
-TIMING_VARIANT = {"dense": "dense", "hard_concrete": "hard_concrete",
-                  "npn-prune": "npn (ARM)", "npn-expand": "npn (ARM)", "bb": "bb",
-                  "dbb": "dbb", "td-weight": "targeted_dropout (weight)",
-                  "td-unit": "targeted_dropout (unit)"}
+METHODS = (
+    "dense",
+    "hard_concrete",
+    "npn-prune",
+    "npn-expand",
+    "bb",
+    "dbb",
+    "td-weight",
+    "td-unit",
+    "tfmot 90%",
+    "tfmot 95%",
+)
+TIMING_VARIANT = {
+    "dense": "dense",
+    "hard_concrete": "hard_concrete",
+    "npn-prune": "npn (ARM)",
+    "npn-expand": "npn (ARM)",
+    "bb": "bb",
+    "dbb": "dbb",
+    "td-weight": "targeted_dropout (weight)",
+    "td-unit": "targeted_dropout (unit)",
+}
 # The saved model of a BB→DBB run is the DBB one.
 EXPORT_LABEL = {"dbb": "bb+dbb"}
 MODELS = ("lenet_300_100", "lenet_500_300", "lenet5_caffe")
@@ -71,9 +87,13 @@ def _mean_std(values):
 def hidden_units(sparsity):
     """[(layer, kept, total)] of the Dense/Conv layers but the last (the
     classifier), from `tfsparse.summary`'s layer rows."""
-    layers = [(r["name"], r["units_kept"], r["units_total"]) for r in sparsity["layers"]
-              if r["units_total"] is not None and r["weights_total"] > 0
-              and ("Dense" in r["type"] or "Conv" in r["type"])]
+    layers = [
+        (r["name"], r["units_kept"], r["units_total"])
+        for r in sparsity["layers"]
+        if r["units_total"] is not None
+        and r["weights_total"] > 0
+        and ("Dense" in r["type"] or "Conv" in r["type"])
+    ]
     return layers[:-1]
 
 
@@ -90,11 +110,16 @@ def rows(records_dir, model, trained=None):
     """The table rows of one network (dicts; None where not measured);
     `trained` is `runs(records_dir)` when the caller has it already."""
     trained = runs(records_dir) if trained is None else trained
-    exports = [r for r in load_records(os.path.join(records_dir, "export.jsonl"),
-                                       missing_ok=True) if r["model"] == model]
-    timing = {r["variant"]: r["ratio"]
-              for r in load_records(os.path.join(records_dir, "timing.jsonl"), missing_ok=True)
-              if r["model"] == model}
+    exports = [
+        r
+        for r in load_records(os.path.join(records_dir, "export.jsonl"), missing_ok=True)
+        if r["model"] == model
+    ]
+    timing = {
+        r["variant"]: r["ratio"]
+        for r in load_records(os.path.join(records_dir, "timing.jsonl"), missing_ok=True)
+        if r["model"] == model
+    }
     out = []
     for method in METHODS:
         by_seed = trained.get((model, method), {})
@@ -109,15 +134,17 @@ def rows(records_dir, model, trained=None):
             row["weights_kept"] = statistics.fmean(t["weights_fraction"] for t in total)
             row["flops_kept"] = statistics.fmean(t["flops_fraction"] for t in total)
             row["flops_per_example"] = statistics.fmean(
-                t.get("flops_expected_fraction", t["flops_fraction"]) for t in total)
+                t.get("flops_expected_fraction", t["flops_fraction"]) for t in total
+            )
             row["units"] = _units_text(figures[0]["sparsity"])
         else:  # tfmot: accuracy from its TFLite file, weights kept by construction
             row["error"] = _mean_std(100 * (1 - r["accuracy"]) for r in measured)
             sparsity = measured[0].get("measured_sparsity") or measured[0]["sparsity"]
             row["weights_kept"] = row["flops_kept"] = 1 - sparsity
             row["flops_per_example"], row["units"] = None, None
-        row["size_ratio"] = (statistics.fmean(r["size_ratio"] for r in measured)
-                             if measured else None)
+        row["size_ratio"] = (
+            statistics.fmean(r["size_ratio"] for r in measured) if measured else None
+        )
         row["speedup"] = statistics.fmean(r["speedup"] for r in measured) if measured else None
         row["tflite_seeds"] = len(measured)
         row["step_time"] = timing.get(TIMING_VARIANT.get(method))
@@ -135,15 +162,19 @@ def _fmt(value, pattern, missing="—"):
 
 
 def markdown(model_rows):
-    lines = ["| method | seeds | test error (%) | units kept (seed 0) | weights kept | "
-             "FLOPs kept | TFLite × smaller | TFLite × faster | training time × dense |",
-             "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| method | seeds | test error (%) | units kept (seed 0) | weights kept | "
+        "FLOPs kept | TFLite × smaller | TFLite × faster | training time × dense |",
+        "| --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
     for r in model_rows:
         mean, std = r["error"]
         flops = f"{100 * r['flops_kept']:.1f} % ({_times(r['flops_kept'])})"
         if r["flops_per_example"] is not None and r["flops_per_example"] < r["flops_kept"] - 1e-6:
-            flops += (f"; {100 * r['flops_per_example']:.1f} % "
-                      f"({_times(r['flops_per_example'])}) per example")
+            flops += (
+                f"; {100 * r['flops_per_example']:.1f} % "
+                f"({_times(r['flops_per_example'])}) per example"
+            )
         if r["method"].startswith(UNSTRUCTURED):
             flops += " nonzero"
         seeds = str(r["seeds"])
@@ -153,7 +184,8 @@ def markdown(model_rows):
             f"| {r['method']} | {seeds} | {mean:.2f} ± {std:.2f} | "
             f"{_fmt(r['units'], '{}')} | {100 * r['weights_kept']:.1f} % | {flops} | "
             f"{_fmt(r['size_ratio'], '{:.1f}×')} | {_fmt(r['speedup'], '{:.1f}×')} | "
-            f"{_fmt(r['step_time'], '{:.2f}')} |")
+            f"{_fmt(r['step_time'], '{:.2f}')} |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -166,18 +198,27 @@ def verdict(model_rows, margin=0.5):
     if "dense" not in by_method:
         return ""
     limit = by_method["dense"]["error"][0] + margin
-    within = [r for r in model_rows if r["method"] != "dense" and r["error"][0] <= limit
-              and not r["method"].startswith(UNSTRUCTURED)]
+    within = [
+        r
+        for r in model_rows
+        if r["method"] != "dense"
+        and r["error"][0] <= limit
+        and not r["method"].startswith(UNSTRUCTURED)
+    ]
     if not within:
         return f"No method is within {margin} points of the dense network's error.\n"
     best = min(within, key=lambda r: r["flops_per_example"] or r["flops_kept"])
     flops = best["flops_per_example"] or best["flops_kept"]
-    text = (f"Fewest FLOPs within {margin} points of dense ({limit:.2f} %): "
-            f"**{best['method']}**, {_times(flops)} fewer")
+    text = (
+        f"Fewest FLOPs within {margin} points of dense ({limit:.2f} %): "
+        f"**{best['method']}**, {_times(flops)} fewer"
+    )
     tfmot = by_method.get("tfmot 90%")
     if tfmot and tfmot["speedup"] and best["speedup"]:
-        text += (f"; its TFLite file runs {best['speedup'] / tfmot['speedup']:.1f}× faster "
-                 f"than tfmot's 90 % model")
+        text += (
+            f"; its TFLite file runs {best['speedup'] / tfmot['speedup']:.1f}× faster "
+            f"than tfmot's 90 % model"
+        )
     return text + ".\n"
 
 
@@ -185,6 +226,7 @@ def plot_tradeoff(trained, model, path):
     """Error against FLOPs kept (per example for DBB), one point per method
     and seed, with the Pareto front."""
     from tfsparse.plots import plot_tradeoff as draw
+
     costs, errors, labels = [], [], []
     for (name, method), by_seed in trained.items():
         if name != model:
@@ -196,20 +238,31 @@ def plot_tradeoff(trained, model, path):
             labels.append(method)
     if not costs:
         return None
-    return draw(path, costs, errors, labels=labels, title=f"{model} on mnist-10k",
-                ylabel="test error (%)", xscale="log")
+    return draw(
+        path,
+        costs,
+        errors,
+        labels=labels,
+        title=f"{model} on mnist-10k",
+        ylabel="test error (%)",
+        xscale="log",
+    )
 
 
 def plot_units(trained, model, path):
     """Share of units kept per hidden layer (seed 0 of each method), as
     grouped bars; the dense network is 100 % everywhere."""
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
     import numpy as np
 
-    methods = [(m, by_seed[min(by_seed)]) for (name, m), by_seed in trained.items()
-               if name == model and m != "dense"]
+    methods = [
+        (m, by_seed[min(by_seed)])
+        for (name, m), by_seed in trained.items()
+        if name == model and m != "dense"
+    ]
     if not methods:
         return None
     layers = hidden_units(methods[0][1]["sparsity"])
@@ -263,8 +316,7 @@ def update_page(path, text, plots_dir):
     with open(path) as f:
         page = f.read()
     if PAGE_START not in page or PAGE_END not in page:
-        raise ValueError(f"{path} has no dashboard markers ({PAGE_START!r} ... "
-                         f"{PAGE_END!r}).")
+        raise ValueError(f"{path} has no dashboard markers ({PAGE_START!r} ... {PAGE_END!r}).")
     head, rest = page.split(PAGE_START, 1)
     _, tail = rest.split(PAGE_END, 1)
     images = []
@@ -282,8 +334,11 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--records", default=os.path.join("bench", "records"))
     p.add_argument("--out", default=None)
-    p.add_argument("--page", default=None,
-                   help="rewrite the dashboard block of this Markdown file (docs/benchmarks.md)")
+    p.add_argument(
+        "--page",
+        default=None,
+        help="rewrite the dashboard block of this Markdown file (docs/benchmarks.md)",
+    )
     args = p.parse_args(argv)
     out = args.out or os.path.join(args.records, "dashboard.md")
     text = render(args.records, out)

@@ -51,10 +51,12 @@ from tfsparse.callbacks import SparsityScheduler  # noqa: E402
 from tfsparse.pruning import magnitude_sparsity, prune_by_magnitude  # noqa: E402
 from tfsparse.schedules import targeted_dropout_ramp  # noqa: E402
 
-DATA = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
-                                    "shared", "data", "mnist-10k.npz"))
-RATES = {"weight": [0.0, 0.5, 0.75, 0.9, 0.95, 0.99],
-         "unit": [0.0, 0.25, 0.5, 0.75, 0.9]}
+DATA = os.path.normpath(
+    os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist-10k.npz"
+    )
+)
+RATES = {"weight": [0.0, 0.5, 0.75, 0.9, 0.95, 0.99], "unit": [0.0, 0.25, 0.5, 0.75, 0.9]}
 RAMP_GAMMA = {"weight": 0.99, "unit": 0.90}
 REGIMES = ("none", "dropout", "targeted", "ramping")
 MODELS = ("lenet_300_100", "lenet5_caffe")
@@ -65,23 +67,31 @@ def build(regime, args, input_shape, total_steps):
     """(model, callbacks, settings) for one regime."""
     builder = getattr(models, args.model)
     if regime == "dropout":
+
         def factory(name):
             if name.startswith("fc"):
                 return keras.layers.Dropout(0.5, name=f"{name}_dropout")
             return None
+
         return builder(input_shape, 10, gate_factory=factory), [], {"rate": 0.5}
     model = builder(input_shape, 10)
     if regime == "none":
         return model, [], {}
     if regime == "targeted":
         settings = {"alpha": args.alpha, "gamma": args.gamma}
-        return (tfsparse.sparsify(model, "targeted_dropout", level=args.level,
-                                  seed=args.seed, **settings), [], settings)
+        return (
+            tfsparse.sparsify(
+                model, "targeted_dropout", level=args.level, seed=args.seed, **settings
+            ),
+            [],
+            settings,
+        )
     alpha, gamma = 0.99, RAMP_GAMMA[args.level]
     ramp_steps = max(1, round(args.ramp_fraction * total_steps))
     settings = {"alpha": alpha, "gamma": gamma, "ramp_steps": ramp_steps}
-    sparse = tfsparse.sparsify(model, "targeted_dropout", level=args.level, seed=args.seed,
-                               alpha=alpha, gamma=gamma)
+    sparse = tfsparse.sparsify(
+        model, "targeted_dropout", level=args.level, seed=args.seed, alpha=alpha, gamma=gamma
+    )
     scheduler = SparsityScheduler(schedules=targeted_dropout_ramp(alpha, gamma, ramp_steps))
     return sparse, [scheduler], settings
 
@@ -92,14 +102,17 @@ def load(path, limit):
         x_train, y_train = data["x_train"], data["y_train"]
         x_test, y_test = data["x_test"], data["y_test"]
     if limit:
-        x_train, y_train, x_test, y_test = (x_train[:limit], y_train[:limit],
-                                            x_test[:limit], y_test[:limit])
+        x_train, y_train, x_test, y_test = (
+            x_train[:limit],
+            y_train[:limit],
+            x_test[:limit],
+            y_test[:limit],
+        )
 
     def images(x):
         return (x.astype("float32") / 255.0)[..., None]
 
-    return ((images(x_train), y_train.astype("int32")),
-            (images(x_test), y_test.astype("int32")))
+    return ((images(x_train), y_train.astype("int32")), (images(x_test), y_test.astype("int32")))
 
 
 # ------------------------------------------------------------------ running
@@ -109,30 +122,46 @@ def run_regime(regime, args, train, test):
     total_steps = args.epochs * math.ceil(len(x_train) / args.batch_size)
     model, callbacks, settings = build(regime, args, x_train.shape[1:], total_steps)
     jit = {"auto": "auto", "on": True, "off": False}[args.jit]
-    model.compile(keras.optimizers.Adam(args.lr),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"], jit_compile=jit)
+    model.compile(
+        keras.optimizers.Adam(args.lr),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+        jit_compile=jit,
+    )
     start = time.time()
-    history = model.fit(x_train, y_train, epochs=args.epochs, batch_size=args.batch_size,
-                        callbacks=callbacks, verbose=args.verbose)
+    history = model.fit(
+        x_train,
+        y_train,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        callbacks=callbacks,
+        verbose=args.verbose,
+    )
     seconds = time.time() - start
     trained = model.get_weights()
     accuracy, sparsity = [], []
     for rate in RATES[args.level]:
         model.set_weights(trained)
         prune_by_magnitude(model, rate, level=args.level)
-        accuracy.append(float(model.evaluate(x_test, y_test, batch_size=1024,
-                                             verbose=0)[1]))
+        accuracy.append(float(model.evaluate(x_test, y_test, batch_size=1024, verbose=0)[1]))
         sparsity.append(magnitude_sparsity(model, include_classifier=False))
-    print(f"{regime:>9}: " + "  ".join(f"{r:.0%}→{a:.4f}" for r, a in
-                                        zip(RATES[args.level], accuracy)), flush=True)
-    return {"settings": settings, "accuracy": accuracy, "sparsity": sparsity,
-            "train_seconds": seconds,
-            "final_train_loss": float(history.history["loss"][-1])}
+    print(
+        f"{regime:>9}: "
+        + "  ".join(f"{r:.0%}→{a:.4f}" for r, a in zip(RATES[args.level], accuracy)),
+        flush=True,
+    )
+    return {
+        "settings": settings,
+        "accuracy": accuracy,
+        "sparsity": sparsity,
+        "train_seconds": seconds,
+        "final_train_loss": float(history.history["loss"][-1]),
+    }
 
 
 def plot(record, path):
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
@@ -142,8 +171,7 @@ def plot(record, path):
         ax.plot(rates, [100 * a for a in result["accuracy"]], marker="o", label=regime)
     ax.set_xlabel(f"{record['level']}s pruned per layer (%)")
     ax.set_ylabel("test accuracy (%)")
-    ax.set_title(f"{record['model']}, {record['level']}-level pruning, "
-                 f"{record['epochs']} epochs")
+    ax.set_title(f"{record['model']}, {record['level']}-level pruning, {record['epochs']} epochs")
     ax.grid(alpha=0.3)
     ax.legend()
     fig.tight_layout()
@@ -152,24 +180,39 @@ def plot(record, path):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m bench.targeted_dropout_curve",
-                                description=__doc__.split("\n\n")[0])
+    p = argparse.ArgumentParser(
+        prog="python -m bench.targeted_dropout_curve", description=__doc__.split("\n\n")[0]
+    )
     p.add_argument("--model", choices=MODELS, default="lenet_300_100")
     p.add_argument("--level", choices=("weight", "unit"), default="weight")
     p.add_argument("--epochs", type=int, default=20)
-    p.add_argument("--out", default=os.path.join("bench", "results", "td_curve"),
-                   help="output folder for the JSON and PNG")
+    p.add_argument(
+        "--out",
+        default=os.path.join("bench", "results", "td_curve"),
+        help="output folder for the JSON and PNG",
+    )
     p.add_argument("--data", default=DATA, help="an .npz in Keras' mnist.npz layout")
-    p.add_argument("--limit", type=int, default=0,
-                   help="use only the first N training and test images (smoke runs)")
-    p.add_argument("--regimes", default=",".join(REGIMES),
-                   help=f"comma-separated subset of {','.join(REGIMES)}")
+    p.add_argument(
+        "--limit",
+        type=int,
+        default=0,
+        help="use only the first N training and test images (smoke runs)",
+    )
+    p.add_argument(
+        "--regimes",
+        default=",".join(REGIMES),
+        help=f"comma-separated subset of {','.join(REGIMES)}",
+    )
     p.add_argument("--alpha", type=float, default=0.5, help="α of the targeted regime")
     p.add_argument("--gamma", type=float, default=0.5, help="γ of the targeted regime")
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3)
-    p.add_argument("--ramp-fraction", type=float, default=0.4,
-                   help="fraction of training over which ramping TD reaches α, γ")
+    p.add_argument(
+        "--ramp-fraction",
+        type=float,
+        default=0.4,
+        help="fraction of training over which ramping TD reaches α, γ",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--jit", choices=("auto", "on", "off"), default="auto")
     p.add_argument("--verbose", type=int, default=2)
@@ -190,17 +233,26 @@ def main(argv=None):
     args = parse_args(argv)
     train, test = load(args.data, args.limit)
     record = {
-        "model": args.model, "level": args.level, "epochs": args.epochs,
-        "limit": args.limit, "seed": args.seed, "batch_size": args.batch_size,
-        "lr": args.lr, "ramp_fraction": args.ramp_fraction,
-        "alpha": args.alpha, "gamma": args.gamma,
-        "train_examples": len(train[0]), "test_examples": len(test[0]),
+        "model": args.model,
+        "level": args.level,
+        "epochs": args.epochs,
+        "limit": args.limit,
+        "seed": args.seed,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "ramp_fraction": args.ramp_fraction,
+        "alpha": args.alpha,
+        "gamma": args.gamma,
+        "train_examples": len(train[0]),
+        "test_examples": len(test[0]),
         "rates": RATES[args.level],
-        "regimes": {regime: run_regime(regime, args, train, test)
-                    for regime in args.regimes},
-        "host": {"hostname": socket.gethostname(), "cpu_count": os.cpu_count(),
-                 "platform": platform.platform(),
-                 "date": datetime.datetime.now(datetime.timezone.utc).isoformat()},
+        "regimes": {regime: run_regime(regime, args, train, test) for regime in args.regimes},
+        "host": {
+            "hostname": socket.gethostname(),
+            "cpu_count": os.cpu_count(),
+            "platform": platform.platform(),
+            "date": datetime.datetime.now(datetime.UTC).isoformat(),
+        },
     }
     os.makedirs(args.out, exist_ok=True)
     stem = os.path.join(args.out, f"td_curve_{args.model}_{args.level}")

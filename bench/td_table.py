@@ -43,13 +43,16 @@ def combined():
 def main():
     for (model, level), record in combined().items():
         rates = record["rates"]
-        print(f"\n**{model}, {level} level, {record['epochs']} epochs** (test accuracy % "
-              f"after pruning {' / '.join(f'{100 * r:g} %' for r in rates)}):\n")
+        print(
+            f"\n**{model}, {level} level, {record['epochs']} epochs** (test accuracy % "
+            f"after pruning {' / '.join(f'{100 * r:g} %' for r in rates)}):\n"
+        )
         print("| regime | " + " | ".join(f"{100 * r:g} %" for r in rates) + " |")
         print("| --- |" + " ---: |" * len(rates))
         for regime, result in record["regimes"].items():
-            print(f"| {regime} | " + " | ".join(f"{100 * a:.2f}" for a in result["accuracy"])
-                  + " |")
+            print(
+                f"| {regime} | " + " | ".join(f"{100 * a:.2f}" for a in result["accuracy"]) + " |"
+            )
         plot(record, os.path.join(FOLDER, f"td_curve_{model}_{level}_all.png"))
 
 

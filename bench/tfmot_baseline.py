@@ -31,8 +31,11 @@ import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras as keras  # noqa: E402
 from ai_edge_litert.interpreter import Interpreter  # noqa: E402
 
-MNIST = os.path.normpath(os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..",
-                                     "shared", "data", "mnist-10k.npz"))
+MNIST = os.path.normpath(
+    os.path.join(
+        os.path.dirname(os.path.abspath(__file__)), "..", "..", "shared", "data", "mnist-10k.npz"
+    )
+)
 
 
 def build(model):
@@ -40,29 +43,44 @@ def build(model):
     tfsparse.models)."""
     layers = keras.layers
     if model == "lenet5_caffe":
-        return keras.Sequential([
-            layers.InputLayer((28, 28, 1)),
-            layers.Conv2D(20, 5, activation="relu"), layers.MaxPooling2D(),
-            layers.Conv2D(50, 5, activation="relu"), layers.MaxPooling2D(),
-            layers.Flatten(), layers.Dense(500, activation="relu"), layers.Dense(10)])
+        return keras.Sequential(
+            [
+                layers.InputLayer((28, 28, 1)),
+                layers.Conv2D(20, 5, activation="relu"),
+                layers.MaxPooling2D(),
+                layers.Conv2D(50, 5, activation="relu"),
+                layers.MaxPooling2D(),
+                layers.Flatten(),
+                layers.Dense(500, activation="relu"),
+                layers.Dense(10),
+            ]
+        )
     hidden = {"lenet_300_100": (300, 100), "lenet_500_300": (500, 300)}[model]
-    return keras.Sequential([layers.InputLayer((28, 28, 1)), layers.Flatten(),
-                             *[layers.Dense(h, activation="relu") for h in hidden],
-                             layers.Dense(10)])
+    return keras.Sequential(
+        [
+            layers.InputLayer((28, 28, 1)),
+            layers.Flatten(),
+            *[layers.Dense(h, activation="relu") for h in hidden],
+            layers.Dense(10),
+        ]
+    )
 
 
 def load(path):
     with np.load(path) as f:
-        x_train, y_train, x_test, y_test = (f[k] for k in ("x_train", "y_train", "x_test",
-                                                           "y_test"))
+        x_train, y_train, x_test, y_test = (
+            f[k] for k in ("x_train", "y_train", "x_test", "y_test")
+        )
     prep = lambda x: (x.astype("float32") / 255.0)[..., None]  # noqa: E731
     return prep(x_train), y_train.astype("int64"), prep(x_test), y_test.astype("int64")
 
 
 def compile_model(model, lr=1e-3):
-    model.compile(keras.optimizers.Adam(lr),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model.compile(
+        keras.optimizers.Adam(lr),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model
 
 
@@ -88,7 +106,7 @@ def measure(flatbuffer, x_test, y_test, runs):
     inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
     correct = 0
     for i in range(len(x_test)):
-        interpreter.set_tensor(inp["index"], x_test[i:i + 1])
+        interpreter.set_tensor(inp["index"], x_test[i : i + 1])
         interpreter.invoke()
         correct += int(np.argmax(interpreter.get_tensor(out["index"])) == y_test[i])
     times = []
@@ -98,8 +116,11 @@ def measure(flatbuffer, x_test, y_test, runs):
         interpreter.invoke()
         times.append(time.perf_counter() - start)
     os.unlink(f.name)
-    return {"size_bytes": len(flatbuffer), "latency_ms": 1e3 * statistics.median(times),
-            "accuracy": correct / len(x_test)}
+    return {
+        "size_bytes": len(flatbuffer),
+        "latency_ms": 1e3 * statistics.median(times),
+        "accuracy": correct / len(x_test),
+    }
 
 
 def main(argv=None):
@@ -117,8 +138,14 @@ def main(argv=None):
     x_train, y_train, x_test, y_test = load(args.data)
     dense = compile_model(build(args.model))
     dense.fit(x_train, y_train, epochs=args.epochs, batch_size=128, verbose=0)
-    records = [{"method": "dense (tf_keras)", "model": args.model, "seed": args.seed,
-                **measure(tflite_bytes(dense, False), x_test, y_test, args.latency_runs)}]
+    records = [
+        {
+            "method": "dense (tf_keras)",
+            "model": args.model,
+            "seed": args.seed,
+            **measure(tflite_bytes(dense, False), x_test, y_test, args.latency_runs),
+        }
+    ]
     steps = -(-len(x_train) // 128) * args.prune_epochs
     trained = dense.get_weights()
     for target in args.sparsity:
@@ -128,18 +155,34 @@ def main(argv=None):
         end_step = max(1, int(0.8 * steps))
         frequency = max(1, end_step // 20)
         schedule = tfmot.sparsity.keras.PolynomialDecay(
-            initial_sparsity=0.0, final_sparsity=target, begin_step=0,
-            end_step=end_step - end_step % frequency, frequency=frequency)
-        pruned = compile_model(tfmot.sparsity.keras.prune_low_magnitude(
-            dense, pruning_schedule=schedule))
-        pruned.fit(x_train, y_train, epochs=args.prune_epochs, batch_size=128, verbose=0,
-                   callbacks=[tfmot.sparsity.keras.UpdatePruningStep()])
+            initial_sparsity=0.0,
+            final_sparsity=target,
+            begin_step=0,
+            end_step=end_step - end_step % frequency,
+            frequency=frequency,
+        )
+        pruned = compile_model(
+            tfmot.sparsity.keras.prune_low_magnitude(dense, pruning_schedule=schedule)
+        )
+        pruned.fit(
+            x_train,
+            y_train,
+            epochs=args.prune_epochs,
+            batch_size=128,
+            verbose=0,
+            callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+        )
         stripped = tfmot.sparsity.keras.strip_pruning(pruned)
-        records.append({"method": f"tfmot {int(round(100 * target))}%", "model": args.model,
-                        "seed": args.seed, "sparsity": target,
-                        "measured_sparsity": kernel_sparsity(stripped),
-                        **measure(tflite_bytes(stripped, True), x_test, y_test,
-                                  args.latency_runs)})
+        records.append(
+            {
+                "method": f"tfmot {int(round(100 * target))}%",
+                "model": args.model,
+                "seed": args.seed,
+                "sparsity": target,
+                "measured_sparsity": kernel_sparsity(stripped),
+                **measure(tflite_bytes(stripped, True), x_test, y_test, args.latency_runs),
+            }
+        )
     os.makedirs(os.path.dirname(args.out) or ".", exist_ok=True)
     with open(args.out, "a") as f:
         for record in records:

@@ -26,9 +26,8 @@ import keras
 import numpy as np
 
 import tfsparse
-from tfsparse import data, models, recipes
-
 from bench.suites import MNIST, RECORDS
+from tfsparse import data, models, recipes
 
 BATCH = 128
 VARIANTS = {
@@ -50,11 +49,14 @@ def build(model_name, variant, splits, jit_compile="auto"):
     if VARIANTS[variant] is not None:
         method, settings = VARIANTS[variant]
         plan = recipes.recipe(method, 10, **settings)
-        model = tfsparse.sparsify(model, method, dataset_size=len(splits.train[0]),
-                                  seed=0, **plan.settings)
-    model.compile(keras.optimizers.Adam(1e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=jit_compile)
+        model = tfsparse.sparsify(
+            model, method, dataset_size=len(splits.train[0]), seed=0, **plan.settings
+        )
+    model.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit_compile,
+    )
     return model
 
 
@@ -95,29 +97,42 @@ def paired_ratios(seconds, reference="dense"):
 def time_model(model_name, variants, splits, rounds, steps, jit=False, order=None):
     """Rows (one per variant) for one network; see the module docstring."""
     order = order or random.Random(0)
-    x, y = splits.train[0][:BATCH * steps], splits.train[1][:BATCH * steps]
-    built = {v: build(model_name, v, splits, True if jit else "auto")
-             for v in ["dense"] + [v for v in variants if v != "dense"]}
+    x, y = splits.train[0][: BATCH * steps], splits.train[1][: BATCH * steps]
+    built = {
+        v: build(model_name, v, splits, True if jit else "auto")
+        for v in ["dense"] + [v for v in variants if v != "dense"]
+    }
     for model in built.values():
-        step_seconds(model, x[:BATCH * 3], y[:BATCH * 3])  # trace and warm up
+        step_seconds(model, x[: BATCH * 3], y[: BATCH * 3])  # trace and warm up
     seconds = {v: [] for v in built}
     for _ in range(rounds):
         for variant in order.sample(list(built), len(built)):
             seconds[variant].append(step_seconds(built[variant], x, y))
     ratios = paired_ratios(seconds)
-    return [{"model": model_name, "variant": v, "step_ms": 1e3 * float(np.median(seconds[v])),
-             "ratio": float(np.median(ratios[v])),
-             "ratio_iqr": [float(np.percentile(ratios[v], 25)),
-                           float(np.percentile(ratios[v], 75))],
-             "rounds": rounds, "steps": steps, "jit_compile": jit,
-             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs"}
-            for v in built]
+    return [
+        {
+            "model": model_name,
+            "variant": v,
+            "step_ms": 1e3 * float(np.median(seconds[v])),
+            "ratio": float(np.median(ratios[v])),
+            "ratio_iqr": [
+                float(np.percentile(ratios[v], 25)),
+                float(np.percentile(ratios[v], 75)),
+            ],
+            "rounds": rounds,
+            "steps": steps,
+            "jit_compile": jit,
+            "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
+        }
+        for v in built
+    ]
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--models", nargs="+",
-                   default=["lenet_300_100", "lenet_500_300", "lenet5_caffe"])
+    p.add_argument(
+        "--models", nargs="+", default=["lenet_300_100", "lenet_500_300", "lenet5_caffe"]
+    )
     p.add_argument("--rounds", type=int, default=15)
     p.add_argument("--steps", type=int, default=40, help="steps per timed fit (at least 3)")
     p.add_argument("--dataset", default=MNIST)
@@ -138,8 +153,10 @@ def main(argv=None):
     print("| --- | --- | ---: | ---: | ---: |")
     for r in rows:
         low, high = r["ratio_iqr"]
-        print(f"| {r['model']} | {r['variant']} | {r['step_ms']:.2f} | {r['ratio']:.2f} | "
-              f"{low:.2f}-{high:.2f} |")
+        print(
+            f"| {r['model']} | {r['variant']} | {r['step_ms']:.2f} | {r['ratio']:.2f} | "
+            f"{low:.2f}-{high:.2f} |"
+        )
 
 
 if __name__ == "__main__":

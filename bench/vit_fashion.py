@@ -40,42 +40,57 @@ def blocks(small):
 
 def block_flops(summary):
     """Multiply-adds (kept, total) of the attention and feed-forward layers."""
-    rows = [r for r in summary["layers"]
-            if r["name"].startswith("block") and r["name"].split("_", 1)[1] in
-            ("attention", "fc1", "fc2")]
+    rows = [
+        r
+        for r in summary["layers"]
+        if r["name"].startswith("block")
+        and r["name"].split("_", 1)[1] in ("attention", "fc1", "fc2")
+    ]
     return sum(r["flops_kept"] for r in rows), sum(r["flops_total"] for r in rows)
 
 
 def rows(seed, records, runs, dataset=suites.FASHION):
     path = os.path.join(records, f"{SUITE}.jsonl")
-    trained = {r["config"]["label"]: r for r in load_records(path)
-               if r["config"]["seed"] == seed}
-    measured = export_bench.measure_seed("vit", seed, records, runs, dataset=dataset,
-                                         files=(f"{SUITE}.jsonl",))
+    trained = {r["config"]["label"]: r for r in load_records(path) if r["config"]["seed"] == seed}
+    measured = export_bench.measure_seed(
+        "vit", seed, records, runs, dataset=dataset, files=(f"{SUITE}.jsonl",)
+    )
     out = []
     for m in measured:
         record = trained[m["label"]]
         small = tfsparse.compact(keras.models.load_model(record["model_path"]))
         figures = tfsparse.summary(small, print_fn=None)
         kept, total = block_flops(record["sparsity"]) if record.get("sparsity") else (1, 1)
-        out.append({"label": m["label"], "seed": seed, "error": 100 * record["test_error"],
-                    "blocks": blocks(small), "block_flops_fraction": kept / total,
-                    "flops": figures["total"]["flops_kept"],
-                    "latency_ms": m["latency_ms"], "speedup": m["speedup"],
-                    "parity_ok": m["parity_ok"]})
+        out.append(
+            {
+                "label": m["label"],
+                "seed": seed,
+                "error": 100 * record["test_error"],
+                "blocks": blocks(small),
+                "block_flops_fraction": kept / total,
+                "flops": figures["total"]["flops_kept"],
+                "latency_ms": m["latency_ms"],
+                "speedup": m["speedup"],
+                "parity_ok": m["parity_ok"],
+            }
+        )
     return out
 
 
 def to_markdown(table):
-    lines = ["| method | seed | test error (%) | heads kept per block | FF units kept per block |"
-             " attention + FF MACs kept | MACs | TFLite ms | faster |",
-             "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |"]
+    lines = [
+        "| method | seed | test error (%) | heads kept per block | FF units kept per block |"
+        " attention + FF MACs kept | MACs | TFLite ms | faster |",
+        "| --- | ---: | ---: | --- | --- | ---: | ---: | ---: | ---: |",
+    ]
     for r in table:
         heads = " ".join(str(h) for h, _ in r["blocks"])
         units = " ".join(str(u) for _, u in r["blocks"])
-        lines.append(f"| {r['label']} | {r['seed']} | {r['error']:.2f} | {heads} | {units} | "
-                     f"{r['block_flops_fraction']:.3f} | {r['flops']:,} | "
-                     f"{r['latency_ms']:.3f} | {r['speedup']:.2f}× |")
+        lines.append(
+            f"| {r['label']} | {r['seed']} | {r['error']:.2f} | {heads} | {units} | "
+            f"{r['block_flops_fraction']:.3f} | {r['flops']:,} | "
+            f"{r['latency_ms']:.3f} | {r['speedup']:.2f}× |"
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -88,10 +103,14 @@ def main(argv=None):
     p.add_argument("--dataset", default=suites.FASHION)
     p.add_argument("--epochs-scale", type=float, default=1.0)
     args = p.parse_args(argv)
-    suites.run_suite(SUITE, args.seeds, records=args.records, dataset=args.dataset,
-                     epochs_scale=args.epochs_scale)
-    table = [r for seed in args.seeds
-             for r in rows(seed, args.records, args.runs, args.dataset)]
+    suites.run_suite(
+        SUITE,
+        args.seeds,
+        records=args.records,
+        dataset=args.dataset,
+        epochs_scale=args.epochs_scale,
+    )
+    table = [r for seed in args.seeds for r in rows(seed, args.records, args.runs, args.dataset)]
     with open(os.path.join(args.records, f"{SUITE}_latency.jsonl"), "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in table)
     markdown = to_markdown(table)

@@ -16,29 +16,39 @@ from tfsparse.gates import HardConcreteGate, NPNGate, gates_of
 
 FULL_TESTS = os.environ.get("TFSPARSE_FULL_TESTS") == "1"
 SIZE = 32
-APPLICATIONS = ("MobileNetV2", "MobileNetV3Small", "ResNet50", "EfficientNetB0",
-                "DenseNet121", "ConvNeXtTiny")
+APPLICATIONS = (
+    "MobileNetV2",
+    "MobileNetV3Small",
+    "ResNet50",
+    "EfficientNetB0",
+    "DenseNet121",
+    "ConvNeXtTiny",
+)
 # Exporting takes 30-50 s per network on 2 cores: the suite exports
 # MobileNetV3Small (its hard-swish is built from keras.ops);
 # `python -m bench.applications --export` exports every network.
 EXPORTED = {"MobileNetV3Small": "npn"}
 # NPN trains with its hard-concrete estimator here: ARM's second forward pass
 # doubles an eager step of a big network (ARM is tested in test_npn.py).
-STRONG = {"hard_concrete": dict(lam=50.0, lr_multiplier=100.0),
-          "npn": dict(lam=50.0, lr_multiplier=100.0, estimator="hard_concrete")}
+STRONG = {
+    "hard_concrete": dict(lam=50.0, lr_multiplier=100.0),
+    "npn": dict(lam=50.0, lr_multiplier=100.0, estimator="hard_concrete"),
+}
 
 
 def _application(name, **kwargs):
     if name == "MobileNetV2":
         kwargs["alpha"] = 0.35
-    return getattr(keras.applications, name)(weights=None, input_shape=(SIZE, SIZE, 3),
-                                             **kwargs)
+    return getattr(keras.applications, name)(weights=None, input_shape=(SIZE, SIZE, 3), **kwargs)
 
 
 def _data(shape, n=4, classes=10, integers=False):
     rng = np.random.default_rng(0)
-    x = (rng.integers(0, 50, (n,) + shape) if integers
-         else rng.uniform(0, 1, (n,) + shape).astype("float32"))
+    x = (
+        rng.integers(0, 50, (n,) + shape)
+        if integers
+        else rng.uniform(0, 1, (n,) + shape).astype("float32")
+    )
     return x, rng.integers(0, classes, n)
 
 
@@ -49,9 +59,11 @@ def _gate_values(sparse):
 def _train_briefly(sparse, x, y):
     """One eager step (no graph to trace: the big networks stay fast) with a
     strong penalty; every gate variable moves, towards closing on average."""
-    sparse.compile(keras.optimizers.Adam(1e-3),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                   run_eagerly=True)
+    sparse.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        run_eagerly=True,
+    )
     before = _gate_values(sparse)
     history = sparse.fit(x, y, batch_size=len(x), epochs=1, verbose=0)
     assert np.isfinite(history.history["loss"][0])
@@ -66,7 +78,7 @@ def _close_half(sparse, seed=0):
     rng = np.random.default_rng(seed)
     for gate in gates_of(sparse):
         n = gate.mask_shape[0]
-        closed = rng.permutation(n)[:n // 2]
+        closed = rng.permutation(n)[: n // 2]
         if isinstance(gate, HardConcreteGate):
             gate.log_alpha.assign(_set(gate.log_alpha, closed, -4.6))
         elif isinstance(gate, NPNGate):
@@ -97,8 +109,9 @@ def _export_and_check(small, x, path):
 
 
 def _whole_path(dense, method, x, y, tmp_path=None, **settings):
-    sparse = tfsparse.sparsify(dense, method, dataset_size=len(x), verbose=0,
-                               **{**STRONG[method], **settings})
+    sparse = tfsparse.sparsify(
+        dense, method, dataset_size=len(x), verbose=0, **{**STRONG[method], **settings}
+    )
     _train_briefly(sparse, x, y)
     _close_half(sparse)
     small = _compact_and_check(dense, sparse, x)
@@ -112,8 +125,11 @@ def _whole_path(dense, method, x, y, tmp_path=None, **settings):
 # budget; the layer patterns below run both). `make test-full`
 # (TFSPARSE_FULL_TESTS=1): both families on every network.
 FAMILIES = ("hard_concrete", "npn")
-CASES = ([(name, method) for name in APPLICATIONS for method in FAMILIES] if FULL_TESTS
-         else [(name, FAMILIES[i % 2]) for i, name in enumerate(APPLICATIONS)])
+CASES = (
+    [(name, method) for name in APPLICATIONS for method in FAMILIES]
+    if FULL_TESTS
+    else [(name, FAMILIES[i % 2]) for i, name in enumerate(APPLICATIONS)]
+)
 
 
 @pytest.mark.parametrize("name, method", CASES)
@@ -127,13 +143,14 @@ def test_keras_applications(name, method, tmp_path):
 
 def test_application_inside_a_new_head_is_flattened_and_gated():
     base = _application("MobileNetV2", include_top=False, pooling="avg")
-    dense = keras.Sequential([keras.Input((SIZE, SIZE, 3)), base,
-                              keras.layers.Dense(10, name="head")])
+    dense = keras.Sequential(
+        [keras.Input((SIZE, SIZE, 3)), base, keras.layers.Dense(10, name="head")]
+    )
     x, y = _data((SIZE, SIZE, 3))
     calibrate_batch_norm(dense, x)
     sparse, small = _whole_path(dense, "hard_concrete", x, y)
     inner = {layer.name for layer in base.layers}
-    assert sum(g.name[:-len("_gate")] in inner for g in gates_of(sparse)) >= 17
+    assert sum(g.name[: -len("_gate")] in inner for g in gates_of(sparse)) >= 17
     assert not any(isinstance(layer, keras.Model) for layer in small.layers)
 
 
@@ -196,8 +213,9 @@ def test_layer_patterns(name, method, tmp_path):
 
 
 def test_resnet_streams_share_one_gate_per_stage():
-    sparse = tfsparse.sparsify(models.resnet20((SIZE, SIZE, 3), 10), "hard_concrete",
-                               dataset_size=10, verbose=0)
+    sparse = tfsparse.sparsify(
+        models.resnet20((SIZE, SIZE, 3), 10), "hard_concrete", dataset_size=10, verbose=0
+    )
     stream = sparse.get_layer("stem_gate")
     # Called before every block of stage 1 and before stage 2's first block
     # (its conv1 and its projection read the same gated tensor).

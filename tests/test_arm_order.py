@@ -7,9 +7,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from bench.grappler_read_order import (arm_shaped_step, dependency_optimized,
-                                       unordered_reads)
 import tfsparse
+from bench.grappler_read_order import arm_shaped_step, dependency_optimized, unordered_reads
 from tfsparse.gates import HardConcreteGate, NPNGate
 from tfsparse.sparse_model import SparseModel
 
@@ -27,11 +26,11 @@ def _mixed_model():
     gated = HardConcreteGate(lam=0.1, dataset_size=64, seed=0, name="input_gate")(inputs)
     hidden = keras.layers.Dense(12, activation="relu", name="hidden")(gated)
     hidden = keras.layers.BatchNormalization(name="norm")(hidden)
-    hidden = NPNGate(lam=0.1, estimator="arm", dataset_size=64, seed=1,
-                     name="hidden_gate")(hidden)
+    hidden = NPNGate(lam=0.1, estimator="arm", dataset_size=64, seed=1, name="hidden_gate")(hidden)
     model = SparseModel(inputs=inputs, outputs=keras.layers.Dense(3, name="logits")(hidden))
-    model.compile(_sgd(), keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  gate_optimizer=_sgd())
+    model.compile(
+        _sgd(), keras.losses.SparseCategoricalCrossentropy(from_logits=True), gate_optimizer=_sgd()
+    )
     return model
 
 
@@ -48,7 +47,8 @@ def test_the_check_finds_what_the_dependency_optimizer_drops():
     assert unordered_reads(graph.as_graph_def()) == []
     assert len(unordered_reads(dependency_optimized(graph))) == 1, (
         "TensorFlow's dependency optimizer no longer drops the order of "
-        "bench/grappler_read_order.py: SparseModel's explicit order may be unneeded")
+        "bench/grappler_read_order.py: SparseModel's explicit order may be unneeded"
+    )
 
 
 def test_every_read_of_the_antithetic_pass_precedes_every_update():
@@ -82,10 +82,12 @@ def test_a_budgets_multipliers_are_read_before_their_update():
     inputs = keras.Input((10,))
     hidden = keras.layers.Dense(12, activation="relu", name="hidden")(inputs)
     dense = keras.Model(inputs, keras.layers.Dense(3, name="logits")(hidden))
-    model = tfsparse.sparsify(dense, "hard_concrete", dataset_size=64, target_flops=0.3,
-                              seed=0, verbose=0)
-    model.compile(keras.optimizers.Adam(1e-3),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = tfsparse.sparsify(
+        dense, "hard_concrete", dataset_size=64, target_flops=0.3, seed=0, verbose=0
+    )
+    model.compile(
+        keras.optimizers.Adam(1e-3), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     x, y = _data()
     model.fit(x, y, batch_size=32, epochs=1, verbose=0)
     step = tf.function(model.train_step)

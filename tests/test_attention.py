@@ -7,8 +7,13 @@ import pytest
 
 import tfsparse
 from tfsparse import models
-from tfsparse.gates import (BetaBernoulliGate, DependentBetaBernoulliGate, HardConcreteGate,
-                            NPNGate, gates_of)
+from tfsparse.gates import (
+    BetaBernoulliGate,
+    DependentBetaBernoulliGate,
+    HardConcreteGate,
+    NPNGate,
+    gates_of,
+)
 from tfsparse.layers import GatedMultiHeadAttention
 
 FAMILIES = {
@@ -70,7 +75,7 @@ def _set_gates(sparse, seed=0):
     rng = np.random.default_rng(seed)
     for gate in gates_of(sparse):
         n = gate.mask_shape[0]
-        closed = rng.permutation(n)[:n // 2]
+        closed = rng.permutation(n)[: n // 2]
         if isinstance(gate, HardConcreteGate):
             values = rng.choice([4.6, 0.5], n)
             values[closed] = -4.6
@@ -87,8 +92,10 @@ def _set_gates(sparse, seed=0):
 
 TRANSFORMERS = {
     "vit": (lambda: models.vit((16, 16, 1), 10, dim=32, depth=2, mlp_dim=48), (16, 16, 1)),
-    "text_encoder": (lambda: models.text_encoder((20,), 2, vocab_size=100, dim=32,
-                                                 mlp_dim=48), (20,)),
+    "text_encoder": (
+        lambda: models.text_encoder((20,), 2, vocab_size=100, dim=32, mlp_dim=48),
+        (20,),
+    ),
 }
 
 
@@ -107,16 +114,20 @@ def test_transformers_sparsify_train_compact_export(name, method, tmp_path):
     if method == "dbb":  # heads read several inputs: static BB; feed-forward: DBB
         assert kinds == {"BetaBernoulliGate", "DependentBetaBernoulliGate"}
     # Eager steps: tracing a transformer's train step costs more than two steps.
-    sparse.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                   run_eagerly=True)
+    sparse.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), run_eagerly=True
+    )
     sparse.fit(x, y, batch_size=4, epochs=1, verbose=0)
     _set_gates(sparse)
     small = tfsparse.compact(sparse)
     x = x if text else x.astype("float32")
     expected, got = np.asarray(sparse(x, training=False)), np.asarray(small(x))
     assert np.max(np.abs(expected - got)) <= 1e-5 * max(1.0, float(np.abs(expected).max()))
-    heads = [layer.num_heads for layer in small.layers
-             if isinstance(layer, keras.layers.MultiHeadAttention)]
+    heads = [
+        layer.num_heads
+        for layer in small.layers
+        if isinstance(layer, keras.layers.MultiHeadAttention)
+    ]
     assert heads == [2, 2]
     assert type(small.get_layer("block1_attention")) is keras.layers.MultiHeadAttention
     assert small.get_layer("block1_fc1").units == 24
@@ -133,8 +144,9 @@ def test_targeted_dropout_prunes_feed_forward_units_of_a_transformer():
     tfsparse.prune_by_magnitude(sparse, 0.5, level="unit")
     small = tfsparse.compact(sparse)
     x = np.random.default_rng(0).normal(size=(3, 16, 16, 1)).astype("float32")
-    np.testing.assert_allclose(np.asarray(small(x)), np.asarray(sparse(x, training=False)),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(small(x)), np.asarray(sparse(x, training=False)), atol=1e-5
+    )
     assert small.get_layer("block1_fc1").units == 24
 
 
@@ -143,16 +155,22 @@ def test_summary_counts_attention_per_head_with_the_sequence_length():
     sparse = tfsparse.sparsify(dense, "hard_concrete", dataset_size=8, verbose=0)
     gate = sparse.get_layer("block1_attention").head_gate
     gate.log_alpha.assign(np.array([4.6, 4.6, 4.6, -4.6]))
-    row = next(r for r in tfsparse.summary(sparse, print_fn=None)["layers"]
-               if r["name"] == "block1_attention")
+    row = next(
+        r
+        for r in tfsparse.summary(sparse, print_fn=None)["layers"]
+        if r["name"] == "block1_attention"
+    )
     t, d, k = 20, 32, 8  # tokens, channels, head size
     per_head = 3 * t * d * k + 2 * t * t * k + t * k * d
     assert (row["units_kept"], row["units_total"]) == (3, 4)
     assert row["flops_total"] == 4 * per_head
     assert row["flops_kept"] == 3 * per_head
     small = tfsparse.compact(sparse)
-    same = next(r for r in tfsparse.summary(small, print_fn=None)["layers"]
-                if r["name"] == "block1_attention")
+    same = next(
+        r
+        for r in tfsparse.summary(small, print_fn=None)["layers"]
+        if r["name"] == "block1_attention"
+    )
     assert same["flops_kept"] == same["flops_total"] == 3 * per_head
 
 
@@ -162,11 +180,14 @@ def test_all_heads_closed_leave_the_residual_alone():
     sparse.get_layer("block2_attention").head_gate.log_alpha.assign(np.full(4, -4.6))
     small = tfsparse.compact(sparse)
     x = np.random.default_rng(0).normal(size=(3, 16, 16, 1)).astype("float32")
-    np.testing.assert_allclose(np.asarray(small(x)), np.asarray(sparse(x, training=False)),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        np.asarray(small(x)), np.asarray(sparse(x, training=False)), atol=1e-5
+    )
     assert isinstance(small.get_layer("block2_attention"), keras.layers.Rescaling)
-    assert tfsparse.summary(small, print_fn=None)["total"]["flops_kept"] < \
-        tfsparse.summary(dense, print_fn=None)["total"]["flops_total"]
+    assert (
+        tfsparse.summary(small, print_fn=None)["total"]["flops_kept"]
+        < tfsparse.summary(dense, print_fn=None)["total"]["flops_total"]
+    )
 
 
 def test_dependent_beta_bernoulli_is_refused_as_a_head_gate_by_compaction():

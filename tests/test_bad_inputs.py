@@ -15,8 +15,9 @@ from tfsparse.layers import SparseConv2D, SparseDense, TakeFeatures
 
 
 def _mlp():
-    return keras.Sequential([keras.Input((8,)), keras.layers.Dense(6, activation="relu"),
-                             keras.layers.Dense(3)])
+    return keras.Sequential(
+        [keras.Input((8,)), keras.layers.Dense(6, activation="relu"), keras.layers.Dense(3)]
+    )
 
 
 def _normalized_model():
@@ -83,14 +84,16 @@ BAD = [
     (lambda: tfsparse.sparsify(_mlp(), "npn", dataset_size=-5), "dataset_size"),
     (lambda: tfsparse.sparsify(_mlp(), "npn", dataset_size=10, lamda=0.1), "lamda"),
     (lambda: tfsparse.sparsify(_mlp(), "bb", dataset_size=10, level="weight"), "level"),
-    (lambda: tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=10, level="row"),
-     "level"),
-    (lambda: tfsparse.sparsify(_mlp(), "npn", dataset_size=10, group_by="time"),
-     "group_by"),
+    (lambda: tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=10, level="row"), "level"),
+    (lambda: tfsparse.sparsify(_mlp(), "npn", dataset_size=10, group_by="time"), "group_by"),
     (lambda: tfsparse.sparsify(_mlp(), "npn", dataset_size=10, lam=-1.0), "lam"),
     (lambda: tfsparse.sparsify(_mlp(), "targeted_dropout", alpha=3.0), "alpha"),
-    (lambda: tfsparse.sparsify(keras.Sequential([keras.layers.Dense(3)]), "npn",
-                               dataset_size=10), "not built"),
+    (
+        lambda: tfsparse.sparsify(
+            keras.Sequential([keras.layers.Dense(3)]), "npn", dataset_size=10
+        ),
+        "not built",
+    ),
     # pruning
     (lambda: tfsparse.prune_by_magnitude(_mlp(), 1.5), "rate"),
     (lambda: tfsparse.prune_by_magnitude(_mlp(), -0.1), "rate"),

@@ -9,8 +9,15 @@ def test_run_config_appends_records_and_report(tmp_path):
     out = tmp_path / "r.jsonl"
     for seed in (0, 1):
         run.run_config(
-            "lenet_300_100", "dense", "digits", seed, 1, out,
-            out=str(tmp_path / "runs"), batch_size=256, verbose=0,
+            "lenet_300_100",
+            "dense",
+            "digits",
+            seed,
+            1,
+            out,
+            out=str(tmp_path / "runs"),
+            batch_size=256,
+            verbose=0,
         )
     records = [json.loads(line) for line in out.read_text().splitlines()]
     assert len(records) == 2
@@ -26,13 +33,19 @@ def test_run_config_appends_records_and_report(tmp_path):
 
 def test_report_groups_and_stats():
     def rec(method, err):
-        return {"dataset": "d", "model": "m", "method": method, "test_error": err,
-                "params": 10, "time_per_epoch": [1.0, 3.0]}
+        return {
+            "dataset": "d",
+            "model": "m",
+            "method": method,
+            "test_error": err,
+            "params": 10,
+            "time_per_epoch": [1.0, 3.0],
+        }
 
     rows = report.summarize([rec("a", 0.01), rec("a", 0.03), rec("b", 0.05)])
     assert [(r["method"], r["runs"]) for r in rows] == [("a", 2), ("b", 1)]
     assert abs(rows[0]["error_mean"] - 2.0) < 1e-9
-    assert abs(rows[0]["error_std"] - 2 ** 0.5) < 1e-9
+    assert abs(rows[0]["error_std"] - 2**0.5) < 1e-9
     assert rows[1]["error_std"] == 0.0 and rows[0]["time_per_epoch"] == 2.0
 
 
@@ -42,12 +55,24 @@ def test_dashboard_pipeline_on_digits_resumes_and_renders(tmp_path):
     second call trains nothing again."""
     from bench import dashboard, table
 
-    mode = {**dashboard.QUICK, "records": str(tmp_path), "runs_dir": str(tmp_path / "runs"),
-            "epochs_scale": 0.02}
+    mode = {
+        **dashboard.QUICK,
+        "records": str(tmp_path),
+        "runs_dir": str(tmp_path / "runs"),
+        "epochs_scale": 0.02,
+    }
     text = dashboard.run(mode, models=("lenet_300_100",), dataset="digits", tfmot=())
     rows = {r["method"]: r for r in table.rows(str(tmp_path), "lenet_300_100")}
-    assert set(rows) == {"dense", "hard_concrete", "npn-prune", "npn-expand", "bb", "dbb",
-                         "td-weight", "td-unit"}
+    assert set(rows) == {
+        "dense",
+        "hard_concrete",
+        "npn-prune",
+        "npn-expand",
+        "bb",
+        "dbb",
+        "td-weight",
+        "td-unit",
+    }
     assert rows["dense"]["size_ratio"] == 1.0 and rows["dense"]["step_time"] == 1.0
     assert rows["td-unit"]["units"] == "300-100 → 150-50"  # pruned to half the units
     assert rows["td-weight"]["weights_kept"] < 0.15  # 90 % of the hidden kernels pruned
@@ -65,13 +90,22 @@ def test_verdict_picks_the_fewest_flops_within_the_error_margin():
     from bench.table import verdict
 
     def row(method, error, flops, speedup=None, per_example=None):
-        return {"method": method, "error": (error, 0.0), "flops_kept": flops,
-                "flops_per_example": per_example, "speedup": speedup}
+        return {
+            "method": method,
+            "error": (error, 0.0),
+            "flops_kept": flops,
+            "flops_per_example": per_example,
+            "speedup": speedup,
+        }
 
-    rows = [row("dense", 4.0, 1.0, 1.0), row("a", 4.4, 0.10, 5.0),
-            row("b", 4.6, 0.02, 9.0),  # fewer FLOPs but 0.6 points worse
-            row("c", 4.5, 0.5, 2.0, per_example=0.05), row("tfmot 90%", 4.1, 0.1, 1.0),
-            row("td-weight", 4.2, 0.01, 1.0)]  # nonzero weights: saves no FLOPs
+    rows = [
+        row("dense", 4.0, 1.0, 1.0),
+        row("a", 4.4, 0.10, 5.0),
+        row("b", 4.6, 0.02, 9.0),  # fewer FLOPs but 0.6 points worse
+        row("c", 4.5, 0.5, 2.0, per_example=0.05),
+        row("tfmot 90%", 4.1, 0.1, 1.0),
+        row("td-weight", 4.2, 0.01, 1.0),
+    ]  # nonzero weights: saves no FLOPs
     text = verdict(rows)
     assert "**c**, 20.0× fewer" in text and "2.0× faster than tfmot" in text
     assert "No method" in verdict([row("dense", 4.0, 1.0), row("a", 9.0, 0.1)])
@@ -114,12 +148,18 @@ def test_export_bench_measures_only_models_without_a_row_of_their_own(tmp_path):
     new, gone, kept = tmp_path / "new.keras", tmp_path / "gone.keras", tmp_path / "kept.keras"
     new.write_text("x")
     kept.write_text("x")
-    (tmp_path / "l0_npn.jsonl").write_text("\n".join(json.dumps(record(label, path)) for label, path in (
-        ("hard_concrete", new), ("npn-prune", gone), ("bb+dbb", kept))))
-    rows = [{"model": "m", "seed": 0, "label": "hard_concrete", "model_path": "old.keras"},
-            {"model": "m", "seed": 0, "label": "npn-prune"},
-            {"model": "m", "seed": 0, "label": "bb+dbb", "model_path": str(kept)},
-            {"model": "m", "seed": 0, "label": "tfmot 90%"}]
+    (tmp_path / "l0_npn.jsonl").write_text(
+        "\n".join(
+            json.dumps(record(label, path))
+            for label, path in (("hard_concrete", new), ("npn-prune", gone), ("bb+dbb", kept))
+        )
+    )
+    rows = [
+        {"model": "m", "seed": 0, "label": "hard_concrete", "model_path": "old.keras"},
+        {"model": "m", "seed": 0, "label": "npn-prune"},
+        {"model": "m", "seed": 0, "label": "bb+dbb", "model_path": str(kept)},
+        {"model": "m", "seed": 0, "label": "tfmot 90%"},
+    ]
     stale, tfmot_missing = export_bench.to_measure("m", 0, rows, str(tmp_path), (0.9,))
     assert stale == {"hard_concrete"} and tfmot_missing  # "dense (tf_keras)" has no row
     rows.append({"model": "m", "seed": 0, "label": "dense (tf_keras)"})
@@ -128,8 +168,22 @@ def test_export_bench_measures_only_models_without_a_row_of_their_own(tmp_path):
 
 def test_settings_grid_records_each_run_once(tmp_path):
     out = tmp_path / "grid.jsonl"
-    argv = ["--method", "hard_concrete", "--model", "lenet_300_100", "--dataset", "digits",
-            "--settings", '{"lam": 0.1}', "--seeds", "1", "--epochs", "1", "--out", str(out)]
+    argv = [
+        "--method",
+        "hard_concrete",
+        "--model",
+        "lenet_300_100",
+        "--dataset",
+        "digits",
+        "--settings",
+        '{"lam": 0.1}',
+        "--seeds",
+        "1",
+        "--epochs",
+        "1",
+        "--out",
+        str(out),
+    ]
     settings_grid.main(argv)
     settings_grid.main(argv)  # already there: nothing re-run
     (record,) = [json.loads(line) for line in out.read_text().splitlines()]
@@ -140,6 +194,7 @@ def test_settings_grid_records_each_run_once(tmp_path):
 @pytest.mark.parametrize("text", ["0.05", "{lam: 0.05}"])
 def test_settings_grid_rejects_settings_that_are_not_json_objects(text, capsys):
     with pytest.raises(SystemExit):
-        settings_grid.parse_args(["--method", "npn", "--model", "lenet_300_100",
-                                  "--settings", text, "--out", "x.jsonl"])
+        settings_grid.parse_args(
+            ["--method", "npn", "--model", "lenet_300_100", "--settings", text, "--out", "x.jsonl"]
+        )
     assert "--settings" in capsys.readouterr().err

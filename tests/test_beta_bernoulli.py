@@ -12,9 +12,17 @@ from scipy import special
 import tfsparse
 from tfsparse.gates import gates_of
 from tfsparse.gates.beta_bernoulli import (
-    PRIOR_VARIANCE, RAW_MAX, RAW_MIN, BetaBernoulliGate, DependentBetaBernoulliGate,
-    DynamicBetaBernoulliMask, kl_kumaraswamy_beta, kl_normal, kumaraswamy_sample,
-    relaxed_bernoulli_sample)
+    PRIOR_VARIANCE,
+    RAW_MAX,
+    RAW_MIN,
+    BetaBernoulliGate,
+    DependentBetaBernoulliGate,
+    DynamicBetaBernoulliMask,
+    kl_kumaraswamy_beta,
+    kl_normal,
+    kumaraswamy_sample,
+    relaxed_bernoulli_sample,
+)
 
 tfd = tfp.distributions
 
@@ -62,10 +70,9 @@ def test_kl_matches_monte_carlo_from_tfp():
     tfp_ratio = (q.log_prob(pi) - p.log_prob(pi)).numpy()
 
     u = np.random.default_rng(0).uniform(size=(n, len(GRID)))
-    log1m_pia = np.log1p(-u) / b                       # log(1 − π^a)
+    log1m_pia = np.log1p(-u) / b  # log(1 − π^a)
     log_pi = np.log(-np.expm1(log1m_pia)) / a
-    u_ratio = (np.log(a * b / alpha) + (a - 1) * log_pi + (b - 1) * log1m_pia
-               - (alpha - 1) * log_pi)
+    u_ratio = np.log(a * b / alpha) + (a - 1) * log_pi + (b - 1) * log1m_pia - (alpha - 1) * log_pi
     pi_u = np.exp(log_pi)
     # Where π is neither 0 nor within 1e-6 of 1 in π^a, TFP computes the log
     # densities accurately from π itself.
@@ -89,8 +96,7 @@ def test_kl_is_nonnegative_and_float32_agrees():
     kl64 = kl_kumaraswamy_beta(a, b, alpha).numpy()
     assert (kl64 >= -1e-9).all()
     # KL = 0 when q is the prior: Kumaraswamy(α, 1) = Beta(α, 1).
-    np.testing.assert_allclose(kl_kumaraswamy_beta([0.3, 2.0], [1.0, 1.0], 0.3)[0], 0,
-                               atol=1e-12)
+    np.testing.assert_allclose(kl_kumaraswamy_beta([0.3, 2.0], [1.0, 1.0], 0.3)[0], 0, atol=1e-12)
     kl32 = kl_kumaraswamy_beta(a.astype("float32"), b.astype("float32"), alpha).numpy()
     np.testing.assert_allclose(kl32, kl64, rtol=1e-4, atol=1e-3)
 
@@ -98,10 +104,10 @@ def test_kl_is_nonnegative_and_float32_agrees():
 def test_normal_kl_and_prior_variance():
     loc = np.array([0.0, 1.0, -3.0, 10.0])
     scale = np.array([np.sqrt(5.0), 0.69, 2.0, 1e-3])
-    expected = tfd.kl_divergence(tfd.Normal(loc, scale),
-                                 tfd.Normal(0.0, np.sqrt(PRIOR_VARIANCE))).numpy()
-    np.testing.assert_allclose(kl_normal(loc, scale, PRIOR_VARIANCE).numpy(), expected,
-                               rtol=1e-10)
+    expected = tfd.kl_divergence(
+        tfd.Normal(loc, scale), tfd.Normal(0.0, np.sqrt(PRIOR_VARIANCE))
+    ).numpy()
+    np.testing.assert_allclose(kl_normal(loc, scale, PRIOR_VARIANCE).numpy(), expected, rtol=1e-10)
     assert PRIOR_VARIANCE == 5.0 and kl_normal(0.0, np.sqrt(5.0), 5.0).numpy() == 0.0
 
 
@@ -121,19 +127,28 @@ def test_samplers_follow_the_tfp_distributions():
     u = rng.uniform(size=20000).astype("float32")
     for a, b in [(0.3, 1.0), (5.0, 0.5), (1.0, 10.0)]:
         # Same values as TFP's inverse CDF where that one is accurate...
-        np.testing.assert_allclose(kumaraswamy_sample(a, b, u[:50]).numpy(),
-                                   tfd.Kumaraswamy(a, b).quantile(u[:50]).numpy(),
-                                   rtol=2e-4, atol=1e-30)
+        np.testing.assert_allclose(
+            kumaraswamy_sample(a, b, u[:50]).numpy(),
+            tfd.Kumaraswamy(a, b).quantile(u[:50]).numpy(),
+            rtol=2e-4,
+            atol=1e-30,
+        )
         # ...and the draws have the Kumaraswamy CDF (KS distance).
         draws = np.sort(kumaraswamy_sample(a, b, u).numpy().astype("float64"))
         cdf = tfd.Kumaraswamy(np.float64(a), np.float64(b)).cdf(draws).numpy()
         assert np.abs(cdf - np.arange(1, u.size + 1) / u.size).max() < 0.015
     temperature, probs = 0.5, np.float32(0.3)
     draws = np.sort(relaxed_bernoulli_sample(probs, temperature, u).numpy())
-    reference = np.sort(tfd.RelaxedBernoulli(temperature, probs=probs)
-                        .sample(u.size, seed=(3, 4)).numpy())
-    assert np.abs(np.quantile(draws, np.linspace(0.05, 0.95, 19))
-                  - np.quantile(reference, np.linspace(0.05, 0.95, 19))).max() < 0.02
+    reference = np.sort(
+        tfd.RelaxedBernoulli(temperature, probs=probs).sample(u.size, seed=(3, 4)).numpy()
+    )
+    assert (
+        np.abs(
+            np.quantile(draws, np.linspace(0.05, 0.95, 19))
+            - np.quantile(reference, np.linspace(0.05, 0.95, 19))
+        ).max()
+        < 0.02
+    )
 
 
 # ------------------------------------------------------- robustness
@@ -143,8 +158,11 @@ def test_no_nan_at_extreme_parameters(dependent):
     clipped raw range, with extreme inputs and a tiny temperature."""
     c = 1000
     rng = np.random.default_rng(3)
-    gate = (DependentBetaBernoulliGate(freeze_bb=False, seed=4) if dependent
-            else BetaBernoulliGate(seed=4, alpha=2.0))
+    gate = (
+        DependentBetaBernoulliGate(freeze_bb=False, seed=4)
+        if dependent
+        else BetaBernoulliGate(seed=4, alpha=2.0)
+    )
     gate.build((None, 2, c))
     raw = rng.uniform(RAW_MIN - 5, RAW_MAX + 5, size=(2, c))
     raw[:, :4] = [[RAW_MIN, RAW_MAX, -1e4, 1e4], [RAW_MAX, RAW_MIN, 1e4, -1e4]]
@@ -154,8 +172,9 @@ def test_no_nan_at_extreme_parameters(dependent):
         gate.gamma.assign(rng.uniform(-100, 100, c).astype("float32"))
         gate.beta.assign(rng.uniform(-100, 100, c).astype("float32"))
         gate.sigma_raw.assign(rng.uniform(RAW_MIN - 5, RAW_MAX + 5, c).astype("float32"))
-    x = np.concatenate([rng.normal(0, 1e4, (8, 1, c)), np.zeros((8, 1, c))],
-                       axis=1).astype("float32")
+    x = np.concatenate([rng.normal(0, 1e4, (8, 1, c)), np.zeros((8, 1, c))], axis=1).astype(
+        "float32"
+    )
     for temperature in (0.1, 1e-3):
         gate.temperature.assign(temperature)
         for _ in range(3):
@@ -175,16 +194,14 @@ def test_inference_is_deterministic_and_thresholded():
     x = np.random.default_rng(4).normal(size=(16, 6)).astype("float32")
     gate.build(x.shape)
     # With b = 1, E[π] = a/(a+1): 4.5e-5 and 5e-4 (≤ 1e-3), 0.5, 0.9, 0.75, 0.99.
-    _set_bb(gate, [softplus(RAW_MIN), 1.0, 9.0, 5e-4, 3.0, 99.0],
-            [1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
+    _set_bb(gate, [softplus(RAW_MIN), 1.0, 9.0, 5e-4, 3.0, 99.0], [1.0, 1.0, 1.0, 1.0, 1.0, 1.0])
     mean = gate.expected_pi().numpy()
     first, second = gate(x).numpy(), gate(x).numpy()
     np.testing.assert_array_equal(first, second)
     mask = gate.mask().numpy()
     assert ((mask >= 0) & (mask <= 1)).all()
     np.testing.assert_array_equal(mask > 0, mean > 1e-3)
-    np.testing.assert_array_equal(gate.active().numpy(), [False, True, True, False, True,
-                                                          True])
+    np.testing.assert_array_equal(gate.active().numpy(), [False, True, True, False, True, True])
     np.testing.assert_array_equal(first[:, [0, 3]], 0.0)
     np.testing.assert_allclose(first[:, 1:3], x[:, 1:3] * mean[1:3], rtol=1e-6)
     # A larger threshold prunes more, still with exact zeros.
@@ -200,12 +217,16 @@ def test_inference_is_deterministic_and_thresholded():
 def test_inference_graph_has_no_random_op(cls):
     gate = cls()
     gate.build((None, 4, 4, 6))
-    graph = tf.function(lambda t: gate(t)).get_concrete_function(
-        tf.TensorSpec((None, 4, 4, 6))).graph
+    graph = (
+        tf.function(lambda t: gate(t)).get_concrete_function(tf.TensorSpec((None, 4, 4, 6))).graph
+    )
     types = {op.type for op in graph.get_operations()}
     assert not [t for t in types if "Random" in t], types
-    training = tf.function(lambda t: gate(t, training=True)).get_concrete_function(
-        tf.TensorSpec((None, 4, 4, 6))).graph
+    training = (
+        tf.function(lambda t: gate(t, training=True))
+        .get_concrete_function(tf.TensorSpec((None, 4, 4, 6)))
+        .graph
+    )
     assert [op for op in training.get_operations() if "Random" in op.type]
 
 
@@ -213,7 +234,7 @@ def test_training_masks_keep_the_expected_fraction():
     gate = BetaBernoulliGate(seed=6)
     x = np.ones((64, 200), "float32")
     gate.build(x.shape)
-    _set_bb(gate, np.full(200, 9.0), np.full(200, 1.0))   # E[π] = a/(a+1) = 0.9
+    _set_bb(gate, np.full(200, 9.0), np.full(200, 1.0))  # E[π] = a/(a+1) = 0.9
     np.testing.assert_allclose(gate.expected_pi().numpy(), 0.9, rtol=1e-5)
     masks = np.stack([gate(x, training=True).numpy() for _ in range(10)])
     assert ((masks >= 0) & (masks <= 1)).all()
@@ -232,25 +253,27 @@ def test_kl_weight_and_temperature_are_scheduled():
     assert set(gate.scheduled) == {"temperature", "kl_weight"}
     assert gate.penalty().numpy() == 0.0
     gate.kl_weight.assign(0.5)
-    np.testing.assert_allclose(gate.penalty().numpy(), 0.5 * gate.bb_kl().numpy() / 10,
-                               rtol=1e-6)
+    np.testing.assert_allclose(gate.penalty().numpy(), 0.5 * gate.bb_kl().numpy() / 10, rtol=1e-6)
 
 
-@pytest.mark.parametrize("cls, kwargs, name", [
-    (BetaBernoulliGate, dict(alpha=0.0), "alpha"),
-    (BetaBernoulliGate, dict(a_raw_init=-20.0), "a_raw_init"),
-    (BetaBernoulliGate, dict(b_raw_init=float("nan")), "b_raw_init"),
-    (BetaBernoulliGate, dict(temperature=0.0), "temperature"),
-    (BetaBernoulliGate, dict(threshold=1.0), "threshold"),
-    (BetaBernoulliGate, dict(kl_weight=-1.0), "kl_weight"),
-    (BetaBernoulliGate, dict(structure="weight"), "structure"),
-    (DependentBetaBernoulliGate, dict(momentum=1.0), "momentum"),
-    (DependentBetaBernoulliGate, dict(epsilon=0.0), "epsilon"),
-    (DependentBetaBernoulliGate, dict(prior_variance=-5.0), "prior_variance"),
-    (DependentBetaBernoulliGate, dict(sigma_raw_init=100.0), "sigma_raw_init"),
-    (DependentBetaBernoulliGate, dict(beta_init=float("inf")), "beta_init"),
-    (DynamicBetaBernoulliMask, dict(units=3, threshold=-1.0), "threshold"),
-])
+@pytest.mark.parametrize(
+    "cls, kwargs, name",
+    [
+        (BetaBernoulliGate, dict(alpha=0.0), "alpha"),
+        (BetaBernoulliGate, dict(a_raw_init=-20.0), "a_raw_init"),
+        (BetaBernoulliGate, dict(b_raw_init=float("nan")), "b_raw_init"),
+        (BetaBernoulliGate, dict(temperature=0.0), "temperature"),
+        (BetaBernoulliGate, dict(threshold=1.0), "threshold"),
+        (BetaBernoulliGate, dict(kl_weight=-1.0), "kl_weight"),
+        (BetaBernoulliGate, dict(structure="weight"), "structure"),
+        (DependentBetaBernoulliGate, dict(momentum=1.0), "momentum"),
+        (DependentBetaBernoulliGate, dict(epsilon=0.0), "epsilon"),
+        (DependentBetaBernoulliGate, dict(prior_variance=-5.0), "prior_variance"),
+        (DependentBetaBernoulliGate, dict(sigma_raw_init=100.0), "sigma_raw_init"),
+        (DependentBetaBernoulliGate, dict(beta_init=float("inf")), "beta_init"),
+        (DynamicBetaBernoulliMask, dict(units=3, threshold=-1.0), "threshold"),
+    ],
+)
 def test_arguments_are_validated(cls, kwargs, name):
     with pytest.raises(ValueError, match=name):
         cls(**kwargs)
@@ -276,7 +299,7 @@ def test_dbb_masks_are_per_example_and_static_part_is_bb():
     gate = DependentBetaBernoulliGate(seed=8, beta_init=0.5)
     x = rng.normal(size=(32, 4, 4, 6)).astype("float32")
     for _ in range(5):
-        gate(x, training=True)   # moves the moving statistics
+        gate(x, training=True)  # moves the moving statistics
     assert not np.allclose(gate.moving_mean.numpy(), 0.0)
     _set_bb(gate, np.full(6, 9.0), np.full(6, 1.0))
     gate.a_raw.assign(np.array([RAW_MIN] + [gate.a_raw.numpy()[0]] * 5, "float32"))
@@ -284,22 +307,21 @@ def test_dbb_masks_are_per_example_and_static_part_is_bb():
     assert z.shape == (32, 1, 1, 6)
     np.testing.assert_array_equal(z, gate.inference_mask(x).numpy())
     assert ((z >= 0) & (z <= 1)).all()
-    assert len({tuple(row) for row in z[:, 0, 0]}) > 1         # examples differ
-    np.testing.assert_array_equal(z[..., 0], 0.0)               # statically pruned
+    assert len({tuple(row) for row in z[:, 0, 0]}) > 1  # examples differ
+    np.testing.assert_array_equal(z[..., 0], 0.0)  # statically pruned
     static = gate.mask().numpy()
     assert (z[:, 0, 0] <= static + 1e-7).all()
     np.testing.assert_array_equal(gate.active().numpy(), static > 0)
     expected = ((z[:, 0, 0] > 0).sum(axis=1)).mean()
     np.testing.assert_allclose(gate.expected_active(x).numpy(), expected)
-    assert expected < 5                                         # some dynamic pruning
+    assert expected < 5  # some dynamic pruning
     train = gate(x, training=True).numpy() / np.where(x == 0, 1, x)
     assert len({tuple(np.round(row, 4)) for row in train[:, 0, 0]}) > 1
 
 
 def test_dbb_from_bb_freezes_a_and_b():
     inputs = keras.Input((6,))
-    bb = BetaBernoulliGate(a_raw_init=2.0, threshold=0.01, alpha=0.5, dataset_size=50,
-                           seed=9)
+    bb = BetaBernoulliGate(a_raw_init=2.0, threshold=0.01, alpha=0.5, dataset_size=50, seed=9)
     bb(inputs)
     bb.a_raw.assign(np.linspace(-3, 3, 6).astype("float32"))
     dbb = DependentBetaBernoulliGate.from_bb(bb, seed=10)
@@ -326,23 +348,26 @@ def test_dbb_from_bb_freezes_a_and_b():
 
 
 def test_sparsify_dbb_continues_from_a_bb_model():
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(8, activation="relu"),
-                              keras.layers.Dense(3)])
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
+    )
     bb_model = tfsparse.sparsify(model, "bb", dataset_size=64, a_raw_init=2.0, seed=0)
     x = np.random.default_rng(13).normal(size=(32, 6)).astype("float32")
-    for gate in gates_of(bb_model):    # as if trained
+    for gate in gates_of(bb_model):  # as if trained
         gate.a_raw.assign(np.random.default_rng(0).uniform(-3, 3, gate.a_raw.shape))
     dbb_model = tfsparse.sparsify(bb_model, "dbb", dataset_size=64)
     pairs = list(zip(gates_of(bb_model), gates_of(dbb_model)))
-    assert pairs and all(isinstance(d, DependentBetaBernoulliGate) and d.freeze_bb
-                         for _, d in pairs)
+    assert pairs and all(
+        isinstance(d, DependentBetaBernoulliGate) and d.freeze_bb for _, d in pairs
+    )
     for bb, dbb in pairs:
         np.testing.assert_array_equal(dbb.a_raw.numpy(), bb.a_raw.numpy())
         np.testing.assert_array_equal(dbb.b_raw.numpy(), bb.b_raw.numpy())
     # Fresh moving statistics and β = 1: on non-negative inputs DBB = BB.
     xp = np.abs(x)
-    np.testing.assert_allclose(dbb_model.predict(xp, verbose=0),
-                               bb_model.predict(xp, verbose=0), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(
+        dbb_model.predict(xp, verbose=0), bb_model.predict(xp, verbose=0), rtol=1e-6, atol=1e-6
+    )
 
 
 def _gated_mlp(gate, units=8):
@@ -358,7 +383,7 @@ def test_compacted_layer_reproduces_gated_inference():
     model = _gated_mlp(gate)
     x = rng.normal(size=(40, 5)).astype("float32")
     for _ in range(20):
-        model(x, training=True)   # moving statistics
+        model(x, training=True)  # moving statistics
     gate.beta.assign(rng.uniform(0.2, 1.2, 8).astype("float32"))
     gate.gamma.assign(rng.uniform(0.5, 2.0, 8).astype("float32"))
     _set_bb(gate, np.array([0.2, 9.0, 2.0, 4.5e-5, 9.0, 1.0, 3e-5, 5.0]), np.ones(8))
@@ -373,8 +398,9 @@ def test_compacted_layer_reproduces_gated_inference():
 
     # apply_static: the layer applies the whole mask.
     layer = gate.compacted_layer(kept, apply_static=True)
-    np.testing.assert_allclose(layer(hidden.numpy()[:, kept]).numpy(), gated[:, kept],
-                               rtol=1e-6, atol=1e-7)
+    np.testing.assert_allclose(
+        layer(hidden.numpy()[:, kept]).numpy(), gated[:, kept], rtol=1e-6, atol=1e-7
+    )
     assert (gated[:, kept] == 0).any() and (gated[:, kept] != 0).any()
 
     # E[π] folded into the producer (through the ReLU): the input carries it.
@@ -385,10 +411,12 @@ def test_compacted_layer_reproduces_gated_inference():
     small = keras.Model(inputs, small_out(dynamic(small_hidden(inputs))))
     small_hidden.set_weights([kernel * static, bias * static])
     small_out.set_weights([out_kernel, out_bias])
-    np.testing.assert_allclose(dynamic(small_hidden(x)).numpy(), gated[:, kept],
-                               rtol=1e-5, atol=1e-6)
-    np.testing.assert_allclose(small.predict(x, verbose=0), model.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(
+        dynamic(small_hidden(x)).numpy(), gated[:, kept], rtol=1e-5, atol=1e-6
+    )
+    np.testing.assert_allclose(
+        small.predict(x, verbose=0), model.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+    )
 
     # Default, what tfsparse.compact does: E[π] folded into the next layer's rows.
     layer = gate.compacted_layer(kept)
@@ -399,16 +427,23 @@ def test_compacted_layer_reproduces_gated_inference():
 def test_compact_keeps_the_dynamic_layer_and_the_function():
     from tfsparse.compact import compact
 
-    model = keras.Sequential([keras.Input((6,)), keras.layers.Dense(10, activation="relu"),
-                              keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)])
-    sparse = tfsparse.sparsify(model, "dbb", dataset_size=100, freeze_bb=False,
-                               beta_init=0.3, gate_features=False, seed=1)
+    model = keras.Sequential(
+        [
+            keras.Input((6,)),
+            keras.layers.Dense(10, activation="relu"),
+            keras.layers.Dense(8, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
+    sparse = tfsparse.sparsify(
+        model, "dbb", dataset_size=100, freeze_bb=False, beta_init=0.3, gate_features=False, seed=1
+    )
     x = np.random.default_rng(14).uniform(size=(64, 6)).astype("float32")
     gates = gates_of(sparse)
     rng = np.random.default_rng(15)
     for gate in gates:
         raw = rng.uniform(-2, 3, gate.a_raw.shape).astype("float32")
-        raw[::3] = RAW_MIN                                   # statically pruned
+        raw[::3] = RAW_MIN  # statically pruned
         gate.a_raw.assign(raw)
         channels = raw.shape[0]
         gate.beta.assign(rng.uniform(-0.5, 0.8, channels).astype("float32"))
@@ -416,26 +451,40 @@ def test_compact_keeps_the_dynamic_layer_and_the_function():
         gate.moving_variance.assign(rng.uniform(0.05, 0.5, channels).astype("float32"))
     hidden = keras.Model(sparse.inputs[0], gates[0].input)(x)
     static = float(gates[0].active().numpy().sum())
-    assert 0 < gates[0].expected_active(hidden).numpy() < static   # dynamic pruning
+    assert 0 < gates[0].expected_active(hidden).numpy() < static  # dynamic pruning
     small = compact(sparse)
-    dynamic = [layer for layer in small.layers
-               if isinstance(layer, DynamicBetaBernoulliMask)]
-    assert [layer.units for layer in dynamic] == [int(g.active().numpy().sum())
-                                                  for g in gates]
-    np.testing.assert_allclose(small.predict(x, verbose=0), sparse.predict(x, verbose=0),
-                               rtol=1e-5, atol=1e-6)
+    dynamic = [layer for layer in small.layers if isinstance(layer, DynamicBetaBernoulliMask)]
+    assert [layer.units for layer in dynamic] == [int(g.active().numpy().sum()) for g in gates]
+    np.testing.assert_allclose(
+        small.predict(x, verbose=0), sparse.predict(x, verbose=0), rtol=1e-5, atol=1e-6
+    )
 
 
 # ------------------------------------------------------ serialization
 @pytest.mark.parametrize("cls", [BetaBernoulliGate, DependentBetaBernoulliGate])
 def test_config_and_keras_file_round_trip(cls, tmp_path):
-    settings = dict(alpha=0.01, a_raw_init=1.5, b_raw_init=0.3, temperature=0.2,
-                    threshold=0.05, kl_weight=0.5, dataset_size=64, group_size=6, seed=3,
-                    lr_multiplier=10.0)
+    settings = dict(
+        alpha=0.01,
+        a_raw_init=1.5,
+        b_raw_init=0.3,
+        temperature=0.2,
+        threshold=0.05,
+        kl_weight=0.5,
+        dataset_size=64,
+        group_size=6,
+        seed=3,
+        lr_multiplier=10.0,
+    )
     if cls is DependentBetaBernoulliGate:
-        settings.update(freeze_bb=False, gamma_init=0.9, beta_init=2.0,
-                        sigma_raw_init=-1.0, prior_variance=3.0, momentum=0.9,
-                        epsilon=1e-2)
+        settings.update(
+            freeze_bb=False,
+            gamma_init=0.9,
+            beta_init=2.0,
+            sigma_raw_init=-1.0,
+            prior_variance=3.0,
+            momentum=0.9,
+            epsilon=1e-2,
+        )
     gate = cls(name="gate", **settings)
     config = gate.get_config()
     for key, value in settings.items():
@@ -458,13 +507,14 @@ def test_config_and_keras_file_round_trip(cls, tmp_path):
         inputs = keras.Input((len(kept),))
         dynamic = gate.compacted_layer(kept, apply_static=True)
         small = keras.Model(inputs, dynamic(inputs))
-        assert DynamicBetaBernoulliMask.from_config(dynamic.get_config()).get_config() \
+        assert (
+            DynamicBetaBernoulliMask.from_config(dynamic.get_config()).get_config()
             == dynamic.get_config()
+        )
         small.save(tmp_path / "small.keras")
         reloaded = keras.models.load_model(tmp_path / "small.keras")
         h = np.abs(np.random.default_rng(12).normal(size=(16, len(kept)))).astype("float32")
-        np.testing.assert_array_equal(reloaded.predict(h, verbose=0),
-                                      small.predict(h, verbose=0))
+        np.testing.assert_array_equal(reloaded.predict(h, verbose=0), small.predict(h, verbose=0))
 
 
 def test_jit_compiled_fit():

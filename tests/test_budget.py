@@ -15,16 +15,19 @@ def _close_at_random(sparse, seed=0):
     for gate in gates_of(sparse):
         n = gate.mask_shape[0]
         values = np.full(n, 4.6)
-        values[rng.permutation(n)[:n // 2]] = -4.6
+        values[rng.permutation(n)[: n // 2]] = -4.6
         gate.log_alpha.assign(values)
 
 
-@pytest.mark.parametrize("build, shape", [
-    (models.lenet5_caffe, (28, 28, 1)),
-    (models.resnet20, (16, 16, 3)),
-    (lambda s, c: models.mobilenet_v2(s, c, width=0.5), (16, 16, 3)),
-    (lambda s, c: models.vit(s, c, dim=32, depth=2, mlp_dim=48), (16, 16, 1)),
-])
+@pytest.mark.parametrize(
+    "build, shape",
+    [
+        (models.lenet5_caffe, (28, 28, 1)),
+        (models.resnet20, (16, 16, 3)),
+        (lambda s, c: models.mobilenet_v2(s, c, width=0.5), (16, 16, 3)),
+        (lambda s, c: models.vit(s, c, dim=32, depth=2, mlp_dim=48), (16, 16, 1)),
+    ],
+)
 @pytest.mark.parametrize("kind", ["flops", "params"])
 def test_cost_model_counts_what_summary_counts(build, shape, kind):
     dense = build(shape, 10)
@@ -47,8 +50,9 @@ def test_the_projection_fills_the_budget_with_units_that_still_fit(target):
     # The tutorial convnet with 4 of conv1's 32 channels open: one more of
     # them costs far more than one of conv2's, so the fill must skip the
     # misfits and go on (stopping at the first left it 10-18 % under).
-    sparse = tfsparse.sparsify(models.mnist_convnet((28, 28, 1), 10), "hard_concrete",
-                               dataset_size=10, verbose=0)
+    sparse = tfsparse.sparsify(
+        models.mnist_convnet((28, 28, 1), 10), "hard_concrete", dataset_size=10, verbose=0
+    )
     rng = np.random.default_rng(1)
     for gate in gates_of(sparse):
         gate.log_alpha.assign(rng.normal(0.0, 3.0, gate.mask_shape[0]))
@@ -70,14 +74,33 @@ def _digits_run(method, optimizer="adam", epochs=40, target=0.3, **settings):
     splits = data.load("digits")
     (x, y), val = splits.train, splits.val
     dense = models.lenet_300_100(splits.input_shape, 10)
-    sparse = tfsparse.sparsify(dense, method, dataset_size=len(x), target_flops=target,
-                               lr_multiplier=10.0, seed=0, verbose=0, **settings)
-    weights = (keras.optimizers.Adam(1e-3) if optimizer == "adam"
-               else keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True))
-    sparse.compile(weights, keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                   metrics=["accuracy"])
-    history = sparse.fit(x, y, validation_data=val, epochs=epochs, batch_size=128,
-                         verbose=0, callbacks=[tfsparse.SparsityScheduler(harden_at=30)])
+    sparse = tfsparse.sparsify(
+        dense,
+        method,
+        dataset_size=len(x),
+        target_flops=target,
+        lr_multiplier=10.0,
+        seed=0,
+        verbose=0,
+        **settings,
+    )
+    weights = (
+        keras.optimizers.Adam(1e-3)
+        if optimizer == "adam"
+        else keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True)
+    )
+    sparse.compile(
+        weights, keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
+    history = sparse.fit(
+        x,
+        y,
+        validation_data=val,
+        epochs=epochs,
+        batch_size=128,
+        verbose=0,
+        callbacks=[tfsparse.SparsityScheduler(harden_at=30)],
+    )
     small = tfsparse.compact(sparse)
     kept = tfsparse.summary(small, print_fn=None)["total"]["flops_kept"]
     total = tfsparse.summary(dense, print_fn=None)["total"]["flops_total"]
@@ -120,8 +143,10 @@ def test_targeted_dropout_takes_its_rate_from_the_budget():
     assert len(gammas) == 1
     tfsparse.prune_by_magnitude(sparse, gammas.pop(), level="unit")
     small = tfsparse.compact(sparse)
-    fraction = (tfsparse.summary(small, print_fn=None)["total"]["flops_kept"]
-                / tfsparse.summary(dense, print_fn=None)["total"]["flops_total"])
+    fraction = (
+        tfsparse.summary(small, print_fn=None)["total"]["flops_kept"]
+        / tfsparse.summary(dense, print_fn=None)["total"]["flops_total"]
+    )
     assert abs(fraction - 0.25) < 0.05, fraction
 
 
@@ -134,7 +159,8 @@ def test_the_budget_survives_save_load_and_keeps_its_multipliers(tmp_path):
     assert reloaded.budget == {"kind": "params", "target": 0.4}
     np.testing.assert_array_equal(reloaded.budget_multipliers.numpy(), [0.5, 2.0])
     assert float(reloaded.cost_model.expected()) == pytest.approx(
-        float(sparse.cost_model.expected()), rel=1e-6)
+        float(sparse.cost_model.expected()), rel=1e-6
+    )
 
 
 def test_a_budgeted_run_resumes_exactly(tmp_path):
@@ -142,24 +168,30 @@ def test_a_budgeted_run_resumes_exactly(tmp_path):
 
     def train(backup=False, interrupt=None):
         keras.utils.set_random_seed(0)
-        dense = keras.Sequential([keras.Input((10,)),
-                                  keras.layers.Dense(12, activation="relu", name="hidden"),
-                                  keras.layers.Dense(3, name="logits")])
+        dense = keras.Sequential(
+            [
+                keras.Input((10,)),
+                keras.layers.Dense(12, activation="relu", name="hidden"),
+                keras.layers.Dense(3, name="logits"),
+            ]
+        )
         rng = np.random.default_rng(0)
         x = rng.normal(size=(96, 10)).astype("float32")
         y = (x[:, 0] > 0).astype("int64")
-        model = tfsparse.sparsify(dense, "hard_concrete", dataset_size=96, seed=0,
-                                  target_flops=0.5, verbose=0)
-        model.compile(keras.optimizers.SGD(0.1, momentum=0.9),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      gate_optimizer=keras.optimizers.SGD(0.1, momentum=0.9))
+        model = tfsparse.sparsify(
+            dense, "hard_concrete", dataset_size=96, seed=0, target_flops=0.5, verbose=0
+        )
+        model.compile(
+            keras.optimizers.SGD(0.1, momentum=0.9),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            gate_optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        )
         callbacks = [tfsparse.SparsityScheduler(harden_at=6)]
         if backup:
             callbacks.insert(0, keras.callbacks.BackupAndRestore(str(tmp_path)))
         if interrupt is not None:
             callbacks.append(Interrupt(interrupt))
-        model.fit(x, y, batch_size=32, epochs=8, shuffle=False, verbose=0,
-                  callbacks=callbacks)
+        model.fit(x, y, batch_size=32, epochs=8, shuffle=False, verbose=0, callbacks=callbacks)
         return model
 
     reference = train()
@@ -167,21 +199,32 @@ def test_a_budgeted_run_resumes_exactly(tmp_path):
         train(backup=True, interrupt=4)
     resumed = train(backup=True)
     for a, b in zip(reference.weights, resumed.weights):
-        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6,
-                                   err_msg=a.path)
+        np.testing.assert_allclose(a.numpy(), b.numpy(), rtol=1e-5, atol=1e-6, err_msg=a.path)
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda m: tfsparse.sparsify(m, "npn", dataset_size=10, target_flops=0.0),
-     "target_flops"),
-    (lambda m: tfsparse.sparsify(m, "npn", dataset_size=10, target_params=1.5),
-     "target_params"),
-    (lambda m: tfsparse.sparsify(m, "npn", dataset_size=10, target_flops=0.3,
-                                 target_params=0.3), "not both"),
-    (lambda m: tfsparse.sparsify(m, "hard_concrete", dataset_size=10, target_flops=0.3,
-                                 lam=0.1), "lam"),
-    (lambda m: tfsparse.sparsify(m, "targeted_dropout", target_flops=0.3), "level"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m: tfsparse.sparsify(m, "npn", dataset_size=10, target_flops=0.0), "target_flops"),
+        (
+            lambda m: tfsparse.sparsify(m, "npn", dataset_size=10, target_params=1.5),
+            "target_params",
+        ),
+        (
+            lambda m: tfsparse.sparsify(
+                m, "npn", dataset_size=10, target_flops=0.3, target_params=0.3
+            ),
+            "not both",
+        ),
+        (
+            lambda m: tfsparse.sparsify(
+                m, "hard_concrete", dataset_size=10, target_flops=0.3, lam=0.1
+            ),
+            "lam",
+        ),
+        (lambda m: tfsparse.sparsify(m, "targeted_dropout", target_flops=0.3), "level"),
+    ],
+)
 def test_bad_budgets_name_the_argument(call, message):
     with pytest.raises(ValueError, match=message):
         call(models.lenet_300_100((8, 8, 1), 10))

@@ -43,8 +43,7 @@ def _set_npn(gate, closed, rng):
     gate.phi.assign(values)
 
 
-GATES = {"hard_concrete": (_hard_concrete, _set_hard_concrete),
-         "npn": (_npn, _set_npn)}
+GATES = {"hard_concrete": (_hard_concrete, _set_hard_concrete), "npn": (_npn, _set_npn)}
 
 
 def _set_bb(gate, closed, rng):
@@ -85,8 +84,14 @@ def _randomize_bn(model, rng):
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 2, c), rng.normal(0, 0.5, c),
-                               rng.normal(0, 0.5, c), rng.uniform(0.5, 2, c)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 2, c),
+                    rng.normal(0, 0.5, c),
+                    rng.normal(0, 0.5, c),
+                    rng.uniform(0.5, 2, c),
+                ]
+            )
 
 
 def _assert_same_function(model, small, x):
@@ -151,8 +156,10 @@ def test_convnet_removes_channels_and_flattened_positions():
     model = _convnet(_hard_concrete)
     _open_some(model, _set_hard_concrete, seed=3)
     small = compact(model)
-    kept = {name: int(np.sum(ops.convert_to_numpy(model.get_layer(name).active())))
-            for name in ("conv1_gate", "conv2_gate", "flatten_gate")}
+    kept = {
+        name: int(np.sum(ops.convert_to_numpy(model.get_layer(name).active())))
+        for name in ("conv1_gate", "conv2_gate", "flatten_gate")
+    }
     assert small.get_layer("conv1").filters == kept["conv1_gate"]
     assert small.get_layer("bn1").gamma.shape == (kept["conv1_gate"],)
     # conv2 keeps the channels that are open and have a kept flattened position.
@@ -168,8 +175,9 @@ def test_convnet_removes_channels_and_flattened_positions():
 def test_sequential_reference_network_compacts():
     from tfsparse.models import lenet5_caffe
 
-    model = lenet5_caffe(input_shape=(16, 16, 1),
-                         gate_factory=lambda name: HardConcreteGate(name=f"{name}_gate"))
+    model = lenet5_caffe(
+        input_shape=(16, 16, 1), gate_factory=lambda name: HardConcreteGate(name=f"{name}_gate")
+    )
     _open_some(model, _set_hard_concrete)
     x = np.random.default_rng(0).uniform(0, 1, (8, 16, 16, 1)).astype("float32")
     small = compact(model)
@@ -212,6 +220,7 @@ def test_unit_kernel_gates_remove_zero_columns(gate):
         if gate == "hard_concrete":
             return HardConcreteGate(structure="unit")
         return TargetedDropoutGate(structure="unit")
+
     model = _kernel_gated(make)
     closed = {"conv1": [0, 3], "fc1": [1, 2, 5, 9]}
     for name, units in closed.items():
@@ -287,8 +296,10 @@ def test_gated_channels_reaching_a_concatenate_keep_their_offsets():
     _open_some(model, _set_hard_concrete)
     small = compact(model)
     _assert_same_function(model, small, _digits(flat=True))
-    kept = [int(np.sum(ops.convert_to_numpy(model.get_layer(g).active())))
-            for g in ("left_gate", "right_gate")]
+    kept = [
+        int(np.sum(ops.convert_to_numpy(model.get_layer(g).active())))
+        for g in ("left_gate", "right_gate")
+    ]
     assert [small.get_layer("left").units, small.get_layer("right").units] == kept
     assert small.get_layer("logits").kernel.shape[0] == sum(kept) < 18
 
@@ -413,7 +424,8 @@ def test_input_dependent_gate_keeps_its_per_example_layer():
     x = keras.layers.Flatten()(x)
     model = keras.Model(inputs, keras.layers.Dense(10, name="logits")(x))
     model.get_layer("dep_gate").log_alpha.assign(
-        np.array([-4.6, 0.3, 4.6, 1.0, -4.6, 0.5, 4.6, 2.0]))
+        np.array([-4.6, 0.3, 4.6, 1.0, -4.6, 0.5, 4.6, 2.0])
+    )
     small = compact(model)
     _assert_same_function(model, small, _digits())
     assert small.get_layer("conv1").filters == 6
@@ -442,6 +454,7 @@ def test_a_per_example_layer_that_breaks_the_contract_is_refused():
 def test_dbb_gates_compact_with_their_per_example_layer():
     def factory(name):
         return beta_bernoulli.DependentBetaBernoulliGate(name=name)
+
     model = _convnet(factory)
     _randomize_bn(model, np.random.default_rng(1))
     _open_some(model, _set_bb)

@@ -18,8 +18,7 @@ TOLERANCE = 1e-5
 
 @pytest.fixture(scope="module")
 def results():
-    run = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True,
-                         timeout=600)
+    run = subprocess.run([sys.executable, SCRIPT], capture_output=True, text=True, timeout=600)
     lines = [json.loads(line) for line in run.stdout.splitlines() if line.startswith("{")]
     assert lines, run.stderr[-2000:]
     return {r["case"]: r for r in lines}
@@ -38,8 +37,7 @@ def test_deterministic_cases_match_one_device(results):
             assert result["max_weight_diff"] <= TOLERANCE, name
 
 
-MULTI_WORKER_SCRIPT = os.path.join(os.path.dirname(__file__), "helpers",
-                                   "multi_worker_check.py")
+MULTI_WORKER_SCRIPT = os.path.join(os.path.dirname(__file__), "helpers", "multi_worker_check.py")
 MULTI_WORKER_METHODS = ("npn", "dbb", "targeted_dropout")
 
 
@@ -66,9 +64,13 @@ def test_two_workers_end_on_identical_weights(tmp_path):
             # Output goes to files: a full pipe would block a worker, and its
             # peer with it, inside a collective.
             with open(log, "w") as out:
-                workers.append(subprocess.Popen(
-                    [sys.executable, MULTI_WORKER_SCRIPT, str(i), ports, str(tmp_path)],
-                    stdout=out, stderr=subprocess.STDOUT))
+                workers.append(
+                    subprocess.Popen(
+                        [sys.executable, MULTI_WORKER_SCRIPT, str(i), ports, str(tmp_path)],
+                        stdout=out,
+                        stderr=subprocess.STDOUT,
+                    )
+                )
         for worker in workers:
             worker.wait(timeout=600)
     finally:

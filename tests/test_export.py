@@ -56,8 +56,7 @@ def test_compacted_model_round_trips_through_keras_savedmodel_and_tflite(tmp_pat
     report = export(reloaded, tmp_path / "run", test_data=(x, y), latency_runs=5)
 
     run = tmp_path / "run"
-    assert sorted(os.listdir(run)) == ["model.keras", "model.tflite", "report.json",
-                                       "saved_model"]
+    assert sorted(os.listdir(run)) == ["model.keras", "model.tflite", "report.json", "saved_model"]
     assert sorted(os.listdir(tmp_path)) == ["run", "small.keras"]  # no temporary left
     assert json.loads((run / "report.json").read_text()) == json.loads(json.dumps(report))
     parity = report["tflite"]["parity"]
@@ -77,9 +76,14 @@ def test_compacted_model_round_trips_through_keras_savedmodel_and_tflite(tmp_pat
 
 
 def _sparse_model():
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(128, activation="relu", name="fc1"),
-                              keras.layers.Dense(10, name="logits")])
+    model = keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Flatten(),
+            keras.layers.Dense(128, activation="relu", name="fc1"),
+            keras.layers.Dense(10, name="logits"),
+        ]
+    )
     fc1 = model.get_layer("fc1")
     kernel = fc1.kernel.numpy()
     kernel[np.random.default_rng(0).random(kernel.shape) < 0.9] = 0
@@ -89,8 +93,7 @@ def _sparse_model():
 
 def test_sparse_weights_get_sparse_encoding_and_both_files_are_reported(tmp_path):
     x, _ = _digits(16)
-    report = export(_sparse_model(), tmp_path / "run", representative_data=x,
-                    latency_runs=3)
+    report = export(_sparse_model(), tmp_path / "run", representative_data=x, latency_runs=3)
     assert report["zero_weight_fraction"] >= 0.5
     assert report["sparse_weights"] is True
     conversion = report["sparse_conversion"]
@@ -100,19 +103,27 @@ def test_sparse_weights_get_sparse_encoding_and_both_files_are_reported(tmp_path
     assert isinstance(conversion["smaller"], bool) and isinstance(conversion["faster"], bool)
     assert report["tflite"]["parity"]["ok"] is True
 
-    plain = export(_sparse_model(), tmp_path / "plain", sparse_weights=False, tflite=True,
-                   latency_runs=2)
+    plain = export(
+        _sparse_model(), tmp_path / "plain", sparse_weights=False, tflite=True, latency_runs=2
+    )
     assert plain["sparse_weights"] is False and "tflite_dense" not in plain["files"]
 
 
 def test_int8_reports_accuracy_on_test_data(tmp_path):
     x, y = _digits(64)
-    model = keras.Sequential([keras.Input((8, 8, 1)), keras.layers.Flatten(),
-                              keras.layers.Dense(10, name="logits")])
+    model = keras.Sequential(
+        [keras.Input((8, 8, 1)), keras.layers.Flatten(), keras.layers.Dense(10, name="logits")]
+    )
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     model.fit(x, y, epochs=30, verbose=0)
-    report = export(model, tmp_path / "int8", quantize="int8", representative_data=x,
-                    test_data=(x, y), latency_runs=2)
+    report = export(
+        model,
+        tmp_path / "int8",
+        quantize="int8",
+        representative_data=x,
+        test_data=(x, y),
+        latency_runs=2,
+    )
     assert report["quantize"] == "int8"
     assert report["tflite"]["parity"]["ok"] is None  # not asserted when quantized
     assert abs(report["tflite"]["accuracy"] - report["keras"]["accuracy"]) <= 0.1
@@ -155,8 +166,7 @@ def test_a_previous_export_is_replaced(tmp_path):
     report = export(model, tmp_path / "run", tflite=False)
     assert report["tflite_checked"] is False
     assert sorted(os.listdir(tmp_path)) == ["run"]
-    assert sorted(os.listdir(tmp_path / "run")) == ["model.keras", "report.json",
-                                                    "saved_model"]
+    assert sorted(os.listdir(tmp_path / "run")) == ["model.keras", "report.json", "saved_model"]
 
 
 def test_verify_tflite_reports_parity_and_latency(tmp_path):

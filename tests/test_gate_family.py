@@ -25,8 +25,9 @@ class SigmoidGate(Gate):
         self.lam = lam
 
     def build_gate(self, mask_shape):
-        self.score = self.add_weight(name="score", shape=mask_shape,
-                                     initializer=keras.initializers.Constant(0.5))
+        self.score = self.add_weight(
+            name="score", shape=mask_shape, initializer=keras.initializers.Constant(0.5)
+        )
 
     def sample_mask(self, inputs):
         return ops.sigmoid(self.score)
@@ -63,17 +64,26 @@ def _flops_fraction(small, dense):
 
 
 def _fit(sparse, splits, epochs):
-    sparse.compile(keras.optimizers.Adam(1e-3),
-                   keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                   metrics=["accuracy"])
-    return sparse.fit(*splits.train, validation_data=splits.val, epochs=epochs,
-                      batch_size=64, verbose=0, callbacks=[tfsparse.SparsityScheduler()])
+    sparse.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return sparse.fit(
+        *splits.train,
+        validation_data=splits.val,
+        epochs=epochs,
+        batch_size=64,
+        verbose=0,
+        callbacks=[tfsparse.SparsityScheduler()],
+    )
 
 
 def test_a_registered_toy_family_runs_the_whole_path(toy_family, tmp_path):
     splits, dense = _digits()
-    sparse = tfsparse.sparsify(dense, "toy_sigmoid", dataset_size=len(splits.train[0]),
-                               seed=0, verbose=0)
+    sparse = tfsparse.sparsify(
+        dense, "toy_sigmoid", dataset_size=len(splits.train[0]), seed=0, verbose=0
+    )
     gates = tfsparse.gates.gates_of(sparse)
     assert gates and all(type(g) is SigmoidGate for g in gates)
     # The recommended settings were filled in from the class.
@@ -82,18 +92,24 @@ def test_a_registered_toy_family_runs_the_whole_path(toy_family, tmp_path):
     assert history.history["val_accuracy"][-1] > 0.7
     x = splits.test[0][:64]
     small = tfsparse.compact(sparse)
-    np.testing.assert_allclose(small.predict(x, verbose=0), sparse.predict(x, verbose=0),
-                               atol=1e-4)
+    np.testing.assert_allclose(
+        small.predict(x, verbose=0), sparse.predict(x, verbose=0), atol=1e-4
+    )
     assert _flops_fraction(small, dense) < 0.9  # the penalty closed units
-    exported = tfsparse.export(small, tmp_path / "toy", test_data=splits.test,
-                               latency_runs=2)
+    exported = tfsparse.export(small, tmp_path / "toy", test_data=splits.test, latency_runs=2)
     assert exported["tflite"]["parity"]["ok"] is True
 
 
 def test_the_toy_family_reaches_a_budget_and_is_refused_once_unregistered(toy_family):
     splits, dense = _digits()
-    sparse = tfsparse.sparsify(dense, "toy_sigmoid", dataset_size=len(splits.train[0]),
-                               target_flops=0.3, seed=0, verbose=0)
+    sparse = tfsparse.sparsify(
+        dense,
+        "toy_sigmoid",
+        dataset_size=len(splits.train[0]),
+        target_flops=0.3,
+        seed=0,
+        verbose=0,
+    )
     assert all(g.lam == 0.0 for g in tfsparse.gates.gates_of(sparse))  # the budget's
     _fit(sparse, splits, epochs=12)
     fraction = _flops_fraction(tfsparse.compact(sparse), dense)

@@ -13,8 +13,14 @@ import tfsparse
 from tfsparse.gates import gates_of
 
 ACTIVATIONS = ("relu", "relu6", "swish", "linear", "sigmoid", "gelu")
-MERGES = (keras.layers.Add, keras.layers.Multiply, keras.layers.Maximum,
-          keras.layers.Subtract, keras.layers.Average, keras.layers.Minimum)
+MERGES = (
+    keras.layers.Add,
+    keras.layers.Multiply,
+    keras.layers.Maximum,
+    keras.layers.Subtract,
+    keras.layers.Average,
+    keras.layers.Minimum,
+)
 
 
 class _RandomGraph:
@@ -43,26 +49,54 @@ class _RandomGraph:
     def step(self, pool):
         x = self.choice(pool)
         c = int(x.shape[-1])
-        kind = self.choice(["conv", "conv", "depthwise", "separable", "grouped", "merge",
-                            "concat", "se", "pool", "pad"])
+        kind = self.choice(
+            [
+                "conv",
+                "conv",
+                "depthwise",
+                "separable",
+                "grouped",
+                "merge",
+                "concat",
+                "se",
+                "pool",
+                "pad",
+            ]
+        )
         if kind == "conv":
-            y = keras.layers.Conv2D(int(self.rng.integers(3, 10)), self.choice([1, 3]),
-                                    padding="same", name=self.name("conv"))(x)
+            y = keras.layers.Conv2D(
+                int(self.rng.integers(3, 10)),
+                self.choice([1, 3]),
+                padding="same",
+                name=self.name("conv"),
+            )(x)
         elif kind == "depthwise":
-            y = keras.layers.DepthwiseConv2D(3, padding="same",
-                                             depth_multiplier=self.choice([1, 1, 2]),
-                                             use_bias=bool(self.rng.random() < 0.5),
-                                             name=self.name("dw"))(x)
+            y = keras.layers.DepthwiseConv2D(
+                3,
+                padding="same",
+                depth_multiplier=self.choice([1, 1, 2]),
+                use_bias=bool(self.rng.random() < 0.5),
+                name=self.name("dw"),
+            )(x)
         elif kind == "separable":
-            y = keras.layers.SeparableConv2D(int(self.rng.integers(3, 9)), 3,
-                                             padding="same", name=self.name("sep"))(x)
+            y = keras.layers.SeparableConv2D(
+                int(self.rng.integers(3, 9)), 3, padding="same", name=self.name("sep")
+            )(x)
         elif kind == "grouped":
             groups = self.choice([g for g in (2, 3) if c % g == 0] or [1])
-            y = keras.layers.Conv2D(groups * int(self.rng.integers(1, 4)), 3, padding="same",
-                                    groups=groups, name=self.name("grouped"))(x)
+            y = keras.layers.Conv2D(
+                groups * int(self.rng.integers(1, 4)),
+                3,
+                padding="same",
+                groups=groups,
+                name=self.name("grouped"),
+            )(x)
         elif kind in ("merge", "concat"):
-            same = [t for t in pool if t.shape[1:3] == x.shape[1:3]
-                    and (kind == "concat" or t.shape[-1] == c)]
+            same = [
+                t
+                for t in pool
+                if t.shape[1:3] == x.shape[1:3] and (kind == "concat" or t.shape[-1] == c)
+            ]
             other = self.choice(same)
             if kind == "concat":
                 y = keras.layers.Concatenate(name=self.name("concat"))([x, other])
@@ -70,8 +104,9 @@ class _RandomGraph:
                 y = self.choice(MERGES)(name=self.name("merge"))([x, other])
         elif kind == "se":
             s = keras.layers.GlobalAveragePooling2D(keepdims=True, name=self.name("gap"))(x)
-            s = keras.layers.Conv2D(max(1, c // 2), 1, activation="relu",
-                                    name=self.name("squeeze"))(s)
+            s = keras.layers.Conv2D(
+                max(1, c // 2), 1, activation="relu", name=self.name("squeeze")
+            )(s)
             s = keras.layers.Conv2D(c, 1, activation="sigmoid", name=self.name("excite"))(s)
             y = keras.layers.Multiply(name=self.name("scale"))([x, s])
         elif kind == "pool":
@@ -104,8 +139,14 @@ def _close_random_units(model, rng):
     for layer in model.layers:
         if isinstance(layer, keras.layers.BatchNormalization):
             c = layer.gamma.shape[0]
-            layer.set_weights([rng.uniform(0.5, 2, c), rng.normal(0, 0.5, c),
-                               rng.normal(0, 0.5, c), rng.uniform(0.5, 2, c)])
+            layer.set_weights(
+                [
+                    rng.uniform(0.5, 2, c),
+                    rng.normal(0, 0.5, c),
+                    rng.normal(0, 0.5, c),
+                    rng.uniform(0.5, 2, c),
+                ]
+            )
     for gate in gates_of(model):
         n = gate.mask_shape[0]
         # Closed (mask 0), open (mask 1) and partly open (a multiplier to fold).
@@ -115,8 +156,12 @@ def _close_random_units(model, rng):
 
 
 # `make test-full` (TFSPARSE_FULL_TESTS=1) checks 200 graphs.
-@settings(max_examples=200 if os.environ.get("TFSPARSE_FULL_TESTS") == "1" else 120, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(st.integers(0, 2 ** 31 - 1))
+@settings(
+    max_examples=200 if os.environ.get("TFSPARSE_FULL_TESTS") == "1" else 120,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow],
+)
+@given(st.integers(0, 2**31 - 1))
 def test_random_graphs_compact_to_the_same_function(seed):
     dense = _RandomGraph(seed).model()
     try:

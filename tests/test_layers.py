@@ -7,39 +7,50 @@ import numpy as np
 import pytest
 
 from tfsparse import SparseModel
-from tfsparse.gates import (HardConcreteGate, NPNGate, TargetedDropoutGate,
-                            gates_of)
-from tfsparse.gates.beta_bernoulli import (BetaBernoulliGate,
-                                           DependentBetaBernoulliGate)
+from tfsparse.gates import HardConcreteGate, NPNGate, TargetedDropoutGate, gates_of
+from tfsparse.gates.beta_bernoulli import BetaBernoulliGate, DependentBetaBernoulliGate
 from tfsparse.layers import SparseConv2D, SparseDense, TakeFeatures
 
 # name → function(inputs) applying the layer(s) under test to a 4-D tensor.
 CASES = {
     "hard_concrete_unit": lambda x: HardConcreteGate(lam=0.1, dataset_size=64, seed=1)(
-        keras.layers.Conv2D(4, 3, activation="relu")(x)),
+        keras.layers.Conv2D(4, 3, activation="relu")(x)
+    ),
     "hard_concrete_per_batch": lambda x: HardConcreteGate(
-        lam=0.1, dataset_size=64, per_example=False, seed=1)(
-            keras.layers.Conv2D(4, 3, activation="relu")(x)),
+        lam=0.1, dataset_size=64, per_example=False, seed=1
+    )(keras.layers.Conv2D(4, 3, activation="relu")(x)),
     "npn_arm": lambda x: NPNGate(lam=0.1, dataset_size=64, seed=1)(
-        keras.layers.Conv2D(4, 3, activation="relu")(x)),
-    "npn_hard_concrete": lambda x: NPNGate(estimator="hard_concrete", dataset_size=64,
-                                           seed=1)(keras.layers.Conv2D(4, 3)(x)),
+        keras.layers.Conv2D(4, 3, activation="relu")(x)
+    ),
+    "npn_hard_concrete": lambda x: NPNGate(estimator="hard_concrete", dataset_size=64, seed=1)(
+        keras.layers.Conv2D(4, 3)(x)
+    ),
     "bb": lambda x: BetaBernoulliGate(dataset_size=64, seed=1)(
-        keras.layers.Conv2D(4, 3, activation="relu")(x)),
+        keras.layers.Conv2D(4, 3, activation="relu")(x)
+    ),
     "dbb": lambda x: DependentBetaBernoulliGate(dataset_size=64, seed=1, freeze_bb=False)(
-        keras.layers.Conv2D(4, 3, activation="relu")(x)),
+        keras.layers.Conv2D(4, 3, activation="relu")(x)
+    ),
     "sparse_conv_weight_l0": lambda x: SparseConv2D(
-        4, 3, activation="relu",
-        kernel_gate=HardConcreteGate(structure="weight", dataset_size=64, seed=1))(x),
+        4,
+        3,
+        activation="relu",
+        kernel_gate=HardConcreteGate(structure="weight", dataset_size=64, seed=1),
+    )(x),
     "sparse_conv_td_unit": lambda x: SparseConv2D(
-        4, 3, kernel_gate=TargetedDropoutGate(structure="unit", seed=1))(x),
-    "sparse_dense_td_weight": lambda x: keras.layers.Reshape((1, 1, 4))(SparseDense(
-        4, activation="relu", kernel_gate=TargetedDropoutGate(seed=1))(
-            keras.layers.Flatten()(x))),
+        4, 3, kernel_gate=TargetedDropoutGate(structure="unit", seed=1)
+    )(x),
+    "sparse_dense_td_weight": lambda x: keras.layers.Reshape((1, 1, 4))(
+        SparseDense(4, activation="relu", kernel_gate=TargetedDropoutGate(seed=1))(
+            keras.layers.Flatten()(x)
+        )
+    ),
     "sparse_dense_plain": lambda x: keras.layers.Reshape((1, 1, 4))(
-        SparseDense(4)(keras.layers.Flatten()(x))),
+        SparseDense(4)(keras.layers.Flatten()(x))
+    ),
     "take_features": lambda x: keras.layers.Reshape((1, 1, 3))(
-        TakeFeatures([0, 5, 7])(keras.layers.Flatten()(x))),
+        TakeFeatures([0, 5, 7])(keras.layers.Flatten()(x))
+    ),
 }
 
 
@@ -56,9 +67,11 @@ def _data():
 
 
 def _compile(model, jit=False):
-    model.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=jit)
+    model.compile(
+        keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=jit,
+    )
     return model
 
 

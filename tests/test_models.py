@@ -22,8 +22,9 @@ def test_lenet_500_300_params():
     assert models.lenet_500_300().count_params() == 545_810
 
 
-@pytest.mark.parametrize("name, weights", [("resnet20", 272_474), ("resnet56", 855_770),
-                                           ("mobilenet_v2", 2_236_682)])
+@pytest.mark.parametrize(
+    "name, weights", [("resnet20", 272_474), ("resnet56", 855_770), ("mobilenet_v2", 2_236_682)]
+)
 def test_cifar_networks_have_the_papers_sizes(name, weights):
     model = models.get(name)((32, 32, 3), 10)
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
@@ -35,9 +36,9 @@ def test_resnet32_params():
     assert model.count_params() == 469_370  # Includes BatchNorm moving statistics.
     trainable = sum(int(np.prod(w.shape)) for w in model.trainable_weights)
     assert trainable == 466_906  # ~0.46M, as in He et al. (projection shortcuts).
-    adds = [l for l in model.layers if isinstance(l, keras.layers.Add)]
+    adds = [layer for layer in model.layers if isinstance(layer, keras.layers.Add)]
     assert len(adds) == 15
-    convs = [l for l in model.layers if isinstance(l, keras.layers.Conv2D)]
+    convs = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
     assert len(convs) == 1 + 30 + 2  # stem, 15 blocks x 2, 2 projections
 
 
@@ -107,7 +108,7 @@ def test_gate_factory_places(name):
     plain = models.get(name)(shape, 10)
     gated = models.get(name)(shape, 10, gate_factory=_dummy_factory(calls))
     assert calls == EXPECTED_GATES[name]  # Never the classifier.
-    gates = [l for l in gated.layers if l.name.endswith("_gate")]
+    gates = [layer for layer in gated.layers if layer.name.endswith("_gate")]
     assert [g.name for g in gates] == [f"{c}_gate" for c in calls]
     # Identity gates add no weights and change nothing.
     assert gated.count_params() == plain.count_params()
@@ -116,9 +117,13 @@ def test_gate_factory_places(name):
         target = gate.name[: -len("_gate")]
         source = _inbound(gated, gate)
         if target == "input":
-            expected = "flatten" if name.startswith("lenet_") else gated.inputs[0]._keras_history.operation.name
+            expected = (
+                "flatten"
+                if name.startswith("lenet_")
+                else gated.inputs[0]._keras_history.operation.name
+            )
         elif name == "mobilenet_v2":
-            expected = f"{target[:-len('_expand')]}_depthwise_relu"
+            expected = f"{target[: -len('_expand')]}_depthwise_relu"
         elif name in ("vgg_like", "resnet20", "resnet32", "resnet56"):
             expected = f"{target}_relu"  # After the block's BN + ReLU.
         else:
@@ -128,7 +133,7 @@ def test_gate_factory_places(name):
 
 def test_gate_factory_none_means_no_gate():
     gated = models.lenet_300_100(gate_factory=lambda name: None)
-    assert [l.name for l in gated.layers] == ["flatten", "fc1", "fc2", "logits"]
+    assert [layer.name for layer in gated.layers] == ["flatten", "fc1", "fc2", "logits"]
 
 
 def test_gate_factory_must_return_layer():
@@ -139,7 +144,9 @@ def test_gate_factory_must_return_layer():
 def test_gated_model_same_outputs_with_identity_gates():
     keras.utils.set_random_seed(1)
     plain = models.lenet5_caffe()
-    gated = models.lenet5_caffe(gate_factory=lambda n: keras.layers.Activation("linear", name=f"{n}_g"))
+    gated = models.lenet5_caffe(
+        gate_factory=lambda n: keras.layers.Activation("linear", name=f"{n}_g")
+    )
     gated.set_weights(plain.get_weights())
     x = np.random.default_rng(0).random((3, 28, 28, 1), dtype=np.float32)
     np.testing.assert_allclose(plain(x), gated(x), rtol=1e-5, atol=1e-5)

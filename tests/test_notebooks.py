@@ -19,8 +19,9 @@ import pytest
 
 NOTEBOOKS = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "notebooks")
 # Loaded by path under its own name: `build` alone would clash with other modules.
-_spec = importlib.util.spec_from_file_location("tfsparse_notebooks_build",
-                                               os.path.join(NOTEBOOKS, "build.py"))
+_spec = importlib.util.spec_from_file_location(
+    "tfsparse_notebooks_build", os.path.join(NOTEBOOKS, "build.py")
+)
 build = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(build)
 
@@ -50,10 +51,12 @@ def test_committed_notebook_matches_its_cells(source):
     name = os.path.splitext(os.path.basename(source))[0]
     assert os.path.exists(path), (
         f"{os.path.relpath(path)} is missing: generate it with "
-        f"`python notebooks/build.py --execute {name}` and commit it.")
+        f"`python notebooks/build.py --execute {name}` and commit it."
+    )
     nb = nbformat.read(path, as_version=4)
     committed = [(cell.cell_type, cell.source) for cell in nb.cells]
     expected = build.read_cells(source)
     assert committed == expected, (
         f"{os.path.relpath(path)} differs from {os.path.relpath(source)}: regenerate it "
-        f"with `python notebooks/build.py --execute {name}`.")
+        f"with `python notebooks/build.py --execute {name}`."
+    )

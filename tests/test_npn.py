@@ -15,8 +15,9 @@ from tfsparse.sparse_model import SparseModel
 def _gated_mlp(k, estimator="arm", lam=0.0, units=6, seed=1):
     inputs = keras.Input((4,))
     hidden = keras.layers.Dense(units, activation="tanh", name="hidden")(inputs)
-    gated = NPNGate(lam=lam, k=k, estimator=estimator, dataset_size=100, seed=seed,
-                    name="gate")(hidden)
+    gated = NPNGate(lam=lam, k=k, estimator=estimator, dataset_size=100, seed=seed, name="gate")(
+        hidden
+    )
     outputs = keras.layers.Dense(3, name="out")(gated)
     return SparseModel(inputs=inputs, outputs=outputs)
 
@@ -38,8 +39,9 @@ def test_k_zero_is_dropout_half(estimator):
 @pytest.mark.parametrize("estimator", ["arm", "hard_concrete"])
 def test_k_zero_gives_phi_no_gradient(estimator):
     model = _gated_mlp(k=0.0, estimator=estimator, lam=1.0)
-    model.compile(keras.optimizers.Adam(0.1),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     before = model.get_layer("gate").phi.numpy().copy()
     x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
     model.fit(x, np.arange(64) % 3, epochs=3, batch_size=16, verbose=0)
@@ -52,8 +54,9 @@ def test_k_zero_gives_phi_no_gradient(estimator):
 def test_large_k_is_ordinary_training(estimator):
     model = _gated_mlp(k=K_DETERMINISTIC, estimator=estimator)
     x = np.random.default_rng(1).normal(size=(32, 4)).astype("float32")
-    np.testing.assert_allclose(model(x, training=True).numpy(),
-                               model(x, training=False).numpy(), atol=1e-6)
+    np.testing.assert_allclose(
+        model(x, training=True).numpy(), model(x, training=False).numpy(), atol=1e-6
+    )
 
 
 def test_arm_gradient_matches_exact_expectation():
@@ -83,12 +86,17 @@ def test_arm_gradient_matches_exact_expectation():
 
     phi0 = gate.phi.numpy().astype("float64")
     h = 1e-3
-    exact = np.array([(expected_loss(phi0 + h * e) - expected_loss(phi0 - h * e)) / (2 * h)
-                      for e in np.eye(units)])
+    exact = np.array(
+        [
+            (expected_loss(phi0 + h * e) - expected_loss(phi0 - h * e)) / (2 * h)
+            for e in np.eye(units)
+        ]
+    )
 
     history = []
     record = keras.callbacks.LambdaCallback(
-        on_train_batch_end=lambda b, logs: history.append(gate.phi.numpy().copy()))
+        on_train_batch_end=lambda b, logs: history.append(gate.phi.numpy().copy())
+    )
     # Plain SGD on φ too, so that each step moves it by lr × the estimate.
     model.compile(keras.optimizers.SGD(lr), loss_fn, gate_optimizer=keras.optimizers.SGD(lr))
     data = tf.data.Dataset.from_tensors((x, y)).repeat(steps)
@@ -108,13 +116,16 @@ def test_hardened_gate_is_frozen():
     gate.phi.assign(np.array([1.0, -1.0, 0.2, -0.2, 2.0, 0.01], "float32"))
     gate.harden()
     frozen = gate.mask().numpy().copy()
-    model.compile(keras.optimizers.Adam(0.1),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     x = np.random.default_rng(0).normal(size=(64, 4)).astype("float32")
     model.fit(x, np.arange(64) % 3, epochs=3, batch_size=16, verbose=0)
     np.testing.assert_array_equal(gate.mask().numpy(), frozen)
-    np.testing.assert_array_equal(gate(x[:, :1].repeat(6, 1), training=True).numpy(),
-                                  gate(x[:, :1].repeat(6, 1), training=False).numpy())
+    np.testing.assert_array_equal(
+        gate(x[:, :1].repeat(6, 1), training=True).numpy(),
+        gate(x[:, :1].repeat(6, 1), training=False).numpy(),
+    )
     assert float(gate.penalty()) == 0.0
 
 
@@ -142,11 +153,18 @@ def test_expand_mode_initialisation_and_wake():
     assert gate.wake_next() == 0
 
 
-@pytest.mark.parametrize("bad, message", [
-    (dict(lam=-1.0), "lam"), (dict(k=-0.5), "`k`"), (dict(mode="grow"), "mode"),
-    (dict(estimator="reinforce"), "estimator"), (dict(mode="expand"), "init_size"),
-    (dict(init_size=3), "init_size"), (dict(k_plastic=0.0), "k_plastic"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (dict(lam=-1.0), "lam"),
+        (dict(k=-0.5), "`k`"),
+        (dict(mode="grow"), "mode"),
+        (dict(estimator="reinforce"), "estimator"),
+        (dict(mode="expand"), "init_size"),
+        (dict(init_size=3), "init_size"),
+        (dict(k_plastic=0.0), "k_plastic"),
+    ],
+)
 def test_bad_settings_name_the_parameter(bad, message):
     with pytest.raises((ValueError, TypeError), match=message):
         NPNGate(**bad)

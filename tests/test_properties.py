@@ -5,8 +5,13 @@ import numpy as np
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tfsparse.gates import (BetaBernoulliGate, DependentBetaBernoulliGate, HardConcreteGate,
-                            NPNGate, TargetedDropoutGate)
+from tfsparse.gates import (
+    BetaBernoulliGate,
+    DependentBetaBernoulliGate,
+    HardConcreteGate,
+    NPNGate,
+    TargetedDropoutGate,
+)
 
 UNITS = 6
 values = st.lists(st.floats(-60.0, 60.0, allow_nan=False), min_size=UNITS, max_size=UNITS)
@@ -20,8 +25,7 @@ def _check(gate, x):
     assert np.all((mask >= 0) & (mask <= 1))
     penalty = float(gate.penalty())
     assert np.isfinite(penalty) and penalty >= -1e-6
-    np.testing.assert_array_equal(gate(x, training=False).numpy(),
-                                  gate(x, training=False).numpy())
+    np.testing.assert_array_equal(gate(x, training=False).numpy(), gate(x, training=False).numpy())
 
 
 def _x(scale):

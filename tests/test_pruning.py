@@ -22,13 +22,20 @@ def _plain_model():
 
 def _td_model(structure="weight"):
     inputs = keras.Input((8, 8, 3))
-    h = SparseConv2D(6, 3, activation="relu", name="conv",
-                     kernel_gate=TargetedDropoutGate(0.5, 0.5, structure=structure,
-                                                     seed=1))(inputs)
+    h = SparseConv2D(
+        6,
+        3,
+        activation="relu",
+        name="conv",
+        kernel_gate=TargetedDropoutGate(0.5, 0.5, structure=structure, seed=1),
+    )(inputs)
     h = keras.layers.Flatten()(h)
-    h = SparseDense(20, activation="relu", name="fc",
-                    kernel_gate=TargetedDropoutGate(0.5, 0.5, structure=structure,
-                                                    seed=2))(h)
+    h = SparseDense(
+        20,
+        activation="relu",
+        name="fc",
+        kernel_gate=TargetedDropoutGate(0.5, 0.5, structure=structure, seed=2),
+    )(h)
     return keras.Model(inputs, keras.layers.Dense(5, name="logits")(h))
 
 
@@ -87,9 +94,14 @@ def test_classifier_is_untouched_unless_included():
 
 
 def test_sequential_mlp_and_magnitude_sparsity():
-    model = keras.Sequential([keras.Input((10,)), keras.layers.Dense(8, name="a"),
-                              keras.layers.Dense(4, name="b"),
-                              keras.layers.Dense(2, name="c")])
+    model = keras.Sequential(
+        [
+            keras.Input((10,)),
+            keras.layers.Dense(8, name="a"),
+            keras.layers.Dense(4, name="b"),
+            keras.layers.Dense(2, name="c"),
+        ]
+    )
     prune_by_magnitude(model, 0.5)
     assert magnitude_sparsity(model) == {"a": 0.5, "b": 0.5, "c": 0.0}
 
@@ -122,13 +134,15 @@ def test_targeted_dropout_keep_mask_keeps_pruned_weights_at_zero(level):
         gate = model.get_layer(name).kernel_gate
         keep = np.asarray(gate.keep)
         expected = (_matrix(model.get_layer(name)) != 0).reshape(
-            model.get_layer(name).kernel.shape)
+            model.get_layer(name).kernel.shape
+        )
         if level == "unit":
             expected = expected.any(axis=tuple(range(expected.ndim - 1)))
         np.testing.assert_array_equal(keep == 1, expected)
     pruned = magnitude_sparsity(model)
-    model.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     x, y = _data()
     model.fit(x, y, epochs=2, batch_size=8, verbose=0)
     # The effective kernels (kernel × keep) keep at least their pruned zeros.
@@ -153,13 +167,16 @@ def test_hardened_gate_mask_is_pruned_too():
     assert np.asarray(gate.keep).mean() == 0.5
 
 
-@pytest.mark.parametrize("kwargs,error,message", [
-    ({"rate": -0.1}, ValueError, "rate"),
-    ({"rate": 1.5}, ValueError, "rate"),
-    ({"rate": float("nan")}, ValueError, "rate"),
-    ({"rate": "half"}, TypeError, "rate"),
-    ({"rate": 0.5, "level": "channel"}, ValueError, "level"),
-])
+@pytest.mark.parametrize(
+    "kwargs,error,message",
+    [
+        ({"rate": -0.1}, ValueError, "rate"),
+        ({"rate": 1.5}, ValueError, "rate"),
+        ({"rate": float("nan")}, ValueError, "rate"),
+        ({"rate": "half"}, TypeError, "rate"),
+        ({"rate": 0.5, "level": "channel"}, ValueError, "level"),
+    ],
+)
 def test_bad_arguments_name_the_parameter(kwargs, error, message):
     with pytest.raises(error, match=message):
         prune_by_magnitude(_plain_model(), **kwargs)

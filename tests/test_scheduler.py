@@ -17,15 +17,20 @@ def _digits_like(n=256, seed=0):
 
 
 def _mlp():
-    return keras.Sequential([keras.Input((12,)),
-                             keras.layers.Dense(16, activation="relu", name="dense"),
-                             keras.layers.Dense(8, activation="relu", name="dense_1"),
-                             keras.layers.Dense(3, name="logits")])
+    return keras.Sequential(
+        [
+            keras.Input((12,)),
+            keras.layers.Dense(16, activation="relu", name="dense"),
+            keras.layers.Dense(8, activation="relu", name="dense_1"),
+            keras.layers.Dense(3, name="logits"),
+        ]
+    )
 
 
 def _compile(model):
-    model.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.Adam(1e-2), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     return model
 
 
@@ -41,11 +46,11 @@ def test_stages_and_linear_are_pure_functions():
 def test_scheduler_assigns_k_hardens_and_logs():
     x, y = _digits_like()
     model = _compile(tfsparse.sparsify(_mlp(), "npn", dataset_size=len(x), lam=0.5, seed=0))
-    scheduler = SparsityScheduler(schedules={"k": schedules.npn_stages(7.0, 1, 3)},
-                                  harden_at=3)
+    scheduler = SparsityScheduler(schedules={"k": schedules.npn_stages(7.0, 1, 3)}, harden_at=3)
     seen = []
-    spy = keras.callbacks.LambdaCallback(on_epoch_begin=lambda e, logs: seen.append(
-        float(model.get_layer("dense_gate").k.numpy())))
+    spy = keras.callbacks.LambdaCallback(
+        on_epoch_begin=lambda e, logs: seen.append(float(model.get_layer("dense_gate").k.numpy()))
+    )
     history = model.fit(x, y, epochs=4, verbose=0, callbacks=[scheduler, spy])
     assert seen == [5000.0, 7.0, 7.0, 5000.0]
     assert history.history["k"] == seen
@@ -58,11 +63,17 @@ def test_recipe_hardens_hard_concrete_so_training_uses_the_inference_masks():
     x, y = _digits_like()
     plan = recipes.recipe("hard_concrete", 4, harden_fraction=0.5)
     assert plan.scheduler.harden_at == 2 and "harden_fraction" not in plan.settings
-    model = _compile(tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=len(x), seed=0,
-                                       **plan.settings))
+    model = _compile(
+        tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=len(x), seed=0, **plan.settings)
+    )
     frozen = []
-    spy = keras.callbacks.LambdaCallback(on_epoch_end=lambda e, logs: frozen.append(
-        [np.array(g.mask()) for g in tfsparse.gates.gates_of(model)]) if e == 2 else None)
+    spy = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda e, logs: (
+            frozen.append([np.array(g.mask()) for g in tfsparse.gates.gates_of(model)])
+            if e == 2
+            else None
+        )
+    )
     model.fit(x, y, epochs=4, verbose=0, callbacks=[plan.scheduler, spy])
     for gate, mask in zip(tfsparse.gates.gates_of(model), frozen[0]):
         assert gate.hardened.numpy() == 1.0
@@ -73,10 +84,11 @@ def test_recipe_hardens_hard_concrete_so_training_uses_the_inference_masks():
 
 def test_cosine_optimizer_settles_weights_and_gates_by_the_last_step():
     x, y = _digits_like(64)
-    model = tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=64, seed=0,
-                              lr_multiplier=10.0)
-    model.compile(recipes.optimizer(4e-3, "cosine", total_steps=8),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model = tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=64, seed=0, lr_multiplier=10.0)
+    model.compile(
+        recipes.optimizer(4e-3, "cosine", total_steps=8),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     assert float(model.optimizer.learning_rate) == pytest.approx(4e-3)
     model.fit(x, y, batch_size=16, epochs=2, verbose=0)  # 8 steps: the whole decay
     assert float(model.optimizer.learning_rate) == pytest.approx(0.0, abs=1e-12)
@@ -93,30 +105,48 @@ def test_step_schedule_follows_optimizer_iterations():
     x, y = _digits_like(64)
     model = _compile(tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=64))
     temperature = schedules.Linear([(0, 2.0), (8, 0.5)], unit="step")
-    history = model.fit(x, y, batch_size=16, epochs=3, verbose=0,
-                        callbacks=[SparsityScheduler({"temperature": temperature})])
+    history = model.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=3,
+        verbose=0,
+        callbacks=[SparsityScheduler({"temperature": temperature})],
+    )
     # The value logged at an epoch's end is the one assigned before its last
     # step: step 3 (epoch 0), 7 (epoch 1), 11 (epoch 2).
-    np.testing.assert_allclose(history.history["temperature"],
-                               [temperature(3), temperature(7), temperature(11)], rtol=1e-6)
+    np.testing.assert_allclose(
+        history.history["temperature"],
+        [temperature(3), temperature(7), temperature(11)],
+        rtol=1e-6,
+    )
 
 
 def test_unknown_schedule_name_is_an_error():
     x, y = _digits_like(32)
     model = _compile(tfsparse.sparsify(_mlp(), "npn", dataset_size=32))
     with pytest.raises(ValueError, match="tempreature"):
-        model.fit(x, y, epochs=1, verbose=0,
-                  callbacks=[SparsityScheduler({"tempreature": 0.5})])
+        model.fit(x, y, epochs=1, verbose=0, callbacks=[SparsityScheduler({"tempreature": 0.5})])
 
 
 def test_expand_mode_grows_and_prune_mode_shrinks():
     x, y = _digits_like(512)
-    grow = _compile(tfsparse.sparsify(_mlp(), "npn", dataset_size=512, mode="expand",
-                                      init_size=3, k_plastic=1.0, lam=0.0, seed=0))
-    scheduler = SparsityScheduler(schedules={"k": schedules.npn_stages(1.0, 1, 50)},
-                                  expand_between=(1, 50))
-    history = grow.fit(x, y, validation_data=(x, y), epochs=6, verbose=0,
-                       callbacks=[scheduler])
+    grow = _compile(
+        tfsparse.sparsify(
+            _mlp(),
+            "npn",
+            dataset_size=512,
+            mode="expand",
+            init_size=3,
+            k_plastic=1.0,
+            lam=0.0,
+            seed=0,
+        )
+    )
+    scheduler = SparsityScheduler(
+        schedules={"k": schedules.npn_stages(1.0, 1, 50)}, expand_between=(1, 50)
+    )
+    history = grow.fit(x, y, validation_data=(x, y), epochs=6, verbose=0, callbacks=[scheduler])
     active = history.history["active/dense_gate"]
     assert active[0] == 3 and active[-1] > 3
 

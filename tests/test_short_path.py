@@ -23,12 +23,12 @@ def test_the_short_path_prunes_digits(method):
     (x, y), val = splits.train, splits.val
     dense = models.lenet_300_100(splits.input_shape, 10)
     sparse = tfsparse.sparsify(dense, method, dataset_size=len(x), verbose=0)
-    sparse.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                   metrics=["accuracy"])
+    sparse.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
+    )
     # Keras' own batch size (32): 51 steps per epoch.
     scheduler = tfsparse.SparsityScheduler()
-    history = sparse.fit(x, y, validation_data=val, epochs=30, verbose=0,
-                         callbacks=[scheduler])
+    history = sparse.fit(x, y, validation_data=val, epochs=30, verbose=0, callbacks=[scheduler])
     small = tfsparse.compact(sparse)
     before = tfsparse.summary(dense, print_fn=None)["total"]
     after = tfsparse.summary(small, print_fn=None)["total"]
@@ -50,8 +50,9 @@ def test_sparsify_fills_in_the_recommended_settings():
     assert gate.lr_multiplier == recommended["lr_multiplier"]
     assert recipes.DEFAULTS is defaults.RECOMMENDED
     # A setting given wins over the recommendation.
-    gate = gates_of(tfsparse.sparsify(dense, "hard_concrete", dataset_size=10, lam=0.2,
-                                      verbose=0))[0]
+    gate = gates_of(
+        tfsparse.sparsify(dense, "hard_concrete", dataset_size=10, lam=0.2, verbose=0)
+    )[0]
     assert gate.lam == pytest.approx(0.2)
 
 
@@ -61,8 +62,11 @@ def test_the_planned_scheduler_is_the_recipe_scheduler():
     method, plan = recipes.planned_scheduler(sparse, 40)
     expected = recipes.recipe("npn", 40, target_flops=0.3).scheduler
     assert method == "npn"
-    assert (plan.harden_at, plan.budget_reached_at) == (expected.harden_at,
-                                                        expected.budget_reached_at) == (28, 18)
+    assert (
+        (plan.harden_at, plan.budget_reached_at)
+        == (expected.harden_at, expected.budget_reached_at)
+        == (28, 18)
+    )
     assert set(plan.schedules) == {"k"}
     # The unplanned scheduler round-trips as unplanned; an explicit one as it is.
     assert tfsparse.SparsityScheduler(**tfsparse.SparsityScheduler().get_config()).planned
@@ -89,12 +93,12 @@ def test_the_short_path_is_the_recipe(method):
         dense = models.lenet_300_100(splits.input_shape, 10)
         plan = recipes.recipe(method, 3)
         settings = {} if short else plan.settings
-        sparse = tfsparse.sparsify(dense, method, dataset_size=len(x), seed=0, verbose=0,
-                                   **settings)
+        sparse = tfsparse.sparsify(
+            dense, method, dataset_size=len(x), seed=0, verbose=0, **settings
+        )
         sparse.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
         scheduler = tfsparse.SparsityScheduler() if short else plan.scheduler
-        sparse.fit(x, y, epochs=3, batch_size=64, shuffle=False, verbose=0,
-                   callbacks=[scheduler])
+        sparse.fit(x, y, epochs=3, batch_size=64, shuffle=False, verbose=0, callbacks=[scheduler])
         return [w.numpy() for w in sparse.weights]
 
     for short, recipe in zip(trained(True), trained(False)):
@@ -106,8 +110,9 @@ def test_bb_trains_without_its_kl_first_unless_pretrained():
     gates' own weight (from the model for `SparsityScheduler()`); none when
     the weights start pretrained."""
     x, _ = _digits().train
-    sparse = tfsparse.sparsify(models.lenet_300_100((8, 8, 1), 10), "bb",
-                               dataset_size=len(x), kl_weight=2.5, verbose=0)
+    sparse = tfsparse.sparsify(
+        models.lenet_300_100((8, 8, 1), 10), "bb", dataset_size=len(x), kl_weight=2.5, verbose=0
+    )
     _, scheduler = recipes.planned_scheduler(sparse, 60)
     kl = scheduler.schedules["kl_weight"]
     assert [kl(epoch) for epoch in (0, 5, 6, 59)] == [0.0, 0.0, 2.5, 2.5]

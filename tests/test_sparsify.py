@@ -11,16 +11,18 @@ from tfsparse.schedules import K_DETERMINISTIC
 
 
 def _convnet():
-    return keras.Sequential([
-        keras.Input((12, 12, 1)),
-        keras.layers.Conv2D(6, 3, name="conv1"),
-        keras.layers.BatchNormalization(name="bn1"),
-        keras.layers.ReLU(name="relu1"),
-        keras.layers.MaxPooling2D(name="pool1"),
-        keras.layers.Flatten(name="flatten"),
-        keras.layers.Dense(20, activation="relu", name="fc1"),
-        keras.layers.Dense(4, name="logits"),
-    ])
+    return keras.Sequential(
+        [
+            keras.Input((12, 12, 1)),
+            keras.layers.Conv2D(6, 3, name="conv1"),
+            keras.layers.BatchNormalization(name="bn1"),
+            keras.layers.ReLU(name="relu1"),
+            keras.layers.MaxPooling2D(name="pool1"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(20, activation="relu", name="fc1"),
+            keras.layers.Dense(4, name="logits"),
+        ]
+    )
 
 
 def _branches(merge="add"):
@@ -60,11 +62,12 @@ def test_flat_input_gets_an_input_gate_and_branches_each_a_gate():
 
 def test_layers_feeding_a_concatenate_are_gated_at_their_offsets():
     sparse = tfsparse.sparsify(_branches("concat"), "npn", dataset_size=100)
-    assert sorted(g.name for g in gates_of(sparse)) == ["input_0_gate", "left_gate",
-                                                        "right_gate"]
+    assert sorted(g.name for g in gates_of(sparse)) == ["input_0_gate", "left_gate", "right_gate"]
     # Both gates act on the concatenation, before the layer that reads it.
-    calls = [(n.operation.name, n.arguments.kwargs.get("offset", 0))
-             for n in sparse.get_layer("logits")._inbound_nodes[0].parent_nodes]
+    calls = [
+        (n.operation.name, n.arguments.kwargs.get("offset", 0))
+        for n in sparse.get_layer("logits")._inbound_nodes[0].parent_nodes
+    ]
     assert calls == [("right_gate", 8)]
     assert sparse.get_layer("left_gate").units == 8
 
@@ -73,28 +76,34 @@ def test_weights_are_copied_and_deterministic_npn_keeps_the_function():
     model = _convnet()
     x = np.random.default_rng(0).normal(size=(5, 12, 12, 1)).astype("float32")
     sparse = tfsparse.sparsify(model, "npn", dataset_size=100, k=K_DETERMINISTIC)
-    np.testing.assert_allclose(sparse.predict(x, verbose=0), model.predict(x, verbose=0),
-                               atol=1e-5)
+    np.testing.assert_allclose(
+        sparse.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-5
+    )
     assert isinstance(sparse, tfsparse.SparseModel)
     # The original is untouched.
     assert not any(isinstance(layer, NPNGate) for layer in model.layers)
 
 
-@pytest.mark.parametrize("method, settings", [
-    ("hard_concrete", dict(level="weight")),
-    ("targeted_dropout", dict(level="weight")),
-    ("targeted_dropout", dict(level="unit")),
-])
+@pytest.mark.parametrize(
+    "method, settings",
+    [
+        ("hard_concrete", dict(level="weight")),
+        ("targeted_dropout", dict(level="weight")),
+        ("targeted_dropout", dict(level="unit")),
+    ],
+)
 def test_kernel_gate_methods_replace_hidden_layers(method, settings):
     model = _convnet()
     sparse = tfsparse.sparsify(model, method, dataset_size=100, **settings)
     assert isinstance(sparse.get_layer("conv1"), SparseConv2D)
     assert isinstance(sparse.get_layer("fc1"), SparseDense)
     assert isinstance(sparse.get_layer("logits"), keras.layers.Dense)
-    np.testing.assert_array_equal(sparse.get_layer("fc1").kernel.numpy(),
-                                  model.get_layer("fc1").kernel.numpy())
-    with_classifier = tfsparse.sparsify(model, method, dataset_size=100,
-                                        include_classifier=True, **settings)
+    np.testing.assert_array_equal(
+        sparse.get_layer("fc1").kernel.numpy(), model.get_layer("fc1").kernel.numpy()
+    )
+    with_classifier = tfsparse.sparsify(
+        model, method, dataset_size=100, include_classifier=True, **settings
+    )
     assert isinstance(with_classifier.get_layer("logits"), SparseDense)
 
 
@@ -109,15 +118,17 @@ def test_sparsified_model_round_trips_through_keras_file(tmp_path):
     np.testing.assert_array_equal(reloaded.predict(x, verbose=0), sparse.predict(x, verbose=0))
 
 
-@pytest.mark.parametrize("call, message", [
-    (lambda m: tfsparse.sparsify(m, "magnitude", dataset_size=10), "method"),
-    (lambda m: tfsparse.sparsify(m, "npn"), "dataset_size"),
-    (lambda m: tfsparse.sparsify(m, "npn", dataset_size=0), "dataset_size"),
-    (lambda m: tfsparse.sparsify(m, "npn", dataset_size=10, lamda=1.0), "lamda"),
-    (lambda m: tfsparse.sparsify(m, "npn", dataset_size=10, level="weight"), "level"),
-    (lambda m: tfsparse.sparsify(m, "hard_concrete", dataset_size=10, level="layer"),
-     "level"),
-])
+@pytest.mark.parametrize(
+    "call, message",
+    [
+        (lambda m: tfsparse.sparsify(m, "magnitude", dataset_size=10), "method"),
+        (lambda m: tfsparse.sparsify(m, "npn"), "dataset_size"),
+        (lambda m: tfsparse.sparsify(m, "npn", dataset_size=0), "dataset_size"),
+        (lambda m: tfsparse.sparsify(m, "npn", dataset_size=10, lamda=1.0), "lamda"),
+        (lambda m: tfsparse.sparsify(m, "npn", dataset_size=10, level="weight"), "level"),
+        (lambda m: tfsparse.sparsify(m, "hard_concrete", dataset_size=10, level="layer"), "level"),
+    ],
+)
 def test_bad_arguments_name_the_parameter(call, message):
     with pytest.raises((ValueError, TypeError), match=message):
         call(_convnet())
@@ -161,10 +172,14 @@ def test_a_gate_called_twice_draws_one_mask_and_one_penalty_per_pass():
     assert np.any(np.asarray(again) != np.asarray(first))  # a new pass, a new mask
 
 
-@pytest.mark.parametrize("build", [
-    lambda: __import__("tfsparse").models.resnet20((16, 16, 3), 10),
-    lambda: _branches("concat"),
-], ids=["resnet20", "concat"])
+@pytest.mark.parametrize(
+    "build",
+    [
+        lambda: __import__("tfsparse").models.resnet20((16, 16, 3), 10),
+        lambda: _branches("concat"),
+    ],
+    ids=["resnet20", "concat"],
+)
 def test_shared_and_offset_gates_round_trip_through_keras_file(build, tmp_path):
     dense = build()
     sparse = tfsparse.sparsify(dense, "npn", dataset_size=100, seed=0, verbose=0)
@@ -177,4 +192,5 @@ def test_shared_and_offset_gates_round_trip_through_keras_file(build, tmp_path):
     reloaded = keras.models.load_model(path)
     np.testing.assert_array_equal(reloaded.predict(x, verbose=0), sparse.predict(x, verbose=0))
     assert [len(g._inbound_nodes) for g in gates_of(reloaded)] == [
-        len(g._inbound_nodes) for g in gates_of(sparse)]
+        len(g._inbound_nodes) for g in gates_of(sparse)
+    ]

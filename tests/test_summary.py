@@ -91,15 +91,17 @@ def test_exact_zero_weights_and_weight_gates_are_not_counted():
 
 
 def test_flops_of_conv_pooling_batchnorm_and_depthwise_by_hand():
-    model = keras.Sequential([
-        keras.Input((9, 9, 2)),
-        keras.layers.Conv2D(4, 3, strides=2, padding="same", name="conv"),  # → 5x5x4
-        keras.layers.BatchNormalization(name="bn"),
-        keras.layers.MaxPooling2D(2, name="pool"),  # → 2x2x4
-        keras.layers.DepthwiseConv2D(2, name="depthwise"),  # → 1x1x4
-        keras.layers.GlobalAveragePooling2D(name="gap"),
-        keras.layers.Dense(3, name="logits"),
-    ])
+    model = keras.Sequential(
+        [
+            keras.Input((9, 9, 2)),
+            keras.layers.Conv2D(4, 3, strides=2, padding="same", name="conv"),  # → 5x5x4
+            keras.layers.BatchNormalization(name="bn"),
+            keras.layers.MaxPooling2D(2, name="pool"),  # → 2x2x4
+            keras.layers.DepthwiseConv2D(2, name="depthwise"),  # → 1x1x4
+            keras.layers.GlobalAveragePooling2D(name="gap"),
+            keras.layers.Dense(3, name="logits"),
+        ]
+    )
     rows = _by_name(summary(model, print_fn=None))
     assert rows["conv"]["flops_total"] == 3 * 3 * 2 * 4 * 5 * 5
     assert rows["conv"]["weights_total"] == 3 * 3 * 2 * 4 + 4
@@ -208,8 +210,7 @@ def _hc_convnet():
     return model
 
 
-@pytest.mark.parametrize("build, shape", [(_gated_lenet, (28, 28, 1)),
-                                          (_hc_convnet, (6, 6, 1))])
+@pytest.mark.parametrize("build, shape", [(_gated_lenet, (28, 28, 1)), (_hc_convnet, (6, 6, 1))])
 def test_expected_flops_equal_kept_flops_without_input_dependent_gates(build, shape):
     model = build()
     x = np.random.default_rng(0).uniform(0, 1, (5,) + shape).astype("float32")
@@ -248,11 +249,15 @@ def test_expected_flops_of_a_dbb_mlp_by_hand():
     gate.beta.assign(np.full(4, -0.5))
     gate.moving_mean.assign(np.zeros(4))
     gate.moving_variance.assign(np.ones(4))
-    x = np.array([[1, 1, 1, 0],    # units 0, 1, 2 on
-                  [1, 0, 0, 0],    # unit 0
-                  [0, 1, 0, 1],    # unit 1 (unit 3 is closed)
-                  [0, 0, 0, 0]],   # none
-                 "float32")
+    x = np.array(
+        [
+            [1, 1, 1, 0],  # units 0, 1, 2 on
+            [1, 0, 0, 0],  # unit 0
+            [0, 1, 0, 1],  # unit 1 (unit 3 is closed)
+            [0, 0, 0, 0],
+        ],  # none
+        "float32",
+    )
     lines = []
     result = summary(model, x=x, print_fn=lines.append)
     (gate_row,) = result["gates"]
@@ -321,5 +326,6 @@ def test_compacted_dbb_model_gives_the_same_expected_flops():
     assert after["total"]["flops_kept"] == before["total"]["flops_kept"]
     assert 0 < before["total"]["flops_expected"] < before["total"]["flops_kept"]
     for name in ("conv1", "bn", "pool", "logits"):
-        assert (_by_name(after)[name]["flops_expected"]
-                == pytest.approx(_by_name(before)[name]["flops_expected"])), name
+        assert _by_name(after)[name]["flops_expected"] == pytest.approx(
+            _by_name(before)[name]["flops_expected"]
+        ), name

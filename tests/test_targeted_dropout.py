@@ -144,8 +144,7 @@ def test_ranking_carries_no_gradient_but_the_kernel_does():
 # -------------------------------------------------------------------- ramp
 def _paper_gamma(gamma, t, half):
     # Official "piecewise" variants: 0.95γ over the first half, the last 5 % after.
-    return (0.95 * gamma * min(1.0, t / half)
-            + 0.05 * gamma * max(0.0, min(1.0, (t - half) / half)))
+    return 0.95 * gamma * min(1.0, t / half) + 0.05 * gamma * max(0.0, min(1.0, (t - half) / half))
 
 
 @pytest.mark.parametrize("alpha,gamma", [(0.99, 0.99), (0.99, 0.90), (0.5, 0.5)])
@@ -164,8 +163,9 @@ def test_scheduler_ramps_the_gate_during_fit():
     model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
     x, y = _data()
     ramp = targeted_dropout_ramp(0.99, 0.99, total_steps=8)
-    model.fit(x, y, epochs=2, batch_size=16, verbose=0,
-              callbacks=[SparsityScheduler(schedules=ramp)])
+    model.fit(
+        x, y, epochs=2, batch_size=16, verbose=0, callbacks=[SparsityScheduler(schedules=ramp)]
+    )
     gate = model.get_layer("fc1").kernel_gate
     # The last batch began at step 7 (64 examples / 16 = 4 steps per epoch).
     assert float(gate.gamma.numpy()) == pytest.approx(ramp["gamma"](7), rel=1e-6)
@@ -181,21 +181,29 @@ def _data(n=64, features=12, classes=3, seed=0):
 
 def _mlp(structure, alpha=0.5, gamma=0.5, features=12):
     inputs = keras.Input((features,))
-    h = SparseDense(16, activation="relu", name="fc1",
-                    kernel_gate=TargetedDropoutGate(alpha, gamma, structure=structure,
-                                                    seed=1))(inputs)
-    h = SparseDense(8, activation="relu", name="fc2",
-                    kernel_gate=TargetedDropoutGate(alpha, gamma, structure=structure,
-                                                    seed=2))(h)
+    h = SparseDense(
+        16,
+        activation="relu",
+        name="fc1",
+        kernel_gate=TargetedDropoutGate(alpha, gamma, structure=structure, seed=1),
+    )(inputs)
+    h = SparseDense(
+        8,
+        activation="relu",
+        name="fc2",
+        kernel_gate=TargetedDropoutGate(alpha, gamma, structure=structure, seed=2),
+    )(h)
     return keras.Model(inputs, keras.layers.Dense(3, name="logits")(h))
 
 
 @pytest.mark.parametrize("structure", ["weight", "unit"])
 def test_training_works_under_xla(structure):
     model = _mlp(structure)
-    model.compile(keras.optimizers.Adam(1e-2),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=True)
+    model.compile(
+        keras.optimizers.Adam(1e-2),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        jit_compile=True,
+    )
     before = model.get_layer("fc1").kernel.numpy().copy()
     x, y = _data()
     history = model.fit(x, y, epochs=3, batch_size=16, verbose=0)
@@ -208,12 +216,14 @@ def test_training_works_under_xla(structure):
 
 def test_conv_layer_trains_under_xla():
     inputs = keras.Input((8, 8, 2))
-    h = SparseConv2D(4, 3, activation="relu", name="conv",
-                     kernel_gate=TargetedDropoutGate(0.5, 0.5, seed=3))(inputs)
+    h = SparseConv2D(
+        4, 3, activation="relu", name="conv", kernel_gate=TargetedDropoutGate(0.5, 0.5, seed=3)
+    )(inputs)
     outputs = keras.layers.Dense(2)(keras.layers.Flatten()(h))
     model = keras.Model(inputs, outputs)
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  jit_compile=True)
+    model.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), jit_compile=True
+    )
     x = np.random.default_rng(0).normal(size=(32, 8, 8, 2)).astype("float32")
     history = model.fit(x, np.arange(32) % 2, epochs=1, batch_size=16, verbose=0)
     assert np.isfinite(history.history["loss"]).all()
@@ -244,17 +254,22 @@ def test_keras_file_round_trip_gives_identical_outputs(tmp_path, structure):
     loaded = keras.models.load_model(path)
     np.testing.assert_array_equal(loaded.predict(x, verbose=0), model.predict(x, verbose=0))
     for name in ("fc1", "fc2"):
-        np.testing.assert_array_equal(loaded.get_layer(name).kernel_gate.keep.numpy(),
-                                      model.get_layer(name).kernel_gate.keep.numpy())
+        np.testing.assert_array_equal(
+            loaded.get_layer(name).kernel_gate.keep.numpy(),
+            model.get_layer(name).kernel_gate.keep.numpy(),
+        )
 
 
 # ------------------------------------------------------------- bad settings
-@pytest.mark.parametrize("kwargs,message", [
-    ({"alpha": 1.5}, "alpha"),
-    ({"alpha": -0.1}, "alpha"),
-    ({"gamma": 2.0}, "gamma"),
-    ({"structure": "channel"}, "structure"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        ({"alpha": 1.5}, "alpha"),
+        ({"alpha": -0.1}, "alpha"),
+        ({"gamma": 2.0}, "gamma"),
+        ({"structure": "channel"}, "structure"),
+    ],
+)
 def test_bad_settings_name_the_parameter(kwargs, message):
     with pytest.raises(ValueError, match=message):
         TargetedDropoutGate(**kwargs)
@@ -283,16 +298,24 @@ def test_targeted_dropout_makes_the_mlp_robust_to_pruning():
 
     def accuracies(targeted):
         keras.utils.set_random_seed(0)
-        gate = ((lambda s: TargetedDropoutGate(alpha=0.66, gamma=0.75, seed=s))
-                if targeted else (lambda s: None))
-        model = keras.Sequential([
-            keras.Input((64,)),
-            SparseDense(256, activation="relu", kernel_gate=gate(1), name="fc1"),
-            SparseDense(128, activation="relu", kernel_gate=gate(2), name="fc2"),
-            keras.layers.Dense(10, name="logits")])
-        model.compile(keras.optimizers.Adam(1e-3),
-                      keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                      metrics=["accuracy"])
+        gate = (
+            (lambda s: TargetedDropoutGate(alpha=0.66, gamma=0.75, seed=s))
+            if targeted
+            else (lambda s: None)
+        )
+        model = keras.Sequential(
+            [
+                keras.Input((64,)),
+                SparseDense(256, activation="relu", kernel_gate=gate(1), name="fc1"),
+                SparseDense(128, activation="relu", kernel_gate=gate(2), name="fc2"),
+                keras.layers.Dense(10, name="logits"),
+            ]
+        )
+        model.compile(
+            keras.optimizers.Adam(1e-3),
+            keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            metrics=["accuracy"],
+        )
         model.fit(x_train, y_train, epochs=15, batch_size=32, verbose=0)
         dense = model.evaluate(x_test, y_test, batch_size=512, verbose=0)[1]
         prune_by_magnitude(model, 0.75)
@@ -302,5 +325,9 @@ def test_targeted_dropout_makes_the_mlp_robust_to_pruning():
     td_dense, td_pruned = accuracies(True)
     assert td_pruned >= td_dense - 0.02, (td_dense, td_pruned)
     assert plain_dense - plain_pruned > td_dense - td_pruned, (
-        plain_dense, plain_pruned, td_dense, td_pruned)
+        plain_dense,
+        plain_pruned,
+        td_dense,
+        td_pruned,
+    )
     assert td_pruned > 0.95

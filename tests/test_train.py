@@ -12,12 +12,18 @@ def test_main_digits_one_epoch(tmp_path):
     out = tmp_path / "runs"
     results = train.main(
         [
-            "--model", "lenet_300_100",
-            "--dataset", "digits",
-            "--epochs", "1",
-            "--out", str(out),
-            "--run-name", "smoke",
-            "--verbose", "0",
+            "--model",
+            "lenet_300_100",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--out",
+            str(out),
+            "--run-name",
+            "smoke",
+            "--verbose",
+            "0",
         ]
     )
     run_dir = out / "smoke"
@@ -25,8 +31,17 @@ def test_main_digits_one_epoch(tmp_path):
     with open(run_dir / "results.json") as f:
         saved = json.load(f)
     for key in (
-        "dataset", "model", "method", "params", "test_accuracy", "test_error",
-        "epochs", "time_per_epoch", "total_time", "versions", "args",
+        "dataset",
+        "model",
+        "method",
+        "params",
+        "test_accuracy",
+        "test_error",
+        "epochs",
+        "time_per_epoch",
+        "total_time",
+        "versions",
+        "args",
     ):
         assert key in saved, key
     assert saved == json.loads(json.dumps(results))
@@ -49,9 +64,22 @@ def test_main_digits_one_epoch(tmp_path):
 
 def test_reload_gives_same_predictions(tmp_path):
     args = train.parse_args(
-        ["--model", "lenet_300_100", "--dataset", "digits", "--epochs", "1",
-         "--out", str(tmp_path), "--run-name", "r", "--verbose", "0",
-         "--validation-split", "0"]
+        [
+            "--model",
+            "lenet_300_100",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "1",
+            "--out",
+            str(tmp_path),
+            "--run-name",
+            "r",
+            "--verbose",
+            "0",
+            "--validation-split",
+            "0",
+        ]
     )
     from tfsparse import data
 
@@ -77,8 +105,22 @@ def test_default_run_name():
 def test_cosine_schedule_decays_over_the_training(tmp_path):
     from tfsparse import data
 
-    args = train.parse_args(["--model", "lenet_300_100", "--dataset", "digits", "--epochs",
-                             "2", "--lr", "0.004", "--lr-schedule", "cosine", "--verbose", "0"])
+    args = train.parse_args(
+        [
+            "--model",
+            "lenet_300_100",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "2",
+            "--lr",
+            "0.004",
+            "--lr-schedule",
+            "cosine",
+            "--verbose",
+            "0",
+        ]
+    )
     splits = data.load("digits")
     model = train.compile_model(train.build_model(args, splits), args, splits)
     assert float(model.optimizer.learning_rate) == pytest.approx(0.004)
@@ -87,9 +129,26 @@ def test_cosine_schedule_decays_over_the_training(tmp_path):
 
 
 def test_train_with_a_flops_budget(tmp_path):
-    results = train.run(train.parse_args([
-        "--model", "lenet_300_100", "--dataset", "digits", "--method", "hard_concrete",
-        "--target-flops", "0.4", "--epochs", "8", "--out", str(tmp_path), "--verbose", "0"]))
+    results = train.run(
+        train.parse_args(
+            [
+                "--model",
+                "lenet_300_100",
+                "--dataset",
+                "digits",
+                "--method",
+                "hard_concrete",
+                "--target-flops",
+                "0.4",
+                "--epochs",
+                "8",
+                "--out",
+                str(tmp_path),
+                "--verbose",
+                "0",
+            ]
+        )
+    )
     assert results["history"]["cost_target"][-1] == pytest.approx(0.4)
     assert results["sparsity"]["total"]["flops_fraction"] <= 0.4 + 1e-6
     assert results["sparsity"]["total"]["flops_fraction"] > 0.3

@@ -8,9 +8,23 @@ import train
 
 
 def _run(tmp_path, *extra):
-    return train.main(["--model", "lenet_300_100", "--dataset", "digits", "--epochs", "2",
-                       "--out", str(tmp_path), "--run-name", "run", "--verbose", "0",
-                       *extra])
+    return train.main(
+        [
+            "--model",
+            "lenet_300_100",
+            "--dataset",
+            "digits",
+            "--epochs",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--run-name",
+            "run",
+            "--verbose",
+            "0",
+            *extra,
+        ]
+    )
 
 
 def test_npn_with_export_writes_before_after_reports(tmp_path, capsys):
@@ -20,8 +34,9 @@ def test_npn_with_export_writes_before_after_reports(tmp_path, capsys):
     export = results["export"]
     for stage in ("before", "after"):
         assert export[stage]["tflite"]["parity"]["ok"]
-    assert (export["after"]["summary"]["weights_total"]
-            <= export["before"]["summary"]["weights_total"])
+    assert (
+        export["after"]["summary"]["weights_total"] <= export["before"]["summary"]["weights_total"]
+    )
     printed = capsys.readouterr().out
     assert "TFLite size (KiB)" in printed and "units kept: 64-300-100" in printed
     saved = json.loads((tmp_path / "run" / "results.json").read_text())
@@ -43,11 +58,14 @@ def test_targeted_dropout_with_final_pruning(tmp_path):
     assert results["sparsity"]["total"]["weights_fraction"] < 0.2
 
 
-@pytest.mark.parametrize("argv, message", [
-    (["--method", "npn", "--set", "lam"], "KEY=VALUE"),
-    (["--method", "npn", "--dbb-epochs", "2"], "--dbb-epochs"),
-    (["--prune-rate", "1.5"], "--prune-rate"),
-])
+@pytest.mark.parametrize(
+    "argv, message",
+    [
+        (["--method", "npn", "--set", "lam"], "KEY=VALUE"),
+        (["--method", "npn", "--dbb-epochs", "2"], "--dbb-epochs"),
+        (["--prune-rate", "1.5"], "--prune-rate"),
+    ],
+)
 def test_bad_command_lines_are_refused(tmp_path, capsys, argv, message):
     with pytest.raises(SystemExit):
         _run(tmp_path, *argv)

@@ -17,10 +17,28 @@ def test_score_prefers_every_accurate_trial():
 
 
 def test_three_trial_search_end_to_end(tmp_path):
-    result = tune.main(["--method", "hard_concrete", "--model", "lenet_300_100",
-                        "--dataset", "digits", "--accuracy-target", "0.5", "--trials", "3",
-                        "--epochs", "2", "--out", str(tmp_path), "--run-name", "t",
-                        "--confirm-seeds", "1"])
+    result = tune.main(
+        [
+            "--method",
+            "hard_concrete",
+            "--model",
+            "lenet_300_100",
+            "--dataset",
+            "digits",
+            "--accuracy-target",
+            "0.5",
+            "--trials",
+            "3",
+            "--epochs",
+            "2",
+            "--out",
+            str(tmp_path),
+            "--run-name",
+            "t",
+            "--confirm-seeds",
+            "1",
+        ]
+    )
     run_dir = tmp_path / "t"
     assert len(result["trials"]) == 3
     assert result["best"]["score"] == min(t["score"] for t in result["trials"])
@@ -40,11 +58,18 @@ def test_three_trial_search_end_to_end(tmp_path):
 @pytest.mark.parametrize("tuner_class", [kt.BayesianOptimization, kt.Hyperband])
 def test_hypermodel_works_with_other_tuners(tmp_path, tuner_class):
     splits = data.load("digits")
-    hypermodel = tuning.SparsityHyperModel("npn", "lenet_300_100", splits, epochs=2,
-                                           accuracy_target=0.5)
+    hypermodel = tuning.SparsityHyperModel(
+        "npn", "lenet_300_100", splits, epochs=2, accuracy_target=0.5
+    )
     extra = {"max_epochs": 2} if tuner_class is kt.Hyperband else {"max_trials": 2}
-    tuner = tuner_class(hypermodel, objective=tuning.OBJECTIVE, directory=str(tmp_path),
-                        project_name="p", seed=0, **extra)
+    tuner = tuner_class(
+        hypermodel,
+        objective=tuning.OBJECTIVE,
+        directory=str(tmp_path),
+        project_name="p",
+        seed=0,
+        **extra,
+    )
     tuner.search(*splits.train, validation_data=splits.val)
     best = tuner.oracle.get_best_trials(1)[0]
     assert 0.0 <= best.score <= 2.0
@@ -52,15 +77,30 @@ def test_hypermodel_works_with_other_tuners(tmp_path, tuner_class):
 
 @pytest.mark.parametrize("tuner_name", ["random", "bayesian"])
 def test_searches_start_from_the_library_defaults(tmp_path, tuner_name):
-    args = tune.parse_args(["--method", "hard_concrete", "--model", "lenet_300_100",
-                            "--dataset", "digits", "--accuracy-target", "0.5",
-                            "--tuner", tuner_name, "--trials", "2"])
-    hypermodel = tuning.SparsityHyperModel("hard_concrete", "lenet_300_100",
-                                           data.load("digits"), epochs=1, accuracy_target=0.5)
+    args = tune.parse_args(
+        [
+            "--method",
+            "hard_concrete",
+            "--model",
+            "lenet_300_100",
+            "--dataset",
+            "digits",
+            "--accuracy-target",
+            "0.5",
+            "--tuner",
+            tuner_name,
+            "--trials",
+            "2",
+        ]
+    )
+    hypermodel = tuning.SparsityHyperModel(
+        "hard_concrete", "lenet_300_100", data.load("digits"), epochs=1, accuracy_target=0.5
+    )
     tuner = tune.make_tuner(args, hypermodel, str(tmp_path))
     first = tuner.oracle.create_trial("tuner0").hyperparameters.values
-    assert {k: first[k] for k in ("lam", "lr_multiplier", "init_drop_rate")} == \
-        recipes.DEFAULTS["hard_concrete"]
+    assert {k: first[k] for k in ("lam", "lr_multiplier", "init_drop_rate")} == recipes.DEFAULTS[
+        "hard_concrete"
+    ]
     assert first["temperature"] == pytest.approx(2 / 3) and first["per_example"] is False
     assert first["lr"] == pytest.approx(1e-3) and first["lr_schedule"] == "constant"
     tuner.oracle.end_trial(tuner.oracle.trials[next(iter(tuner.oracle.trials))])
@@ -83,11 +123,25 @@ class _RecordingHyperModel(tuning.SparsityHyperModel):
 
 
 def test_a_trial_with_several_executions_scores_their_mean(tmp_path):
-    args = tune.parse_args(["--method", "hard_concrete", "--model", "lenet_300_100",
-                            "--dataset", "digits", "--accuracy-target", "0.5",
-                            "--trials", "1", "--executions-per-trial", "2"])
-    hypermodel = _RecordingHyperModel("hard_concrete", "lenet_300_100", data.load("digits"),
-                                      epochs=1, accuracy_target=0.5)
+    args = tune.parse_args(
+        [
+            "--method",
+            "hard_concrete",
+            "--model",
+            "lenet_300_100",
+            "--dataset",
+            "digits",
+            "--accuracy-target",
+            "0.5",
+            "--trials",
+            "1",
+            "--executions-per-trial",
+            "2",
+        ]
+    )
+    hypermodel = _RecordingHyperModel(
+        "hard_concrete", "lenet_300_100", data.load("digits"), epochs=1, accuracy_target=0.5
+    )
     tuner = tune.make_tuner(args, hypermodel, str(tmp_path))
     tuner.search(*hypermodel.splits.train, validation_data=hypermodel.splits.val)
     first, second = hypermodel.runs
@@ -98,26 +152,58 @@ def test_a_trial_with_several_executions_scores_their_mean(tmp_path):
 
 def test_tune_rejects_zero_executions_per_trial(capsys):
     with pytest.raises(SystemExit):
-        tune.parse_args(["--method", "npn", "--model", "lenet_300_100", "--dataset", "digits",
-                         "--accuracy-target", "0.9", "--executions-per-trial", "0"])
+        tune.parse_args(
+            [
+                "--method",
+                "npn",
+                "--model",
+                "lenet_300_100",
+                "--dataset",
+                "digits",
+                "--accuracy-target",
+                "0.9",
+                "--executions-per-trial",
+                "0",
+            ]
+        )
     assert "--executions-per-trial" in capsys.readouterr().err
 
 
 def test_fix_holds_settings_through_the_search(tmp_path):
-    args = tune.parse_args(["--method", "npn", "--model", "lenet_300_100", "--dataset",
-                            "digits", "--accuracy-target", "0.5", "--trials", "3",
-                            "--fix", "lr=0.001", "--fix", "lr_schedule=constant",
-                            "--fix", "k_plastic=12"])
+    args = tune.parse_args(
+        [
+            "--method",
+            "npn",
+            "--model",
+            "lenet_300_100",
+            "--dataset",
+            "digits",
+            "--accuracy-target",
+            "0.5",
+            "--trials",
+            "3",
+            "--fix",
+            "lr=0.001",
+            "--fix",
+            "lr_schedule=constant",
+            "--fix",
+            "k_plastic=12",
+        ]
+    )
     assert args.fixed == {"lr": 0.001, "lr_schedule": "constant", "k_plastic": 12}
-    hypermodel = tuning.SparsityHyperModel("npn", "lenet_300_100", data.load("digits"),
-                                           epochs=1, accuracy_target=0.5)
+    hypermodel = tuning.SparsityHyperModel(
+        "npn", "lenet_300_100", data.load("digits"), epochs=1, accuracy_target=0.5
+    )
     tuner = tune.make_tuner(args, hypermodel, str(tmp_path))
     lams = set()
     for _ in range(3):
         trial = tuner.oracle.create_trial("tuner0")
         values = trial.hyperparameters.values
-        assert (values["lr"], values["lr_schedule"], values["k_plastic"]) == \
-            (0.001, "constant", 12)
+        assert (values["lr"], values["lr_schedule"], values["k_plastic"]) == (
+            0.001,
+            "constant",
+            12,
+        )
         lams.add(values["lam"])
         tuner.oracle.end_trial(trial)
     assert len(lams) == 3  # the other settings are still searched
@@ -125,16 +211,29 @@ def test_fix_holds_settings_through_the_search(tmp_path):
 
 def test_fix_rejects_a_setting_the_method_does_not_search(capsys):
     with pytest.raises(SystemExit):
-        tune.parse_args(["--method", "npn", "--model", "lenet_300_100", "--dataset", "digits",
-                         "--accuracy-target", "0.9", "--fix", "temperature=0.5"])
+        tune.parse_args(
+            [
+                "--method",
+                "npn",
+                "--model",
+                "lenet_300_100",
+                "--dataset",
+                "digits",
+                "--accuracy-target",
+                "0.9",
+                "--fix",
+                "temperature=0.5",
+            ]
+        )
     error = capsys.readouterr().err
     assert "--fix" in error and "temperature" in error and "k_plastic" in error
 
 
 def test_a_cosine_trial_decays_over_its_hyperband_round():
     splits = data.load("digits")
-    hypermodel = tuning.SparsityHyperModel("hard_concrete", "lenet_300_100", splits,
-                                           epochs=9, accuracy_target=0.5)
+    hypermodel = tuning.SparsityHyperModel(
+        "hard_concrete", "lenet_300_100", splits, epochs=9, accuracy_target=0.5
+    )
     hp = kt.HyperParameters()
     hp.Fixed("lr_schedule", "cosine")
     steps_per_epoch = -(-len(splits.train[0]) // tuning.BATCH_SIZE)
@@ -150,10 +249,28 @@ def test_a_cosine_trial_decays_over_its_hyperband_round():
 
 
 def test_a_search_over_the_budget_traces_the_cost_curve(tmp_path):
-    result = tune.main(["--method", "npn", "--model", "lenet_300_100", "--dataset", "digits",
-                        "--accuracy-target", "0.3", "--trials", "3", "--epochs", "4",
-                        "--search-target", "--no-export", "--out", str(tmp_path),
-                        "--run-name", "t"])
+    result = tune.main(
+        [
+            "--method",
+            "npn",
+            "--model",
+            "lenet_300_100",
+            "--dataset",
+            "digits",
+            "--accuracy-target",
+            "0.3",
+            "--trials",
+            "3",
+            "--epochs",
+            "4",
+            "--search-target",
+            "--no-export",
+            "--out",
+            str(tmp_path),
+            "--run-name",
+            "t",
+        ]
+    )
     for trial in result["trials"]:
         # Each trial trained to its own budget, which its cost meets.
         assert trial["cost"] <= trial["target_flops"] + 1e-6

@@ -16,6 +16,19 @@ from tfsparse.summary import summary
 
 __version__ = "0.1.0"
 
-__all__ = ["METHODS", "SparseModel", "SparsityScheduler", "active_units", "compact", "export",
-           "gates", "layers", "magnitude_sparsity", "prune_by_magnitude", "schedules",
-           "sparsify", "summary", "verify_tflite"]
+__all__ = [
+    "METHODS",
+    "SparseModel",
+    "SparsityScheduler",
+    "active_units",
+    "compact",
+    "export",
+    "gates",
+    "layers",
+    "magnitude_sparsity",
+    "prune_by_magnitude",
+    "schedules",
+    "sparsify",
+    "summary",
+    "verify_tflite",
+]

@@ -9,14 +9,13 @@ import math
 import numbers
 
 
-def number(name, value, *, low=None, high=None, low_open=False, high_open=False,
-           integer=False):
+def number(name, value, *, low=None, high=None, low_open=False, high_open=False, integer=False):
     """Returns `value` if it is a real number inside the given interval."""
     kind = "an integer" if integer else "a number"
     if isinstance(value, bool) or not isinstance(
-            value, numbers.Integral if integer else numbers.Real):
-        raise TypeError(f"`{name}` must be {kind}, got {value!r} "
-                        f"({type(value).__name__}).")
+        value, numbers.Integral if integer else numbers.Real
+    ):
+        raise TypeError(f"`{name}` must be {kind}, got {value!r} ({type(value).__name__}).")
     if not math.isfinite(value):
         raise ValueError(f"`{name}` must be finite, got {value!r}.")
     too_low = low is not None and (value <= low if low_open else value < low)

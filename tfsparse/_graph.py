@@ -15,35 +15,45 @@ def is_graph_model(op):
     """Whether `op` is a Sequential or Functional model (a graph to inline)."""
     if isinstance(op, keras.Sequential):
         return getattr(op, "_functional", None) is not None
-    return isinstance(op, keras.Model) and hasattr(op, "_nodes_by_depth") and hasattr(
-        op, "_run_through_graph")
+    return (
+        isinstance(op, keras.Model)
+        and hasattr(op, "_nodes_by_depth")
+        and hasattr(op, "_run_through_graph")
+    )
 
 
 def functional_of(model):
     """The Functional graph behind `model` (a built Sequential has one)."""
     if not isinstance(model, keras.Model):
-        raise TypeError(f"`model` must be a keras.Model (Sequential or Functional); got "
-                        f"{type(model).__name__}.")
+        raise TypeError(
+            f"`model` must be a keras.Model (Sequential or Functional); got "
+            f"{type(model).__name__}."
+        )
     if isinstance(model, keras.Sequential):
         if getattr(model, "_functional", None) is None:
-            raise ValueError(f"Sequential model {model.name!r} is not built: give it an "
-                             "`keras.Input` (or call it once) before sparsifying.")
+            raise ValueError(
+                f"Sequential model {model.name!r} is not built: give it an "
+                "`keras.Input` (or call it once) before sparsifying."
+            )
         return model._functional
     if is_graph_model(model):
         return model
-    raise TypeError(f"{type(model).__name__} {model.name!r} is a subclassed model: only "
-                    "Sequential and Functional models can be rewritten. Either build it "
-                    "as a Functional model (a `tfsparse.SparseModel(inputs, outputs)` "
-                    "keeps the gated train step), or put `tfsparse.gates` layers into "
-                    "its `call` by hand.")
+    raise TypeError(
+        f"{type(model).__name__} {model.name!r} is a subclassed model: only "
+        "Sequential and Functional models can be rewritten. Either build it "
+        "as a Functional model (a `tfsparse.SparseModel(inputs, outputs)` "
+        "keeps the gated train step), or put `tfsparse.gates` layers into "
+        "its `call` by hand."
+    )
 
 
 def nodes_in_order(graph):
     """The graph's call nodes in topological order (inputs first)."""
     ordered = []
     for depth in sorted(graph._nodes_by_depth, reverse=True):
-        ordered.extend(n for n in graph._nodes_by_depth[depth]
-                       if n.operation is not None and not n.is_input)
+        ordered.extend(
+            n for n in graph._nodes_by_depth[depth] if n.operation is not None and not n.is_input
+        )
     return ordered
 
 
@@ -83,14 +93,19 @@ def call_like(node, operation, tensor_map):
 
 def rebuild_inputs(graph):
     """Fresh `keras.Input`s like the graph's (same names, shapes, dtypes)."""
-    return [keras.Input(batch_shape=t.shape, dtype=t.dtype, name=producer(t).name)
-            for t in graph.inputs]
+    return [
+        keras.Input(batch_shape=t.shape, dtype=t.dtype, name=producer(t).name)
+        for t in graph.inputs
+    ]
 
 
 def make_model(graph, inputs, outputs, name, model_class=keras.Model):
     """A Functional model with `graph`'s input and output structure."""
-    inputs_struct = inputs[0] if len(inputs) == 1 else keras.tree.pack_sequence_as(
-        graph._inputs_struct, inputs)
+    inputs_struct = (
+        inputs[0]
+        if len(inputs) == 1
+        else keras.tree.pack_sequence_as(graph._inputs_struct, inputs)
+    )
     outputs_struct = keras.tree.pack_sequence_as(graph._outputs_struct, outputs)
     return model_class(inputs=inputs_struct, outputs=outputs_struct, name=name)
 
@@ -127,8 +142,9 @@ def _inline(graph, inputs, copier, prefix=""):
             functional_of(op)  # raises the subclassed-model error
         if is_graph_model(op):
             args, _ = node.arguments.fill_in(tensor_map)
-            outputs = _inline(functional_of(op), keras.tree.flatten(args[0]), copier,
-                              prefix=f"{op.name}_")
+            outputs = _inline(
+                functional_of(op), keras.tree.flatten(args[0]), copier, prefix=f"{op.name}_"
+            )
         else:
             outputs = call_like(node, copier(op, prefix), tensor_map)
         for old, new in zip(node.outputs, keras.tree.flatten(outputs)):

@@ -47,7 +47,7 @@ def check_target(target_flops, target_params):
     for name, value in (("target_flops", target_flops), ("target_params", target_params)):
         if value is not None:
             _checks.number(name, value, low=0, high=1, low_open=True)
-            return name[len("target_"):], float(value)
+            return name[len("target_") :], float(value)
     return None
 
 
@@ -68,8 +68,10 @@ class CostModel:
         self.kind = _checks.choice("kind", kind, KINDS)
         graph = _graph.functional_of(model)
         if _graph.has_nested_models(graph):
-            raise ValueError("A budget needs a flat model (tfsparse.sparsify returns one); "
-                             f"{model.name!r} holds nested models.")
+            raise ValueError(
+                "A budget needs a flat model (tfsparse.sparsify returns one); "
+                f"{model.name!r} holds nested models."
+            )
         self.groups = ChannelGroups(graph)
         self._layout_gates()
         self._layout_channels()
@@ -107,8 +109,9 @@ class CostModel:
             units = {}
             for comp, i in zip(comps[covered].tolist(), index[covered].tolist()):
                 units.setdefault(comp, set()).add(i)
-            if all(len(v) == 1 for v in units.values()) and len(units) == len(set(
-                    index[covered].tolist())):
+            if all(len(v) == 1 for v in units.values()) and len(units) == len(
+                set(index[covered].tolist())
+            ):
                 owner.update({comp: i.pop() for comp, i in units.items()})
             else:
                 self.extra[id(node.outputs[0])] = index
@@ -118,12 +121,14 @@ class CostModel:
     def _gate_indices(self, node):
         """Per input channel of a gate call, the index of its unit (0 outside)."""
         from tfsparse.channels.gate import coverage
+
         (x,), gate = node.input_tensors, node.operation
         offset, repeat = coverage(node)
         units = int(gate.mask_shape[0])
         index = np.zeros(int(x.shape[-1]), int)
-        index[offset:offset + units * repeat] = self.start[id(gate)] + np.repeat(
-            np.arange(units), repeat)
+        index[offset : offset + units * repeat] = self.start[id(gate)] + np.repeat(
+            np.arange(units), repeat
+        )
         return index
 
     def _propagate_extra(self):
@@ -134,7 +139,7 @@ class CostModel:
             links = handler.links(node)
             if len(links) != 1 or id(links[0][0]) not in self.extra:
                 continue
-            (x, src), = links
+            ((x, src),) = links
             out = np.where(src >= 0, self.extra[id(x)][np.maximum(src, 0)], 0)
             if id(node.outputs[0]) in self.extra:  # a second feature gate: keep both
                 continue
@@ -184,9 +189,11 @@ class CostModel:
     # -------------------------------------------------------- evaluation
     def probabilities(self):
         """The probability vector: 1, then every gate's open probabilities."""
-        return ops.concatenate([ops.ones((1,), "float32")] + [
-            ops.reshape(ops.cast(g.open_probability(), "float32"), (-1,))
-            for g in self.gates], axis=0)
+        return ops.concatenate(
+            [ops.ones((1,), "float32")]
+            + [ops.reshape(ops.cast(g.open_probability(), "float32"), (-1,)) for g in self.gates],
+            axis=0,
+        )
 
     def expected(self):
         """The expected cost (a float32 tensor, differentiable in the gates)."""
@@ -205,9 +212,13 @@ class CostModel:
 
     def deterministic(self):
         """(probability vector of the kept units, its cost as a fraction)."""
-        p = np.concatenate([[1.0]] + [
-            np.asarray(ops.convert_to_numpy(g.active()), "float64").reshape(-1)
-            for g in self.gates])
+        p = np.concatenate(
+            [[1.0]]
+            + [
+                np.asarray(ops.convert_to_numpy(g.active()), "float64").reshape(-1)
+                for g in self.gates
+            ]
+        )
         return p, self._evaluate_numpy(p) / self.dense
 
     def project(self, target):
@@ -240,8 +251,9 @@ class CostModel:
         low, high = 0, len(order)
         while low < high:
             middle = (low + high) // 2
-            low, high = ((low, middle) if self._fraction(closed(middle)) <= target
-                         else (middle + 1, high))
+            low, high = (
+                (low, middle) if self._fraction(closed(middle)) <= target else (middle + 1, high)
+            )
         return closed(low)
 
     def _reopen_what_fits(self, kept, probability, target):
@@ -257,8 +269,10 @@ class CostModel:
             kept[index] = 1.0
             if self._fraction(kept) > target:
                 kept[index] = 0.0
-        return [kept[self.start[id(g)]:self.start[id(g)] + int(g.mask_shape[0])] > 0
-                for g in self.gates]
+        return [
+            kept[self.start[id(g)] : self.start[id(g)] + int(g.mask_shape[0])] > 0
+            for g in self.gates
+        ]
 
 
 def targeted_dropout_rate(model, target, kind="flops"):
@@ -269,8 +283,7 @@ def targeted_dropout_rate(model, target, kind="flops"):
     from tfsparse.layers import _KernelGated
 
     groups = ChannelGroups(_graph.functional_of(model))
-    shrinking = {id(n.outputs[0]) for n in groups.nodes
-                 if isinstance(n.operation, _KernelGated)}
+    shrinking = {id(n.outputs[0]) for n in groups.nodes if isinstance(n.operation, _KernelGated)}
     owned = set()
     for node in groups.nodes:
         if id(node.outputs[0]) in shrinking:

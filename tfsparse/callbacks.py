@@ -66,20 +66,32 @@ class SparsityScheduler(keras.callbacks.Callback):
         >>> model.fit(x, y, epochs=500, callbacks=[scheduler])
     """
 
-    def __init__(self, schedules=None, harden_at=None, expand_between=None,
-                 monitor="val_loss", expand_fill=0.0, expand_size=1, budget_reached_at=None):
+    def __init__(
+        self,
+        schedules=None,
+        harden_at=None,
+        expand_between=None,
+        monitor="val_loss",
+        expand_fill=0.0,
+        expand_size=1,
+        budget_reached_at=None,
+    ):
         super().__init__()
         if schedules is not None and not isinstance(schedules, dict):
-            raise TypeError("`schedules` must be a dict mapping a scheduled-value name to "
-                            f"a schedule; got {type(schedules).__name__}.")
+            raise TypeError(
+                "`schedules` must be a dict mapping a scheduled-value name to "
+                f"a schedule; got {type(schedules).__name__}."
+            )
         self.schedules = {name: schedules_lib.get(s) for name, s in (schedules or {}).items()}
         if harden_at is not None:
             _checks.number("harden_at", harden_at, low=0, integer=True)
         self.harden_at = harden_at
         if expand_between is not None:
-            if (len(expand_between) != 2 or not 0 <= expand_between[0] <= expand_between[1]):
-                raise ValueError("`expand_between` must be a pair (first, last) of epochs "
-                                 f"with 0 ≤ first ≤ last; got {expand_between!r}.")
+            if len(expand_between) != 2 or not 0 <= expand_between[0] <= expand_between[1]:
+                raise ValueError(
+                    "`expand_between` must be a pair (first, last) of epochs "
+                    f"with 0 ≤ first ≤ last; got {expand_between!r}."
+                )
             expand_between = tuple(int(e) for e in expand_between)
         self.expand_between = expand_between
         self.monitor = monitor
@@ -93,11 +105,17 @@ class SparsityScheduler(keras.callbacks.Callback):
     def get_config(self):
         if self.planned:  # Plans itself again at its next fit.
             return {"monitor": self.monitor}
-        return {"schedules": {name: keras.saving.serialize_keras_object(s)
-                              for name, s in self.schedules.items()},
-                "harden_at": self.harden_at, "expand_between": self.expand_between,
-                "monitor": self.monitor, "expand_fill": self.expand_fill,
-                "expand_size": self.expand_size, "budget_reached_at": self.budget_reached_at}
+        return {
+            "schedules": {
+                name: keras.saving.serialize_keras_object(s) for name, s in self.schedules.items()
+            },
+            "harden_at": self.harden_at,
+            "expand_between": self.expand_between,
+            "monitor": self.monitor,
+            "expand_fill": self.expand_fill,
+            "expand_size": self.expand_size,
+            "budget_reached_at": self.budget_reached_at,
+        }
 
     # ------------------------------------------------------------- lifecycle
     def on_train_begin(self, logs=None):
@@ -108,8 +126,10 @@ class SparsityScheduler(keras.callbacks.Callback):
         known = {name for gate in self._gates for name in gate.scheduled}
         unknown = sorted(set(self.schedules) - known)
         if unknown:
-            raise ValueError(f"No gate in the model has the scheduled value(s) {unknown}; "
-                             f"the gates have: {sorted(known) or 'none'}.")
+            raise ValueError(
+                f"No gate in the model has the scheduled value(s) {unknown}; "
+                f"the gates have: {sorted(known) or 'none'}."
+            )
 
     def on_epoch_begin(self, epoch, logs=None):
         self._epoch = epoch
@@ -121,8 +141,11 @@ class SparsityScheduler(keras.callbacks.Callback):
             if np.isnan(self.model.budget_start.numpy()):
                 start = float(self.model.cost_model.expected()) / self.model.cost_model.dense
                 self.model.budget_start.assign(min(1.0, start))
-            self.model.budget_target.assign(self._budget_target(
-                epoch, float(self.model.budget_start.numpy()), budget["target"]))
+            self.model.budget_target.assign(
+                self._budget_target(
+                    epoch, float(self.model.budget_start.numpy()), budget["target"]
+                )
+            )
         if self.harden_at is not None and epoch >= self.harden_at:
             if not all(gate.hardened.numpy() for gate in self._gates):
                 self._harden(budget)
@@ -139,8 +162,7 @@ class SparsityScheduler(keras.callbacks.Callback):
     def _harden(self, budget):
         """Hardens every gate; with a budget, first closes the units with the
         lowest open probabilities until the kept cost meets the target."""
-        keep = (self.model.cost_model.project(budget["target"]) if budget is not None
-                else None)
+        keep = self.model.cost_model.project(budget["target"]) if budget is not None else None
         for gate in self._gates:
             if not gate.hardened.numpy():
                 gate.harden()
@@ -167,9 +189,11 @@ class SparsityScheduler(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         if self._expanding(epoch) and not self._validated:
-            raise ValueError(f"Expansion watches {self.monitor!r} at the end of each "
-                             "validation pass, but this epoch had none: pass "
-                             "`validation_data` to fit.")
+            raise ValueError(
+                f"Expansion watches {self.monitor!r} at the end of each "
+                "validation pass, but this epoch had none: pass "
+                "`validation_data` to fit."
+            )
         if logs is None:
             return
         logs.update(self.current_values())
@@ -181,28 +205,40 @@ class SparsityScheduler(keras.callbacks.Callback):
     def _plan(self):
         """Takes the plan of the model's method for this fit's epochs."""
         from tfsparse import recipes  # recipes build schedulers: imported when used
+
         epochs = self.params.get("epochs")
         if epochs is None:
-            raise ValueError("SparsityScheduler() plans from the `epochs` of `fit`, which "
-                             "did not pass them; give it `harden_at` (and `schedules`).")
+            raise ValueError(
+                "SparsityScheduler() plans from the `epochs` of `fit`, which "
+                "did not pass them; give it `harden_at` (and `schedules`)."
+            )
         method, plan = recipes.planned_scheduler(self.model, epochs)
-        for name in ("schedules", "harden_at", "expand_between", "expand_size",
-                     "expand_fill", "budget_reached_at"):
+        for name in (
+            "schedules",
+            "harden_at",
+            "expand_between",
+            "expand_size",
+            "expand_fill",
+            "budget_reached_at",
+        ):
             setattr(self, name, getattr(plan, name))
         if self.params.get("verbose", 1):
             print(f"SparsityScheduler: {method} over {epochs} epochs: {plan.describe()}.")
 
     def describe(self):
         """The plan in words (the log line of a self-planned scheduler)."""
-        parts = [f"{name} scheduled ({type(s).__name__})"
-                 for name, s in self.schedules.items()]
+        parts = [f"{name} scheduled ({type(s).__name__})" for name, s in self.schedules.items()]
         if self.expand_between is not None:
-            parts.append(f"expansion in epochs {self.expand_between[0]}-"
-                         f"{self.expand_between[1] - 1}")
+            parts.append(
+                f"expansion in epochs {self.expand_between[0]}-{self.expand_between[1] - 1}"
+            )
         if self.budget_reached_at is not None:
             parts.append(f"budget reached by epoch {self.budget_reached_at}")
-        parts.append(f"hardening at epoch {self.harden_at}" if self.harden_at is not None
-                     else "no hardening")
+        parts.append(
+            f"hardening at epoch {self.harden_at}"
+            if self.harden_at is not None
+            else "no hardening"
+        )
         return ", ".join(parts)
 
     def _step(self):
@@ -228,13 +264,17 @@ class SparsityScheduler(keras.callbacks.Callback):
         return values
 
     def _expanding(self, epoch):
-        return (self.expand_between is not None
-                and self.expand_between[0] <= epoch < self.expand_between[1])
+        return (
+            self.expand_between is not None
+            and self.expand_between[0] <= epoch < self.expand_between[1]
+        )
 
     def _expand(self, logs):
         if self.monitor not in logs:
-            raise ValueError(f"Expansion watches {self.monitor!r}, which is not in the logs "
-                             f"({sorted(logs)}); pass validation data or set `monitor`.")
+            raise ValueError(
+                f"Expansion watches {self.monitor!r}, which is not in the logs "
+                f"({sorted(logs)}); pass validation data or set `monitor`."
+            )
         value = float(logs[self.monitor])
         budget = getattr(self.model, "budget", None)
         if budget is not None and self.model.cost_model.deterministic()[1] >= budget["target"]:
@@ -250,4 +290,3 @@ def active_units(model):
         if gate.built:
             counts[f"active/{gate.name}"] = int(np.sum(gate.active().numpy()))
     return counts
-

@@ -85,9 +85,9 @@ class _Rebuild:
     def __init__(self, analysis):
         self.a = analysis
         self.carry = {}
-        self.new = {}          # id(old tensor) → new tensor
-        self.clones = {}       # id(old layer) → clone
-        self.copies = []       # (new layer, weights) set after the graph exists
+        self.new = {}  # id(old tensor) → new tensor
+        self.clones = {}  # id(old layer) → clone
+        self.copies = []  # (new layer, weights) set after the graph exists
         self.names = {layer.name for layer in analysis.graph.layers}
 
     def model(self, name):
@@ -109,8 +109,9 @@ class _Rebuild:
         `carry` (None: all of them, in order)."""
         self.new[id(old)] = new
         if self.a.tracked(old):
-            self.carry[id(old)] = (np.arange(self.a.width(old)) if carry is None
-                                   else np.asarray(carry, dtype=int))
+            self.carry[id(old)] = (
+                np.arange(self.a.width(old)) if carry is None else np.asarray(carry, dtype=int)
+            )
 
     def call(self, node, layer, overrides=None):
         """Calls `layer` with `node`'s arguments, mapped to the new tensors
@@ -133,8 +134,10 @@ class _Rebuild:
         """A new layer from `op`'s configuration (with `updates`); the caller
         gives its weights with `set_weights`."""
         if id(op) in self.clones:
-            raise ValueError(f"Layer {op.name!r} is called more than once; shared layers "
-                             "between a gate and its consumers cannot be compacted.")
+            raise ValueError(
+                f"Layer {op.name!r} is called more than once; shared layers "
+                "between a gate and its consumers cannot be compacted."
+            )
         config = op.get_config()
         config.update(updates)
         self.clones[id(op)] = layer = op.__class__.from_config(config)
@@ -159,16 +162,20 @@ class _Rebuild:
         facts = [self.a.facts(t) for t in tensors]
         gates = sorted(set().union(*(f[2] for f in facts))) or ["(none)"]
         blocker = next((f[3] for f in facts if f[3]), None)
-        detail = (f" (the multiplier cannot pass through {blocker!r}, which is not "
-                  "positively homogeneous, or whose inputs carry different multipliers)"
-                  if blocker else "")
+        detail = (
+            f" (the multiplier cannot pass through {blocker!r}, which is not "
+            "positively homogeneous, or whose inputs carry different multipliers)"
+            if blocker
+            else ""
+        )
         raise ValueError(
             f"Cannot compact: the channels of gate(s) {gates} reach {where}{detail}. "
             "Gated channels can only reach layers that tfsparse.channels knows how to "
             "shrink (Dense/Conv consumers; BatchNormalization, depthwise convolutions, "
             "activations, pooling, padding, merges and concatenations in between), and a "
             "non-binary multiplier only layers it commutes with. Move or remove these "
-            "gates, or harden them to binary masks.")
+            "gates, or harden them to binary masks."
+        )
 
     @staticmethod
     def describe(op):
@@ -183,7 +190,8 @@ class _Rebuild:
                 f"Cannot compact {_Rebuild.describe(op)}: it is (or holds) a tfsparse "
                 "layer that compaction cannot replace here (a weight gate used as a "
                 "layer, a shared SparseDense/SparseConv2D, or a subclassed layer with "
-                "gates inside). Build the model with its gates in the graph.")
+                "gates inside). Build the model with its gates in the graph."
+            )
 
     def _unique(self, name):
         candidate, i = name, 1
@@ -202,8 +210,11 @@ class _Rebuild:
         (`input_scale`, new = old / s) when an upstream gate's is pending."""
         s = self.a.scale[id(x)][kept]
         if np.any(live & ~(np.isfinite(s) & (s > 0))):
-            self.refuse(x, f"input-dependent gate {gate.name!r}, whose per-example "
-                           "mask needs its input channels")
+            self.refuse(
+                x,
+                f"input-dependent gate {gate.name!r}, whose per-example "
+                "mask needs its input channels",
+            )
         carried = np.where(live & (s > 0), 1.0 / np.where(s > 0, s, 1.0), 1.0)
         indices = [int(i) for i in kept]
         if np.all(carried == 1):
@@ -212,8 +223,11 @@ class _Rebuild:
             try:
                 layer = gate.compacted_layer(indices, input_scale=carried.astype("float32"))
             except TypeError:
-                self.refuse(x, f"input-dependent gate {gate.name!r}, whose "
-                               "compacted_layer() takes no `input_scale`")
+                self.refuse(
+                    x,
+                    f"input-dependent gate {gate.name!r}, whose "
+                    "compacted_layer() takes no `input_scale`",
+                )
         if layer is not None:
             _check_per_example_layer(gate, layer, kept, len(x.shape), carried)
         return layer
@@ -244,13 +258,16 @@ def _check_per_example_layer(gate, layer, kept, rank, input_scale=None):
                 f"by its compacted_layer(kept) ({type(layer).__name__}) does not compute "
                 "input × (inference_mask / mask) on the gate's input (times `input_scale` "
                 "if given), which is what compaction needs (it folds the static mask() "
-                "into the consumers' kernel rows).")
+                "into the consumers' kernel rows)."
+            )
 
 
 def _holds_tfsparse(op):
     if isinstance(op, (Gate, _KernelGated)):
         return True
     if isinstance(op, keras.layers.Layer):
-        return any(isinstance(layer, (Gate, _KernelGated))
-                   for layer in op._flatten_layers(include_self=False, recursive=True))
+        return any(
+            isinstance(layer, (Gate, _KernelGated))
+            for layer in op._flatten_layers(include_self=False, recursive=True)
+        )
     return False

@@ -57,9 +57,7 @@ class Splits:
     name: str
 
     def __repr__(self):
-        sizes = ", ".join(
-            f"{k}={len(getattr(self, k)[1])}" for k in ("train", "val", "test")
-        )
+        sizes = ", ".join(f"{k}={len(getattr(self, k)[1])}" for k in ("train", "val", "test"))
         return (
             f"Splits(name={self.name!r}, input_shape={self.input_shape}, "
             f"num_classes={self.num_classes}, {sizes})"
@@ -175,8 +173,7 @@ def _load_tfds(name, data_dir):
     import tensorflow_datasets as tfds
 
     try:
-        splits = tfds.load(name, split=["train", "test"], as_supervised=True,
-                           data_dir=data_dir)
+        splits = tfds.load(name, split=["train", "test"], as_supervised=True, data_dir=data_dir)
     except (OSError, tfds.download.DownloadError) as e:  # No network, disk or checksum.
         raise DatasetUnavailableError(
             f"Could not download or prepare the tensorflow-datasets dataset "
@@ -228,8 +225,7 @@ def _load_npz(path):
             x = x[..., None]
         elif x.ndim != 4:
             raise ValueError(
-                f"x_{part} in {path!r} has shape {x.shape}; expected "
-                f"(N, H, W) or (N, H, W, C)."
+                f"x_{part} in {path!r} has shape {x.shape}; expected (N, H, W) or (N, H, W, C)."
             )
         arrays[f"x_{part}"] = x
         arrays[f"y_{part}"] = _check_labels(arrays[f"y_{part}"], len(x), f"y_{part}", path)
@@ -249,13 +245,9 @@ def _check_validation_split(validation_split):
     if isinstance(validation_split, bool) or not isinstance(
         validation_split, (int, float, np.integer, np.floating)
     ):
-        raise ValueError(
-            f"validation_split must be a number in [0, 1); got {validation_split!r}."
-        )
+        raise ValueError(f"validation_split must be a number in [0, 1); got {validation_split!r}.")
     if not 0.0 <= float(validation_split) < 1.0:
-        raise ValueError(
-            f"validation_split must be in [0, 1); got {validation_split}."
-        )
+        raise ValueError(f"validation_split must be in [0, 1); got {validation_split}.")
 
 
 def _check_labels(y, n, key, path):
@@ -265,15 +257,11 @@ def _check_labels(y, n, key, path):
     if y.ndim != 1:
         raise ValueError(f"{key} in {path!r} has shape {y.shape}; expected (N,).")
     if len(y) != n:
-        raise ValueError(
-            f"{key} in {path!r} has {len(y)} labels but there are {n} images."
-        )
+        raise ValueError(f"{key} in {path!r} has {len(y)} labels but there are {n} images.")
     if y.dtype.kind == "f" and np.all(np.isfinite(y)) and np.all(y == np.round(y)):
         y = y.astype(np.int64)  # Integer-valued floats are accepted as class ids.
     if y.dtype.kind not in "iu":
-        raise ValueError(
-            f"{key} in {path!r} must hold integer class ids; got dtype {y.dtype}."
-        )
+        raise ValueError(f"{key} in {path!r} must hold integer class ids; got dtype {y.dtype}.")
     if y.size and y.min() < 0:
         raise ValueError(f"{key} in {path!r} has negative labels (min {y.min()}).")
     return y.astype(np.int64)
@@ -288,8 +276,7 @@ def _to_float(x, normalize, key):
         # Other integer types are read as 8-bit pixel values too, if they fit.
         if x.size and (x.min() < 0 or x.max() > 255):
             raise ValueError(
-                f"{key}: integer images must be in [0, 255]; got range "
-                f"[{x.min()}, {x.max()}]."
+                f"{key}: integer images must be in [0, 255]; got range [{x.min()}, {x.max()}]."
             )
         return x.astype(np.float32) / 255.0
     if x.dtype.kind == "f":

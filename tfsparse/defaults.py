@@ -36,6 +36,5 @@ RECOMMENDED = _Recommended()
 def with_recommended(method, settings, leave_out=None):
     """`settings` over the recommended ones of `method`; `leave_out` names a
     recommended setting not to fill in (the one a budget sets)."""
-    recommended = {name: value for name, value in RECOMMENDED[method].items()
-                   if name != leave_out}
+    recommended = {name: value for name, value in RECOMMENDED[method].items() if name != leave_out}
     return {**recommended, **settings}

@@ -49,8 +49,16 @@ REPRESENTATIVE_SIZE = 100
 WARMUP_RUNS = 3
 
 
-def export(model, directory, tflite=True, quantize=None, representative_data=None,
-           test_data=None, sparse_weights="auto", latency_runs=200):
+def export(
+    model,
+    directory,
+    tflite=True,
+    quantize=None,
+    representative_data=None,
+    test_data=None,
+    sparse_weights="auto",
+    latency_runs=200,
+):
     """Writes `model` as SavedModel, `.keras` and TFLite, and checks the TFLite file.
 
     Args:
@@ -91,13 +99,21 @@ def export(model, directory, tflite=True, quantize=None, representative_data=Non
         >>> report = tfsparse.export(small, "saved_models/run", test_data=(x, y))
         >>> report["tflite"]["parity"]["ok"], report["sizes_bytes"]["tflite"]
     """
-    _check_arguments(model, tflite, quantize, representative_data, sparse_weights,
-                     latency_runs)
+    _check_arguments(model, tflite, quantize, representative_data, sparse_weights, latency_runs)
     target = os.path.abspath(os.fspath(directory))
     work = _make_work_dir(target)
     try:
-        report = _write_all(model, work, target, tflite, quantize, representative_data,
-                            test_data, sparse_weights, latency_runs)
+        report = _write_all(
+            model,
+            work,
+            target,
+            tflite,
+            quantize,
+            representative_data,
+            test_data,
+            sparse_weights,
+            latency_runs,
+        )
         with open(os.path.join(work, "report.json"), "w") as f:
             json.dump(report, f, indent=2)
         _move_into_place(work, target)
@@ -108,28 +124,34 @@ def export(model, directory, tflite=True, quantize=None, representative_data=Non
 
 
 # --------------------------------------------------------------- arguments
-def _check_arguments(model, tflite, quantize, representative_data, sparse_weights,
-                     latency_runs):
+def _check_arguments(model, tflite, quantize, representative_data, sparse_weights, latency_runs):
     if not isinstance(model, keras.Model):
         raise TypeError(f"`model` must be a keras.Model; got {type(model).__name__}.")
     if quantize not in QUANTIZE_CHOICES:
-        raise ValueError(f"Unknown quantize={quantize!r}; accepted values: None (float32), "
-                         "'dynamic', 'int8'.")
+        raise ValueError(
+            f"Unknown quantize={quantize!r}; accepted values: None (float32), 'dynamic', 'int8'."
+        )
     if quantize == "int8" and representative_data is None:
-        raise ValueError("quantize='int8' needs `representative_data`: example inputs "
-                         "(an array or an iterable of batches) to calibrate int8 ranges.")
+        raise ValueError(
+            "quantize='int8' needs `representative_data`: example inputs "
+            "(an array or an iterable of batches) to calibrate int8 ranges."
+        )
     if quantize is not None and not tflite:
-        raise ValueError(f"quantize={quantize!r} applies to the TFLite file; "
-                         "it needs tflite=True.")
+        raise ValueError(
+            f"quantize={quantize!r} applies to the TFLite file; it needs tflite=True."
+        )
     if sparse_weights not in SPARSE_CHOICES:
-        raise ValueError(f"Unknown sparse_weights={sparse_weights!r}; accepted values: "
-                         "'auto', True, False.")
+        raise ValueError(
+            f"Unknown sparse_weights={sparse_weights!r}; accepted values: 'auto', True, False."
+        )
     if isinstance(latency_runs, bool) or not isinstance(latency_runs, int) or latency_runs < 1:
         raise ValueError(f"`latency_runs` must be an int ≥ 1; got {latency_runs!r}.")
     if tflite and (len(model.inputs) != 1 or len(model.outputs) != 1):
-        raise ValueError("The TFLite check supports models with one input and one output; "
-                         f"{model.name!r} has {len(model.inputs)} and "
-                         f"{len(model.outputs)}. Use tflite=False.")
+        raise ValueError(
+            "The TFLite check supports models with one input and one output; "
+            f"{model.name!r} has {len(model.inputs)} and "
+            f"{len(model.outputs)}. Use tflite=False."
+        )
 
 
 # ------------------------------------------------------------ directories
@@ -140,22 +162,26 @@ def _make_work_dir(target):
         if not os.path.isdir(target):
             raise OSError(f"Cannot export to {target!r}: it exists and is not a directory.")
         if os.listdir(target) and not os.path.exists(os.path.join(target, "report.json")):
-            raise OSError(f"Cannot export to {target!r}: the directory is not empty and "
-                          "does not hold a previous export (no report.json). Choose "
-                          "another directory or empty it.")
+            raise OSError(
+                f"Cannot export to {target!r}: the directory is not empty and "
+                "does not hold a previous export (no report.json). Choose "
+                "another directory or empty it."
+            )
     try:
         os.makedirs(parent, exist_ok=True)
         return tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.tmp-", dir=parent)
     except OSError as error:
-        raise OSError(f"Cannot write the export directory {target!r}: "
-                      f"{error.strerror or error}.") from error
+        raise OSError(
+            f"Cannot write the export directory {target!r}: {error.strerror or error}."
+        ) from error
 
 
 def _move_into_place(work, target):
     old = None
     if os.path.exists(target):
-        old = tempfile.mkdtemp(prefix=f".{os.path.basename(target)}.old-",
-                               dir=os.path.dirname(target))
+        old = tempfile.mkdtemp(
+            prefix=f".{os.path.basename(target)}.old-", dir=os.path.dirname(target)
+        )
         os.rmdir(old)
         os.rename(target, old)
     os.rename(work, target)
@@ -166,13 +192,25 @@ def _move_into_place(work, target):
 def _size(path):
     if os.path.isfile(path):
         return os.path.getsize(path)
-    return sum(os.path.getsize(os.path.join(root, name))
-               for root, _, names in os.walk(path) for name in names)
+    return sum(
+        os.path.getsize(os.path.join(root, name))
+        for root, _, names in os.walk(path)
+        for name in names
+    )
 
 
 # ------------------------------------------------------------------ export
-def _write_all(model, work, target, tflite, quantize, representative_data, test_data,
-               sparse_weights, latency_runs):
+def _write_all(
+    model,
+    work,
+    target,
+    tflite,
+    quantize,
+    representative_data,
+    test_data,
+    sparse_weights,
+    latency_runs,
+):
     model.export(os.path.join(work, "saved_model"), format="tf_saved_model", verbose=False)
     model.save(os.path.join(work, "model.keras"))
     zeros = zero_weight_fraction(model)
@@ -188,41 +226,47 @@ def _write_all(model, work, target, tflite, quantize, representative_data, test_
         "tflite_checked": bool(tflite),
     }
     if tflite:
-        use_sparse = sparse_weights is True or (sparse_weights == "auto"
-                                                and zeros >= SPARSE_THRESHOLD)
-        _add_tflite(report, model, work, quantize, representative_data, test_data,
-                    use_sparse, latency_runs)
-    report["sizes_bytes"] = {key: _size(os.path.join(work, name))
-                             for key, name in report["files"].items()}
-    report["files"] = {key: os.path.join(target, name)
-                       for key, name in report["files"].items()}
+        use_sparse = sparse_weights is True or (
+            sparse_weights == "auto" and zeros >= SPARSE_THRESHOLD
+        )
+        _add_tflite(
+            report, model, work, quantize, representative_data, test_data, use_sparse, latency_runs
+        )
+    report["sizes_bytes"] = {
+        key: _size(os.path.join(work, name)) for key, name in report["files"].items()
+    }
+    report["files"] = {key: os.path.join(target, name) for key, name in report["files"].items()}
     report["versions"] = _versions()
     return report
 
 
-def _add_tflite(report, model, work, quantize, representative_data, test_data, use_sparse,
-                latency_runs):
+def _add_tflite(
+    report, model, work, quantize, representative_data, test_data, use_sparse, latency_runs
+):
     saved_model = os.path.join(work, "saved_model")
     x, y = _sample(model, test_data, representative_data)
     path = os.path.join(work, "model.tflite")
     _write(path, convert(saved_model, quantize, representative_data, sparse=use_sparse))
     tolerance = TOLERANCE if quantize is None else None
-    check = verify_tflite(path, model, x, latency_runs=latency_runs, tolerance=tolerance,
-                          y=y)
+    check = verify_tflite(path, model, x, latency_runs=latency_runs, tolerance=tolerance, y=y)
     report["files"]["tflite"] = "model.tflite"
     report["sparse_weights"] = use_sparse
     report["tflite"] = {key: check[key] for key in ("latency_ms", "accuracy", "runtime")}
-    report["tflite"]["parity"] = {"max_abs_diff": check["max_abs_diff"],
-                                  "output_scale": check["output_scale"],
-                                  "ok": check["parity_ok"], "tolerance": tolerance,
-                                  "examples": int(len(x))}
-    report["keras"] = {"latency_ms": check["keras_latency_ms"],
-                       "accuracy": check["keras_accuracy"]}
+    report["tflite"]["parity"] = {
+        "max_abs_diff": check["max_abs_diff"],
+        "output_scale": check["output_scale"],
+        "ok": check["parity_ok"],
+        "tolerance": tolerance,
+        "examples": int(len(x)),
+    }
+    report["keras"] = {
+        "latency_ms": check["keras_latency_ms"],
+        "accuracy": check["keras_accuracy"],
+    }
     if use_sparse:
         dense_path = os.path.join(work, "model_dense.tflite")
         _write(dense_path, convert(saved_model, quantize, representative_data, sparse=False))
-        dense = verify_tflite(dense_path, model, x[:1], latency_runs=latency_runs,
-                              tolerance=None)
+        dense = verify_tflite(dense_path, model, x[:1], latency_runs=latency_runs, tolerance=None)
         report["files"]["tflite_dense"] = "model_dense.tflite"
         sizes = {"dense": _size(dense_path), "sparse": _size(path)}
         report["sparse_conversion"] = {
@@ -270,6 +314,7 @@ def _representative(data):
     def generate():
         for example in _examples(data, REPRESENTATIVE_SIZE):
             yield [example[None].astype("float32")]
+
     return generate
 
 
@@ -291,15 +336,20 @@ def _examples(data, limit):
 def _sample(model, test_data, representative_data):
     """(x, y or None): the parity sample."""
     if test_data is not None:
-        x, y = (test_data if isinstance(test_data, (tuple, list)) and len(test_data) == 2
-                else (test_data, None))
+        x, y = (
+            test_data
+            if isinstance(test_data, (tuple, list)) and len(test_data) == 2
+            else (test_data, None)
+        )
         return np.asarray(x, dtype="float32"), None if y is None else np.asarray(y)
     if representative_data is not None:
         return np.stack(_examples(representative_data, SAMPLE_SIZE)).astype("float32"), None
     shape = tuple(model.inputs[0].shape[1:])
     if any(d is None for d in shape):
-        raise ValueError(f"The model input shape {shape} is not fully known: pass "
-                         "`test_data` or `representative_data` for the TFLite check.")
+        raise ValueError(
+            f"The model input shape {shape} is not fully known: pass "
+            "`test_data` or `representative_data` for the TFLite check."
+        )
     rng = np.random.default_rng(0)
     return rng.normal(size=(SAMPLE_SIZE,) + shape).astype("float32"), None
 
@@ -307,8 +357,10 @@ def _sample(model, test_data, representative_data):
 def _contains_gates(model):
     from tfsparse.gates.base import Gate
 
-    return any(isinstance(layer, Gate)
-               for layer in model._flatten_layers(include_self=False, recursive=True))
+    return any(
+        isinstance(layer, Gate)
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+    )
 
 
 def zero_weight_fraction(model):
@@ -330,8 +382,7 @@ def zero_weight_fraction(model):
 
 
 # ------------------------------------------------------------- verification
-def verify_tflite(tflite_path, keras_model, x, latency_runs=200, tolerance=TOLERANCE,
-                  y=None):
+def verify_tflite(tflite_path, keras_model, x, latency_runs=200, tolerance=TOLERANCE, y=None):
     """Runs a `.tflite` file on LiteRT and compares it with `keras_model`.
 
     Args:
@@ -381,9 +432,9 @@ def _interpreter_and_outputs(tflite_path, x):
             raise
     interpreter = Interpreter(
         model_path=os.fspath(tflite_path),
-        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES)
-    return interpreter, "litert (builtin kernels; XNNPACK could not run it)", _run(
-        interpreter, x)
+        experimental_op_resolver_type=OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES,
+    )
+    return interpreter, "litert (builtin kernels; XNNPACK could not run it)", _run(interpreter, x)
 
 
 def _run(interpreter, x):
@@ -421,6 +472,7 @@ def _tflite_latency(interpreter, x1, runs):
     def once():
         interpreter.set_tensor(inp["index"], value)
         interpreter.invoke()
+
     return _median_ms(once, runs)
 
 
@@ -453,5 +505,9 @@ def _accuracy(outputs, y):
 def _versions():
     import ai_edge_litert
     import tensorflow as tf
-    return {"tensorflow": tf.__version__, "keras": keras.__version__,
-            "ai_edge_litert": getattr(ai_edge_litert, "__version__", None)}
+
+    return {
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "ai_edge_litert": getattr(ai_edge_litert, "__version__", None),
+    }

@@ -21,16 +21,25 @@ def _gate_from(gate):
         return gate
     if isinstance(gate, dict):
         return keras.saving.deserialize_keras_object(gate)
-    raise TypeError("`kernel_gate` must be a tfsparse Gate instance, its serialized "
-                    f"config (dict) or None; got {type(gate).__name__}.")
+    raise TypeError(
+        "`kernel_gate` must be a tfsparse Gate instance, its serialized "
+        f"config (dict) or None; got {type(gate).__name__}."
+    )
 
 
 class _KernelGated(keras.layers.Layer):
     """Shared part: a kernel, a bias, an activation and an optional gate."""
 
-    def __init__(self, activation=None, use_bias=True, kernel_initializer="glorot_uniform",
-                 bias_initializer="zeros", kernel_regularizer=None, kernel_gate=None,
-                 **kwargs):
+    def __init__(
+        self,
+        activation=None,
+        use_bias=True,
+        kernel_initializer="glorot_uniform",
+        bias_initializer="zeros",
+        kernel_regularizer=None,
+        kernel_gate=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.activation = keras.activations.get(activation)
         self.use_bias = use_bias
@@ -40,12 +49,17 @@ class _KernelGated(keras.layers.Layer):
         self.kernel_gate = _gate_from(kernel_gate)
 
     def _build_kernel(self, kernel_shape, units):
-        self.kernel = self.add_weight(name="kernel", shape=kernel_shape,
-                                      initializer=self.kernel_initializer,
-                                      regularizer=self.kernel_regularizer)
-        self.bias = (self.add_weight(name="bias", shape=(units,),
-                                     initializer=self.bias_initializer)
-                     if self.use_bias else None)
+        self.kernel = self.add_weight(
+            name="kernel",
+            shape=kernel_shape,
+            initializer=self.kernel_initializer,
+            regularizer=self.kernel_regularizer,
+        )
+        self.bias = (
+            self.add_weight(name="bias", shape=(units,), initializer=self.bias_initializer)
+            if self.use_bias
+            else None
+        )
         # A gate restored from a .keras file arrives already built.
         if self.kernel_gate is not None and not self.kernel_gate.built:
             self.kernel_gate.build(kernel_shape)
@@ -78,8 +92,12 @@ class _KernelGated(keras.layers.Layer):
             kernel_initializer=keras.initializers.serialize(self.kernel_initializer),
             bias_initializer=keras.initializers.serialize(self.bias_initializer),
             kernel_regularizer=keras.regularizers.serialize(self.kernel_regularizer),
-            kernel_gate=(keras.saving.serialize_keras_object(self.kernel_gate)
-                         if self.kernel_gate is not None else None))
+            kernel_gate=(
+                keras.saving.serialize_keras_object(self.kernel_gate)
+                if self.kernel_gate is not None
+                else None
+            ),
+        )
         return config
 
 
@@ -111,8 +129,9 @@ class SparseDense(_KernelGated):
 
     def build(self, input_shape):
         if input_shape[-1] is None:
-            raise ValueError(f"SparseDense {self.name!r} needs a known last input axis; "
-                             f"got {input_shape}.")
+            raise ValueError(
+                f"SparseDense {self.name!r} needs a known last input axis; got {input_shape}."
+            )
         self._build_kernel((int(input_shape[-1]), self.units), self.units)
 
     def call(self, inputs, training=False):
@@ -137,8 +156,8 @@ class SparseConv2D(_KernelGated):
     Args:
         filters, kernel_size, strides, padding: as in `keras.layers.Conv2D`
             (`padding` is "valid" or "same").
-        activation, use_bias, kernel_initializer, bias_initializer, kernel_regularizer, kernel_gate:
-            as in `SparseDense`.
+        activation, use_bias, kernel_initializer, bias_initializer,
+            kernel_regularizer, kernel_gate: as in `SparseDense`.
 
     Call arguments:
         inputs: a tensor of shape `(batch, height, width, channels)`.
@@ -156,32 +175,47 @@ class SparseConv2D(_KernelGated):
 
     def build(self, input_shape):
         if len(input_shape) != 4 or input_shape[-1] is None:
-            raise ValueError(f"SparseConv2D {self.name!r} needs a 4-D input with known "
-                             f"channels; got {input_shape}.")
+            raise ValueError(
+                f"SparseConv2D {self.name!r} needs a 4-D input with known "
+                f"channels; got {input_shape}."
+            )
         shape = self.kernel_size + (int(input_shape[-1]), self.filters)
         self._build_kernel(shape, self.filters)
 
     def call(self, inputs, training=False):
-        outputs = ops.conv(inputs, self.gated_kernel(training), strides=self.strides,
-                           padding=self.padding, data_format="channels_last")
+        outputs = ops.conv(
+            inputs,
+            self.gated_kernel(training),
+            strides=self.strides,
+            padding=self.padding,
+            data_format="channels_last",
+        )
         return self._finish(outputs)
 
     def compute_output_shape(self, input_shape):
-        return keras.layers.Conv2D(self.filters, self.kernel_size, strides=self.strides,
-                                   padding=self.padding).compute_output_shape(input_shape)
+        return keras.layers.Conv2D(
+            self.filters, self.kernel_size, strides=self.strides, padding=self.padding
+        ).compute_output_shape(input_shape)
 
     def get_config(self):
         config = super().get_config()
-        config.update(filters=self.filters, kernel_size=self.kernel_size,
-                      strides=self.strides, padding=self.padding)
+        config.update(
+            filters=self.filters,
+            kernel_size=self.kernel_size,
+            strides=self.strides,
+            padding=self.padding,
+        )
         return config
 
 
 def _pair(name, value):
     if isinstance(value, int):
         value = (value, value)
-    if (not isinstance(value, (tuple, list)) or len(value) != 2
-            or not all(isinstance(v, int) and v >= 1 for v in value)):
+    if (
+        not isinstance(value, (tuple, list))
+        or len(value) != 2
+        or not all(isinstance(v, int) and v >= 1 for v in value)
+    ):
         raise ValueError(f"`{name}` must be a positive int or a pair of them; got {value!r}.")
     return tuple(value)
 
@@ -202,8 +236,9 @@ class TakeFeatures(keras.layers.Layer):
         super().__init__(**kwargs)
         self.indices = [int(i) for i in indices]
         if not self.indices or min(self.indices) < 0:
-            raise ValueError("`indices` must be a non-empty list of non-negative ints; "
-                             f"got {indices!r}.")
+            raise ValueError(
+                f"`indices` must be a non-empty list of non-negative ints; got {indices!r}."
+            )
 
     def call(self, inputs):
         return ops.take(inputs, self.indices, axis=-1)
@@ -250,10 +285,19 @@ class GatedMultiHeadAttention(keras.layers.MultiHeadAttention):
         if self.head_gate is not None and not self.head_gate.built:
             self.head_gate.build((None, self.num_heads))
 
-    def _compute_attention(self, query, key, value, attention_mask=None, training=None,
-                           return_attention_scores=False, **kwargs):
+    def _compute_attention(
+        self,
+        query,
+        key,
+        value,
+        attention_mask=None,
+        training=None,
+        return_attention_scores=False,
+        **kwargs,
+    ):
         context, scores = super()._compute_attention(
-            query, key, value, attention_mask, training, return_attention_scores, **kwargs)
+            query, key, value, attention_mask, training, return_attention_scores, **kwargs
+        )
         if self.head_gate is not None:
             # context is [batch, ..., heads, size]: the gate masks the heads axis.
             heads_last = ops.swapaxes(context, -1, -2)
@@ -262,8 +306,11 @@ class GatedMultiHeadAttention(keras.layers.MultiHeadAttention):
 
     def get_config(self):
         config = super().get_config()
-        config["head_gate"] = (keras.saving.serialize_keras_object(self.head_gate)
-                               if self.head_gate is not None else None)
+        config["head_gate"] = (
+            keras.saving.serialize_keras_object(self.head_gate)
+            if self.head_gate is not None
+            else None
+        )
         return config
 
 

@@ -15,15 +15,25 @@ def pareto_front(costs, errors):
     return front
 
 
-def plot_tradeoff(path, costs, errors, labels=None, xlabel="FLOPs kept (fraction of dense)",
-                  ylabel="error (%)", title=None, target=None, xscale="linear",
-                  yscale="linear"):
+def plot_tradeoff(
+    path,
+    costs,
+    errors,
+    labels=None,
+    xlabel="FLOPs kept (fraction of dense)",
+    ylabel="error (%)",
+    title=None,
+    target=None,
+    xscale="linear",
+    yscale="linear",
+):
     """Scatter of error against cost with the Pareto front marked; saves a PNG.
     Log scales (`xscale`/`yscale="log"`) keep a search's failed trials (all
     units closed, 90 % error) from squashing the region that matters; points
     at zero cost are left out on a log axis."""
     import matplotlib
     import matplotlib.ticker
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 

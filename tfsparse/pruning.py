@@ -37,8 +37,11 @@ def prunable_layers(model, include_classifier=False):
     """
     if isinstance(model, PRUNABLE):
         return [model]
-    layers = [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-              if isinstance(layer, PRUNABLE)]
+    layers = [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, PRUNABLE)
+    ]
     if layers and not include_classifier:
         layers = layers[:-1]
     return layers
@@ -103,8 +106,7 @@ def prune_by_magnitude(model, rate, level=WEIGHT, include_classifier=False):
     _checks.number("rate", rate, low=0, high=1)
     _checks.choice("level", level, LEVELS)
     if not isinstance(include_classifier, bool):
-        raise TypeError("`include_classifier` must be a bool; got "
-                        f"{include_classifier!r}.")
+        raise TypeError(f"`include_classifier` must be a bool; got {include_classifier!r}.")
     layers = prunable_layers(model, include_classifier)
     for layer in layers:
         _check_layer(layer)
@@ -120,18 +122,24 @@ def magnitude_sparsity(model, include_classifier=True):
     Returns:
         Dict layer name → fraction of zeros in [0, 1].
     """
-    return {layer.name: float(np.mean(_effective_kernel(layer) == 0))
-            for layer in prunable_layers(model, include_classifier)}
+    return {
+        layer.name: float(np.mean(_effective_kernel(layer) == 0))
+        for layer in prunable_layers(model, include_classifier)
+    }
 
 
 # --------------------------------------------------------------------- helpers
 def _check_layer(layer):
     if not layer.built:
-        raise ValueError(f"Layer {layer.name!r} is not built; call the model on data "
-                         "(or build it) before pruning.")
+        raise ValueError(
+            f"Layer {layer.name!r} is not built; call the model on data "
+            "(or build it) before pruning."
+        )
     if getattr(layer, "lora_enabled", False) or getattr(layer, "quantization_mode", None):
-        raise ValueError(f"Layer {layer.name!r} uses LoRA or quantization; magnitude "
-                         "pruning needs a plain float kernel.")
+        raise ValueError(
+            f"Layer {layer.name!r} uses LoRA or quantization; magnitude "
+            "pruning needs a plain float kernel."
+        )
 
 
 def _effective_kernel(layer):

@@ -32,8 +32,16 @@ class Recipe:
     scheduler: SparsityScheduler
 
 
-def recipe(method, epochs, steps_per_epoch=None, ramp=False, target_flops=None,
-           target_params=None, pretrained=False, **settings):
+def recipe(
+    method,
+    epochs,
+    steps_per_epoch=None,
+    ramp=False,
+    target_flops=None,
+    target_params=None,
+    pretrained=False,
+    **settings,
+):
     """The settings and scheduler for training `method` for `epochs` epochs.
 
     Args:
@@ -69,14 +77,21 @@ def recipe(method, epochs, steps_per_epoch=None, ramp=False, target_flops=None,
     family = registry.family(method)
     _checks.number("epochs", epochs, low=1, integer=True)
     merged = with_recommended(method, settings)
-    budget = {key: value for key, value in (("target_flops", target_flops),
-                                             ("target_params", target_params))
-              if value is not None}
+    budget = {
+        key: value
+        for key, value in (("target_flops", target_flops), ("target_params", target_params))
+        if value is not None
+    }
     if budget:
         merged = _under_budget(method, settings, budget)
-    merged, plan = family.recipe_plan(epochs, merged, budgeted=bool(budget),
-                                      pretrained=pretrained, ramp=ramp,
-                                      steps_per_epoch=steps_per_epoch)
+    merged, plan = family.recipe_plan(
+        epochs,
+        merged,
+        budgeted=bool(budget),
+        pretrained=pretrained,
+        ramp=ramp,
+        steps_per_epoch=steps_per_epoch,
+    )
     return Recipe(method, merged, SparsityScheduler(**plan))
 
 
@@ -112,17 +127,21 @@ def optimizer(learning_rate=1e-3, schedule="constant", total_steps=None):
     if schedule == "constant":
         return keras.optimizers.Adam(learning_rate)
     if total_steps is None:
-        raise ValueError("`total_steps` is needed by the cosine schedule: the steps of the "
-                         "whole training (epochs × steps per epoch).")
+        raise ValueError(
+            "`total_steps` is needed by the cosine schedule: the steps of the "
+            "whole training (epochs × steps per epoch)."
+        )
     _checks.number("total_steps", total_steps, low=1, integer=True)
     return keras.optimizers.Adam(
-        keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps))
+        keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
+    )
 
 
 def _under_budget(method, settings, budget):
     """The recipe's settings with a budget in place of the penalty weight."""
     key = registry.family(method).budget_replaces
     if key is not None and key in settings:
-        raise ValueError(f"`{key}` and `{next(iter(budget))}` are alternatives: the budget "
-                         "sets it.")
+        raise ValueError(
+            f"`{key}` and `{next(iter(budget))}` are alternatives: the budget sets it."
+        )
     return {**with_recommended(method, settings, leave_out=key), **budget}

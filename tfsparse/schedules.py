@@ -64,8 +64,10 @@ class Stages(Schedule):
         if boundaries != sorted(boundaries):
             raise ValueError(f"`boundaries` must be increasing; got {boundaries}.")
         if len(values) != len(boundaries) + 1:
-            raise ValueError("`values` must have one more entry than `boundaries`; got "
-                             f"{len(values)} values for {len(boundaries)} boundaries.")
+            raise ValueError(
+                "`values` must have one more entry than `boundaries`; got "
+                f"{len(values)} values for {len(boundaries)} boundaries."
+            )
         self.boundaries = boundaries
         self.values = [float(_checks.number("values", v)) for v in values]
 
@@ -86,11 +88,15 @@ class Linear(Schedule):
 
     def __init__(self, points, unit=STEP):
         super().__init__(unit)
-        points = [(float(_checks.number("points", t, low=0)), float(_checks.number("points", v)))
-                  for t, v in points]
+        points = [
+            (float(_checks.number("points", t, low=0)), float(_checks.number("points", v)))
+            for t, v in points
+        ]
         if not points or [t for t, _ in points] != sorted(t for t, _ in points):
-            raise ValueError("`points` must be a non-empty list of (t, value) pairs with "
-                             f"increasing t; got {points}.")
+            raise ValueError(
+                "`points` must be a non-empty list of (t, value) pairs with "
+                f"increasing t; got {points}."
+            )
         self.points = points
 
     def __call__(self, t):
@@ -138,8 +144,10 @@ def targeted_dropout_ramp(alpha, gamma, total_steps):
     _checks.number("gamma", gamma, low=0, high=1)
     _checks.number("total_steps", total_steps, low=1, integer=True)
     half = total_steps / 2
-    return {"gamma": Linear([(0, 0.0), (half, 0.95 * gamma), (total_steps, gamma)]),
-            "alpha": Linear([(0, 0.0), (total_steps, alpha)])}
+    return {
+        "gamma": Linear([(0, 0.0), (half, 0.95 * gamma), (total_steps, gamma)]),
+        "alpha": Linear([(0, 0.0), (total_steps, alpha)]),
+    }
 
 
 def get(schedule):
@@ -150,5 +158,7 @@ def get(schedule):
         return keras.saving.deserialize_keras_object(schedule)
     if isinstance(schedule, (int, float)) and not isinstance(schedule, bool):
         return Constant(schedule)
-    raise TypeError("A schedule must be a tfsparse.schedules.Schedule, a number or a "
-                    f"serialized schedule dict; got {type(schedule).__name__}.")
+    raise TypeError(
+        "A schedule must be a tfsparse.schedules.Schedule, a number or a "
+        f"serialized schedule dict; got {type(schedule).__name__}."
+    )

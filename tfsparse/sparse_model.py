@@ -74,20 +74,28 @@ class SparseModel(keras.Model):
             return
         kind, target = budget_lib.check_target(
             budget["target"] if budget["kind"] == "flops" else None,
-            budget["target"] if budget["kind"] == "params" else None)
+            budget["target"] if budget["kind"] == "params" else None,
+        )
         self.budget = {"kind": kind, "target": target}
         # λ₁, λ₂: trained by ascent. The current target (the scheduler lowers
         # it from 1 to `target`; without a scheduler it is `target` at once).
         self.budget_multipliers = self.add_weight(
-            name="budget_multipliers", shape=(2,), initializer="zeros")
+            name="budget_multipliers", shape=(2,), initializer="zeros"
+        )
         self.budget_target = self.add_weight(
-            name="budget_target", shape=(), trainable=False,
-            initializer=keras.initializers.Constant(target))
+            name="budget_target",
+            shape=(),
+            trainable=False,
+            initializer=keras.initializers.Constant(target),
+        )
         # The expected cost when training started (the scheduler lowers the
         # target from it); NaN until the scheduler records it.
         self.budget_start = self.add_weight(
-            name="budget_start", shape=(), trainable=False,
-            initializer=keras.initializers.Constant(float("nan")))
+            name="budget_start",
+            shape=(),
+            trainable=False,
+            initializer=keras.initializers.Constant(float("nan")),
+        )
 
     @property
     def cost_model(self):
@@ -124,8 +132,11 @@ class SparseModel(keras.Model):
         name) for the gates' variables and a budget's multipliers; default:
         Adam (see the class docstring)."""
         super().compile(optimizer, *args, **kwargs)
-        self.gate_optimizer = (keras.optimizers.get(gate_optimizer) if gate_optimizer
-                               is not None else _default_gate_optimizer(self.optimizer))
+        self.gate_optimizer = (
+            keras.optimizers.get(gate_optimizer)
+            if gate_optimizer is not None
+            else _default_gate_optimizer(self.optimizer)
+        )
         # Both optimizers are built now, each for its own variables, so that a
         # checkpoint (BackupAndRestore) always holds the same state to restore.
         if self.built:
@@ -182,8 +193,9 @@ class SparseModel(keras.Model):
                 gate.start_pass(u, second=False)
             with tf.GradientTape() as tape:
                 y_pred = self(x, training=True)
-                loss = self._compute_loss(x=x, y=y, y_pred=y_pred,
-                                          sample_weight=sample_weight, training=True)
+                loss = self._compute_loss(
+                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+                )
                 # Paired gates (ARM) compare this pass's loss with the second
                 # pass's, which has no budget term: the term must stay out.
                 first_loss = loss
@@ -192,7 +204,8 @@ class SparseModel(keras.Model):
                     loss = loss + term
                 self._loss_tracker.update_state(
                     loss_module.unscale_loss_for_distribution(loss),
-                    sample_weight=tf.shape(tf.nest.flatten(x)[0])[0])
+                    sample_weight=tf.shape(tf.nest.flatten(x)[0])[0],
+                )
                 scaled_loss = self.optimizer.scale_loss(loss)
             if paired:
                 for gate, u in zip(paired, noise):
@@ -200,8 +213,12 @@ class SparseModel(keras.Model):
                 # The penalties of both passes are equal, so f₁ − f₂ is the
                 # difference of the data losses.
                 second_loss = self._compute_loss(
-                    x=x, y=y, y_pred=self(x, training=True), sample_weight=sample_weight,
-                    training=True)
+                    x=x,
+                    y=y,
+                    y_pred=self(x, training=True),
+                    sample_weight=sample_weight,
+                    training=True,
+                )
         finally:
             for gate in paired:
                 gate.end_passes()
@@ -210,12 +227,17 @@ class SparseModel(keras.Model):
         owned = {id(v) for v in gate_variables}
         weights = [v for v in self.trainable_weights if id(v) not in owned]
         gradients = tape.gradient(scaled_loss, weights + gate_variables)
-        weight_gradients = gradients[:len(weights)]
-        gate_gradients = self._unscaled(gradients[len(weights):])
+        weight_gradients = gradients[: len(weights)]
+        gate_gradients = self._unscaled(gradients[len(weights) :])
         if paired:
-            self._add_paired_gradients(gate_variables, gate_gradients, paired, noise,
-                                       tf.stop_gradient(second_loss),
-                                       tf.stop_gradient(first_loss))
+            self._add_paired_gradients(
+                gate_variables,
+                gate_gradients,
+                paired,
+                noise,
+                tf.stop_gradient(second_loss),
+                tf.stop_gradient(first_loss),
+            )
         if self.budget is not None:  # the multipliers ascend
             gate_gradients[-1] = -gate_gradients[-1]
         # No variable may change before both passes have read it. The
@@ -227,17 +249,19 @@ class SparseModel(keras.Model):
         # forward pass reads for the gates' gradients only
         # (tests/test_arm_order.py checks both graphs).
         with tf.control_dependencies([scaled_loss] + ([second_loss] if paired else [])):
-            self._apply_updates(gates, weights, weight_gradients, gate_variables,
-                                gate_gradients)
+            self._apply_updates(gates, weights, weight_gradients, gate_variables, gate_gradients)
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         if cost is not None:
             logs = {**logs, "cost": cost, "cost_target": tf.identity(self.budget_target)}
         return logs
 
-    def _apply_updates(self, gates, weights, weight_gradients, gate_variables,
-                       gate_gradients):
-        boosted = [(v, g.lr_multiplier) for g in gates if g.lr_multiplier != 1.0
-                   for v in g.trainable_weights]
+    def _apply_updates(self, gates, weights, weight_gradients, gate_variables, gate_gradients):
+        boosted = [
+            (v, g.lr_multiplier)
+            for g in gates
+            if g.lr_multiplier != 1.0
+            for v in g.trainable_weights
+        ]
         if self.budget is not None:
             boosted.append((self.budget_multipliers, BUDGET_LR_MULTIPLIER))
         before = [tf.identity(v) for v, _ in boosted]
@@ -260,10 +284,10 @@ class SparseModel(keras.Model):
         optimizer = self.optimizer  # the scale `scale_loss` used (before this step's update)
         scale = optimizer.dynamic_scale if optimizer.built else optimizer.initial_scale
         unscaled = [None if g is None else g / tf.cast(scale, g.dtype) for g in gradients]
-        finite = tf.reduce_all([tf.reduce_all(tf.math.is_finite(g))
-                                for g in unscaled if g is not None])
-        return [None if g is None else tf.where(finite, g, tf.zeros_like(g))
-                for g in unscaled]
+        finite = tf.reduce_all(
+            [tf.reduce_all(tf.math.is_finite(g)) for g in unscaled if g is not None]
+        )
+        return [None if g is None else tf.where(finite, g, tf.zeros_like(g)) for g in unscaled]
 
     def _add_paired_gradients(self, variables, gradients, gates, noise, second, first):
         position = {id(w): i for i, w in enumerate(variables)}
@@ -282,8 +306,13 @@ def _default_gate_optimizer(optimizer):
     if isinstance(inner, ADAMS):
         config = keras.optimizers.Adam().get_config()
         own = inner.get_config()
-        config.update({key: own[key] for key in ("learning_rate", "beta_1", "beta_2",
-                                                 "epsilon", "amsgrad") if key in own})
+        config.update(
+            {
+                key: own[key]
+                for key in ("learning_rate", "beta_1", "beta_2", "epsilon", "amsgrad")
+                if key in own
+            }
+        )
         config["name"] = "gate_adam"
         return keras.optimizers.Adam.from_config(config)
     return keras.optimizers.Adam(1e-3, name="gate_adam")
@@ -300,4 +329,5 @@ def _reducible_logs(strategy, logs):
     if not _multi_worker(strategy):
         return logs
     return tf.nest.map_structure(
-        lambda v: tf.reshape(v, [1]) if getattr(v, "shape", None) == () else v, logs)
+        lambda v: tf.reshape(v, [1]) if getattr(v, "shape", None) == () else v, logs
+    )

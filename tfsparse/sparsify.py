@@ -28,6 +28,7 @@ are copied; the original model is left untouched.
 """
 
 import collections
+import functools
 import inspect
 import re
 
@@ -54,9 +55,21 @@ gate_class = registry.family
 method_of = registry.method_of
 
 
-def sparsify(model, method, *, dataset_size=None, target_flops=None, target_params=None,
-             level=None, gate_features=True, include_classifier=False, group_by="params",
-             seed=None, verbose=1, **settings):
+def sparsify(
+    model,
+    method,
+    *,
+    dataset_size=None,
+    target_flops=None,
+    target_params=None,
+    level=None,
+    gate_features=True,
+    include_classifier=False,
+    group_by="params",
+    seed=None,
+    verbose=1,
+    **settings,
+):
     """Returns a new `tfsparse.SparseModel`: `model` with `method`'s gates.
 
     Args:
@@ -123,21 +136,36 @@ def sparsify(model, method, *, dataset_size=None, target_flops=None, target_para
     _checks.choice("group_by", group_by, ("params", "flops"))
     _checks.choice("verbose", verbose, (0, 1, 2))
     if level not in family.levels:
-        raise ValueError(f"method={method!r} supports level="
-                         f"{' or '.join(repr(v) for v in family.levels)} only; got {level!r}.")
+        raise ValueError(
+            f"method={method!r} supports level="
+            f"{' or '.join(repr(v) for v in family.levels)} only; got {level!r}."
+        )
     _check_settings(method, family, settings)
     budget = budget_lib.check_target(target_flops, target_params)
     if budget is not None:
         settings = _settings_under_budget(method, family, level, settings, budget)
     settings = defaults.with_recommended(
-        method, settings, leave_out=family.budget_replaces if budget is not None else None)
+        method, settings, leave_out=family.budget_replaces if budget is not None else None
+    )
     if family.needs_dataset_size:
         if dataset_size is None:
-            raise ValueError(f"method={method!r} needs `dataset_size`, the number of "
-                             "training examples N (penalties are divided by it).")
+            raise ValueError(
+                f"method={method!r} needs `dataset_size`, the number of "
+                "training examples N (penalties are divided by it)."
+            )
         _checks.number("dataset_size", dataset_size, low=1, integer=True)
-    plan = _Plan(graph, method, family, level, dataset_size, gate_features,
-                 include_classifier, group_by, seed, settings)
+    plan = _Plan(
+        graph,
+        method,
+        family,
+        level,
+        dataset_size,
+        gate_features,
+        include_classifier,
+        group_by,
+        seed,
+        settings,
+    )
     plan.report(model.name, verbose)
     sparse = plan.build(model.name + "_sparse", budget=budget)
     if budget is not None and family.budget_replaces == "gamma":
@@ -150,11 +178,15 @@ def _settings_under_budget(method, gate_class, level, settings, budget):
     kind, _ = budget
     replaced = gate_class.budget_replaces
     if replaced is not None and replaced in settings:
-        raise ValueError(f"`{replaced}` and `target_{kind}` are alternatives for "
-                         f"method={method!r}: the budget sets it.")
+        raise ValueError(
+            f"`{replaced}` and `target_{kind}` are alternatives for "
+            f"method={method!r}: the budget sets it."
+        )
     if replaced == "gamma" and level != UNIT:
-        raise ValueError("A budget drives unit-level targeted dropout only; pass "
-                         "level='unit' (weight-level dropout keeps every unit).")
+        raise ValueError(
+            "A budget drives unit-level targeted dropout only; pass "
+            "level='unit' (weight-level dropout keeps every unit)."
+        )
     if level != UNIT and replaced != "gamma":
         raise ValueError(f"A budget needs unit gates; got level={level!r}.")
     settings = dict(settings)
@@ -166,6 +198,7 @@ def _settings_under_budget(method, gate_class, level, settings, budget):
 def _set_dropout_rate(sparse, budget):
     """Targeted dropout aims at the budget: γ from the target."""
     from tfsparse.gates.base import gates_of
+
     kind, target = budget
     rate = budget_lib.targeted_dropout_rate(sparse, target, kind)
     for gate in gates_of(sparse):
@@ -174,20 +207,32 @@ def _set_dropout_rate(sparse, budget):
 
 
 def _check_settings(method, gate_class, settings):
-    accepted = (set(inspect.signature(gate_class.__init__).parameters) - BASE_ARGS
-                | COMMON_SETTINGS)
+    accepted = set(inspect.signature(gate_class.__init__).parameters) - BASE_ARGS | COMMON_SETTINGS
     unknown = sorted(set(settings) - accepted)
     if unknown:
-        raise TypeError(f"Unknown setting(s) {unknown} for method={method!r}; accepted: "
-                        f"{sorted(accepted)} (plus dataset_size, level, gate_features, "
-                        "include_classifier, group_by, seed, verbose).")
+        raise TypeError(
+            f"Unknown setting(s) {unknown} for method={method!r}; accepted: "
+            f"{sorted(accepted)} (plus dataset_size, level, gate_features, "
+            "include_classifier, group_by, seed, verbose)."
+        )
 
 
 class _Plan:
     """Decides where gates go, then rebuilds the graph with them."""
 
-    def __init__(self, graph, method, gate_class, level, dataset_size, gate_features,
-                 include_classifier, group_by, seed, settings):
+    def __init__(
+        self,
+        graph,
+        method,
+        gate_class,
+        level,
+        dataset_size,
+        gate_features,
+        include_classifier,
+        group_by,
+        seed,
+        settings,
+    ):
         self.graph = graph
         self.method = method
         self.gate_class = gate_class
@@ -202,9 +247,9 @@ class _Plan:
         self.include_classifier = include_classifier
         self.site_gates = collections.defaultdict(list)  # id(tensor) → [(gate, offset, repeat)]
         self.gated_edges = set()  # (id(tensor), id(reader node))
-        self.replacements = {}    # id(op) → new layer that takes the op's place
-        self.copies = []          # (new layer, old layer, how to copy)
-        self.placed = []          # gate names, for the report
+        self.replacements = {}  # id(op) → new layer that takes the op's place
+        self.copies = []  # (new layer, old layer, how to copy)
+        self.placed = []  # gate names, for the report
         self._count = 0
         self._unit_gate_index = 0
         if gate_class.continues is not None and self._continue_previous_gates():
@@ -224,14 +269,19 @@ class _Plan:
     def _unit_gate(self, name, group_size, grows, units=None, several=False):
         """A unit gate; `grows`: hidden units, which NPN's expand mode grows
         (input features and attention heads all start open)."""
-        settings = self.gate_class.site_settings(dict(self.settings), grows,
-                                                 self._unit_gate_index)
+        settings = self.gate_class.site_settings(dict(self.settings), grows, self._unit_gate_index)
         if grows:
             self._unit_gate_index += 1
         self.placed.append(f"{name}_gate")
         make = self.gate_class.for_several_inputs if several else self.gate_class
-        return make(dataset_size=self.dataset_size, group_size=group_size,
-                    seed=self._next_seed(), name=f"{name}_gate", units=units, **settings)
+        return make(
+            dataset_size=self.dataset_size,
+            group_size=group_size,
+            seed=self._next_seed(),
+            name=f"{name}_gate",
+            units=units,
+            **settings,
+        )
 
     def _gate_edges(self, tensor, readers, gate, offset=0, repeat=1):
         self.site_gates[id(tensor)].append((gate, offset, repeat))
@@ -248,8 +298,13 @@ class _Plan:
             if group is not None:
                 sites = list(group.sites.values())
                 several = len(sites) > 1 or any(site[1:3] != (0, 1) for site in sites)
-                gate = self._unit_gate(group.name, self._group_size(group), True,
-                                       units=len(group.units), several=several)
+                gate = self._unit_gate(
+                    group.name,
+                    self._group_size(group),
+                    True,
+                    units=len(group.units),
+                    several=several,
+                )
                 for tensor, offset, repeat, readers in sites:
                     self._gate_edges(tensor, readers, gate, offset, repeat)
             elif gate_features and isinstance(node.operation, keras.layers.Flatten):
@@ -270,9 +325,13 @@ class _Plan:
         layer is replaced by its gated twin."""
         op = node.operation
         weights, flops = handler.unit_cost(node)
-        gate = self._unit_gate(f"{op.name}_heads", weights if self.group_by == "params"
-                               else flops, False, units=handler.inner_units(node),
-                               several=True)
+        gate = self._unit_gate(
+            f"{op.name}_heads",
+            weights if self.group_by == "params" else flops,
+            False,
+            units=handler.inner_units(node),
+            several=True,
+        )
         twin = handler.gated_twin(op, gate)
         self.replacements[id(op)] = twin
         self.copies.append((twin, op, handler.copy_weights))
@@ -280,8 +339,9 @@ class _Plan:
     def _group_size(self, group):
         index = 0 if self.group_by == "params" else 1
         handler = self.groups.handler
-        return sum(handler[id(node)].unit_cost(node)[index]
-                   for node in group.producers + group.layers)
+        return sum(
+            handler[id(node)].unit_cost(node)[index] for node in group.producers + group.layers
+        )
 
     def _dense_readers(self, tensor):
         """The nodes reading `tensor`, if they are all Dense layers."""
@@ -297,12 +357,18 @@ class _Plan:
                 continue
             if id(node) in self.groups.reaches_output and not self.include_classifier:
                 continue
-            twin = LinearHandler.kernel_gated(op, lambda: self.gate_class(
-                structure=self.level, seed=self._next_seed(), name=f"{op.name}_kernel_gate",
-                **self._kernel_settings()))
+            twin = LinearHandler.kernel_gated(op, functools.partial(self._kernel_gate, op))
             if twin is not None:
                 self.replacements[id(op)] = twin
                 self.placed.append(twin.kernel_gate.name)
+
+    def _kernel_gate(self, op):
+        return self.gate_class(
+            structure=self.level,
+            seed=self._next_seed(),
+            name=f"{op.name}_kernel_gate",
+            **self._kernel_settings(),
+        )
 
     def _kernel_settings(self):
         if not self.gate_class.needs_dataset_size:
@@ -321,13 +387,16 @@ class _Plan:
                 continue
             found = True
             if family.input_dependent and (
-                    calls[id(op)] > 1 or _graph.node_kwarg(node, "offset", 0)
-                    or _graph.node_kwarg(node, "repeat", 1) != 1):
+                calls[id(op)] > 1
+                or _graph.node_kwarg(node, "offset", 0)
+                or _graph.node_kwarg(node, "repeat", 1) != 1
+            ):
                 continue  # a per-example factor needs the one input it reads
             if id(op) in self.replacements:
                 continue
-            new = family.continuing(op, seed=self._next_seed(),
-                                    name=f"{op.name}_{family.method}", **self.settings)
+            new = family.continuing(
+                op, seed=self._next_seed(), name=f"{op.name}_{family.method}", **self.settings
+            )
             self.replacements[id(op)] = new
             self.copies.append((new, op, lambda new, old: new.load_previous(old)))
             self.placed.append(new.name)
@@ -337,11 +406,15 @@ class _Plan:
 
     # ---------------------------------------------------------------- report
     def _nothing_placed(self):
-        reasons = "; ".join(f"{name!r}: {why}" for name, why in
-                            self.groups.left_whole.items()) or "it has no Dense/Conv layer"
-        return (f"No {self.method!r} gate can be placed in this model. Channels can be "
-                f"removed only where every layer that reads them can shrink. Left whole: "
-                f"{reasons}.")
+        reasons = (
+            "; ".join(f"{name!r}: {why}" for name, why in self.groups.left_whole.items())
+            or "it has no Dense/Conv layer"
+        )
+        return (
+            f"No {self.method!r} gate can be placed in this model. Channels can be "
+            f"removed only where every layer that reads them can shrink. Left whole: "
+            f"{reasons}."
+        )
 
     def report(self, model_name, verbose):
         if verbose == 0:
@@ -349,17 +422,25 @@ class _Plan:
         classifier = "the channels reach a model output"
         whole = {name: why for name, why in self.groups.left_whole.items() if why != classifier}
         if verbose == 2:
-            print(f"sparsify({model_name!r}, {self.method!r}): {len(self.placed)} gates: "
-                  + ", ".join(self.placed))
+            print(
+                f"sparsify({model_name!r}, {self.method!r}): {len(self.placed)} gates: "
+                + ", ".join(self.placed)
+            )
         if whole and not self.kernel_gates:
             by_reason = collections.defaultdict(list)
             for name, why in whole.items():
                 by_reason[re.sub(r" '[^']*'", "", why)].append(name)
-            print(f"sparsify({model_name!r}): {len(self.placed)} gates; the outputs of "
-                  f"{len(whole)} layers keep all their channels: " + "; ".join(
-                      f"{len(names)} because {why} ({', '.join(names[:2])}"
-                      + (", ..." if len(names) > 2 else "") + ")"
-                      for why, names in by_reason.items()) + ".")
+            print(
+                f"sparsify({model_name!r}): {len(self.placed)} gates; the outputs of "
+                f"{len(whole)} layers keep all their channels: "
+                + "; ".join(
+                    f"{len(names)} because {why} ({', '.join(names[:2])}"
+                    + (", ..." if len(names) > 2 else "")
+                    + ")"
+                    for why, names in by_reason.items()
+                )
+                + "."
+            )
 
     # -------------------------------------------------------------- building
     def _layer_for(self, op, clones):
@@ -389,8 +470,7 @@ class _Plan:
                         gated[id(tensor)] = self._apply_gates(tensor, tensors[id(tensor)])
                     overrides[id(tensor)] = gated[id(tensor)]
             layer = self._layer_for(node.operation, clones)
-            outputs = _graph.call_like(node, layer,
-                                       collections.ChainMap(overrides, tensors))
+            outputs = _graph.call_like(node, layer, collections.ChainMap(overrides, tensors))
             for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
                 tensors[id(old)] = new
         outputs = [tensors[id(t)] for t in self.graph.outputs]

@@ -116,11 +116,11 @@ def summary(model, input_shape=None, print_fn=print, x=None):
     try:
         analysis = ChannelAnalysis(model, strict=False)
     except TypeError as error:
-        raise TypeError(f"tfsparse.summary needs a Sequential or Functional model: "
-                        f"{error}") from None
+        raise TypeError(
+            f"tfsparse.summary needs a Sequential or Functional model: {error}"
+        ) from None
     rows = [_row(analysis, node) for node in analysis.nodes]
-    gates = list({id(gate): _gate_row(analysis, gate) for gate in _unit_gates(analysis)}
-                 .values())
+    gates = list({id(gate): _gate_row(analysis, gate) for gate in _unit_gates(analysis)}.values())
     total = _totals(rows)
     if x is not None:
         _add_expected(analysis, rows, gates, total, x)
@@ -147,8 +147,10 @@ def _ensure_built(model, input_shape):
         return
     inputs = getattr(model, "inputs", None) or []
     if len(inputs) == 1 and tuple(inputs[0].shape[1:]) != input_shape:
-        raise ValueError(f"input_shape {input_shape} does not match the model's input "
-                         f"shape {tuple(inputs[0].shape[1:])}.")
+        raise ValueError(
+            f"input_shape {input_shape} does not match the model's input "
+            f"shape {tuple(inputs[0].shape[1:])}."
+        )
 
 
 # --------------------------------------------------------------------- rows
@@ -174,8 +176,13 @@ def _unit_gates(analysis):
 
 def _gate_row(analysis, gate):
     _, kept = analysis.gate(gate)
-    return dict(name=gate.name, type=type(gate).__name__, units_kept=int(kept.sum()),
-                units_total=int(kept.size), input_dependent=bool(gate.input_dependent))
+    return dict(
+        name=gate.name,
+        type=type(gate).__name__,
+        units_kept=int(kept.sum()),
+        units_total=int(kept.size),
+        input_dependent=bool(gate.input_dependent),
+    )
 
 
 def _gate_params(analysis):
@@ -187,8 +194,10 @@ def _gate_params(analysis):
 
 
 def _totals(rows):
-    total = {key: int(sum(r[key] for r in rows))
-             for key in ("weights_kept", "weights_total", "flops_kept", "flops_total")}
+    total = {
+        key: int(sum(r[key] for r in rows))
+        for key in ("weights_kept", "weights_total", "flops_kept", "flops_total")
+    }
     total["weights_fraction"] = _fraction(total["weights_kept"], total["weights_total"])
     total["flops_fraction"] = _fraction(total["flops_kept"], total["flops_total"])
     return total
@@ -208,16 +217,17 @@ def _add_expected(analysis, rows, gates, total, x):
         if _is_gate(analysis, node) and id(node) in active:
             on = active[id(node)]
             by_name[node.operation.name]["avg_active_units"] = (
-                float(on.sum(axis=1).mean()) if batch else 0.0)
+                float(on.sum(axis=1).mean()) if batch else 0.0
+            )
     # Without input-dependent gates every channel is on in every example: any
     # batch size gives the same fractions.
     fractions = _ChannelFractions(analysis, active, batch if active else 1)
     for row, node in zip(rows, analysis.nodes):
         row["flops_expected"] = analysis.handler[id(node)].expected_flops(
-            analysis, node, row, fractions)
+            analysis, node, row, fractions
+        )
     total["flops_expected"] = float(sum(r["flops_expected"] for r in rows))
-    total["flops_expected_fraction"] = _fraction(total["flops_expected"],
-                                                 total["flops_total"])
+    total["flops_expected_fraction"] = _fraction(total["flops_expected"], total["flops_total"])
 
 
 def _per_example_layer(op):
@@ -235,9 +245,13 @@ def _dependent_nodes(analysis):
         op = node.operation
         if _is_gate(analysis, node) and op.input_dependent:
             nodes.append(node)
-        elif (_per_example_layer(op) and len(node.input_tensors) == 1
-              and len(node.outputs) == 1 and analysis.tracked(node.input_tensors[0])
-              and analysis.tracked(node.outputs[0])):
+        elif (
+            _per_example_layer(op)
+            and len(node.input_tensors) == 1
+            and len(node.outputs) == 1
+            and analysis.tracked(node.input_tensors[0])
+            and analysis.tracked(node.outputs[0])
+        ):
             nodes.append(node)
     return nodes
 
@@ -328,8 +342,11 @@ class _ChannelFractions:
                 (x,), (y,) = node.input_tensors, node.outputs
                 self._add_need(x, _and(self._needed(y), self.active[id(node)]))
                 continue
-            need_out = self._needed(node.outputs[0]) if (
-                len(node.outputs) == 1 and a.tracked(node.outputs[0])) else None
+            need_out = (
+                self._needed(node.outputs[0])
+                if (len(node.outputs) == 1 and a.tracked(node.outputs[0]))
+                else None
+            )
             needs = a.handler[id(node)].per_example_need(a, node, need_out)
             for tensor in node.input_tensors:
                 if id(tensor) in needs:
@@ -367,38 +384,60 @@ def _fmt_expected(expected, total):
 def _table(name, result):
     expected = "flops_expected" in result["total"]
     columns = COLUMNS + (EXPECTED_COLUMN,) * expected
-    lines = [[f"{r['name']} ({r['type']})", _fmt_pair(r["units_kept"], r["units_total"]),
-              _fmt_pair(r["weights_kept"], r["weights_total"]),
-              _fmt_pair(r["flops_kept"], r["flops_total"])]
-             + ([_fmt_expected(r["flops_expected"], r["flops_total"])] if expected else [])
-             for r in result["layers"]]
+    lines = [
+        [
+            f"{r['name']} ({r['type']})",
+            _fmt_pair(r["units_kept"], r["units_total"]),
+            _fmt_pair(r["weights_kept"], r["weights_total"]),
+            _fmt_pair(r["flops_kept"], r["flops_total"]),
+        ]
+        + ([_fmt_expected(r["flops_expected"], r["flops_total"])] if expected else [])
+        for r in result["layers"]
+    ]
     total = result["total"]
-    footer = ["Total", "", _fmt_pair(total["weights_kept"], total["weights_total"]),
-              _fmt_pair(total["flops_kept"], total["flops_total"])]
+    footer = [
+        "Total",
+        "",
+        _fmt_pair(total["weights_kept"], total["weights_total"]),
+        _fmt_pair(total["flops_kept"], total["flops_total"]),
+    ]
     if expected:
         footer.append(_fmt_expected(total["flops_expected"], total["flops_total"]))
-    widths = [max(len(str(c)) for c in column)
-              for column in zip(columns, footer, *lines)]
+    widths = [max(len(str(c)) for c in column) for column in zip(columns, footer, *lines)]
     rule = "-" * (sum(widths) + 3 * (len(widths) - 1))
 
     def fmt(cells):
-        return "   ".join(str(c).ljust(w) if i == 0 else str(c).rjust(w)
-                          for i, (c, w) in enumerate(zip(cells, widths)))
+        return "   ".join(
+            str(c).ljust(w) if i == 0 else str(c).rjust(w)
+            for i, (c, w) in enumerate(zip(cells, widths))
+        )
 
     out = [f'Sparsity summary: "{name}"', rule, fmt(columns), rule.replace("-", "=")]
     out += [fmt(line) for line in lines]
-    out += [rule, fmt(footer),
-            f"Weights kept: {total['weights_fraction']:.2%}   "
-            f"FLOPs kept: {total['flops_fraction']:.2%}"
-            + (f"   FLOPs expected per example on x: "
-               f"{total['flops_expected_fraction']:.2%}" if expected else "")]
+    out += [
+        rule,
+        fmt(footer),
+        f"Weights kept: {total['weights_fraction']:.2%}   "
+        f"FLOPs kept: {total['flops_fraction']:.2%}"
+        + (
+            f"   FLOPs expected per example on x: {total['flops_expected_fraction']:.2%}"
+            if expected
+            else ""
+        ),
+    ]
     if result["gates"]:
-        out.append("Units per gate: " + "-".join(map(str, result["units_total"])) + " → "
-                   + "-".join(map(str, result["units_kept"])))
+        out.append(
+            "Units per gate: "
+            + "-".join(map(str, result["units_total"]))
+            + " → "
+            + "-".join(map(str, result["units_kept"]))
+        )
         for gate in result["gates"]:
             if "avg_active_units" in gate:
-                out.append(f"  {gate['name']}: {gate['avg_active_units']:.1f} units "
-                           "active per example on average")
+                out.append(
+                    f"  {gate['name']}: {gate['avg_active_units']:.1f} units "
+                    "active per example on average"
+                )
     if result["gate_params"]:
         out.append(f"Gate variables (not network weights): {result['gate_params']:,}")
     out.append(rule)

@@ -62,8 +62,10 @@ def budget_space(cost):
 
     def space(method, hp):
         del method
-        return {f"target_{cost}": hp.Float(f"target_{cost}", 0.02, 1.0, sampling="log",
-                                           default=0.25)}
+        return {
+            f"target_{cost}": hp.Float(f"target_{cost}", 0.02, 1.0, sampling="log", default=0.25)
+        }
+
     return space
 
 
@@ -71,17 +73,20 @@ def training_space(hp):
     """How the weights train: Adam's learning rate and its schedule
     (`tfsparse.recipes.optimizer`). The defaults, constant 1e-3, are what
     `train.py` and the benchmarks use."""
-    return {"lr": hp.Float("lr", 3e-4, 1e-2, sampling="log", default=1e-3),
-            "lr_schedule": hp.Choice("lr_schedule", list(recipes.LR_SCHEDULES),
-                                     default="constant")}
+    return {
+        "lr": hp.Float("lr", 3e-4, 1e-2, sampling="log", default=1e-3),
+        "lr_schedule": hp.Choice("lr_schedule", list(recipes.LR_SCHEDULES), default="constant"),
+    }
 
 
 def split_training(settings):
     """`{**method settings, lr, lr_schedule}` → `(method settings, optimizer
     keyword arguments)`, so one dict can describe a whole trial."""
     settings = dict(settings)
-    training = {"learning_rate": settings.pop("lr", 1e-3),
-                "schedule": settings.pop("lr_schedule", "constant")}
+    training = {
+        "learning_rate": settings.pop("lr", 1e-3),
+        "schedule": settings.pop("lr_schedule", "constant"),
+    }
     return settings, training
 
 
@@ -97,11 +102,12 @@ def compile_trial(method, builder, splits, epochs, settings, seed=None, round_ep
     steps = data.steps_per_epoch(len(splits.train[0]), BATCH_SIZE)
     plan = recipes.recipe(method, epochs, steps_per_epoch=steps, **method_settings)
     dense = builder(splits.input_shape, splits.num_classes)
-    model = sparsify(dense, method, dataset_size=len(splits.train[0]), seed=seed,
-                     **plan.settings)
-    model.compile(recipes.optimizer(**training, total_steps=(round_epochs or epochs) * steps),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-                  metrics=["accuracy"])
+    model = sparsify(dense, method, dataset_size=len(splits.train[0]), seed=seed, **plan.settings)
+    model.compile(
+        recipes.optimizer(**training, total_steps=(round_epochs or epochs) * steps),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
     return model, plan.scheduler
 
 
@@ -117,8 +123,10 @@ def first_trial_at_defaults(oracle):
 
     def populate_space(trial_id):
         if not oracle.trials:
-            return {"status": kt.engine.trial.TrialStatus.RUNNING,
-                    "values": oracle.hyperparameters.values}
+            return {
+                "status": kt.engine.trial.TrialStatus.RUNNING,
+                "values": oracle.hyperparameters.values,
+            }
         return populate(trial_id)
 
     oracle.populate_space = populate_space
@@ -151,26 +159,42 @@ class SparsityHyperModel(kt.HyperModel):
             `hyperparameters` (`tune.py --fix`).
     """
 
-    def __init__(self, method, model, splits, epochs, accuracy_target, cost="flops",
-                 space=None, training=None, **kwargs):
+    def __init__(
+        self,
+        method,
+        model,
+        splits,
+        epochs,
+        accuracy_target,
+        cost="flops",
+        space=None,
+        training=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.method = _checks.choice("method", method, registry.methods())
         self.builder = models.get(model) if isinstance(model, str) else model
         if not callable(self.builder):
-            raise TypeError("`model` must be a model name or a builder function; got "
-                            f"{type(model).__name__}.")
+            raise TypeError(
+                f"`model` must be a model name or a builder function; got {type(model).__name__}."
+            )
         self.splits = splits
         self.epochs = _checks.number("epochs", epochs, low=1, integer=True)
-        self.accuracy_target = _checks.number("accuracy_target", accuracy_target, low=0,
-                                              high=1)
+        self.accuracy_target = _checks.number("accuracy_target", accuracy_target, low=0, high=1)
         self.cost = _checks.choice("cost", cost, COSTS)
         self.space = space or default_space
         self.training = training or training_space
 
     def build(self, hp):
         settings = {**self.space(self.method, hp), **self.training(hp)}
-        model, scheduler = compile_trial(self.method, self.builder, self.splits, self.epochs,
-                                         settings, round_epochs=self._epochs_this_round(hp))
+        model, scheduler = compile_trial(
+            self.method,
+            self.builder,
+            self.splits,
+            self.epochs,
+            settings,
+            round_epochs=self._epochs_this_round(hp),
+        )
         # The scheduler is rebuilt per trial from the same settings, so
         # nothing stateful crosses keras-tuner's deep copies.
         model._tfsparse_scheduler = scheduler
@@ -186,9 +210,11 @@ class SparsityHyperModel(kt.HyperModel):
         _, val_accuracy = model.evaluate(x_val, y_val, verbose=0)
         figures = summary(model, print_fn=None)
         cost_fraction = figures["total"][COST_FRACTION[self.cost]]
-        return {"score": score(val_accuracy, cost_fraction, self.accuracy_target),
-                "val_accuracy": float(val_accuracy),
-                "cost_fraction": float(cost_fraction)}
+        return {
+            "score": score(val_accuracy, cost_fraction, self.accuracy_target),
+            "val_accuracy": float(val_accuracy),
+            "cost_fraction": float(cost_fraction),
+        }
 
     def _epochs_this_round(self, hp):
         """The epochs this build trains. Hyperband trains a trial in rounds and

@@ -11,7 +11,8 @@ import tensorflow as tf  # noqa: E402
 
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(
-    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
+    cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
@@ -22,11 +23,18 @@ from tfsparse.schedules import K_DETERMINISTIC  # noqa: E402
 # (name, method, settings, deterministic): deterministic cases must give the
 # same losses and weights on one and two devices.
 CASES = [
-    ("npn_deterministic", "npn", {"k": K_DETERMINISTIC, "estimator": "hard_concrete",
-                                  "lam": 0.5}, True),
-    ("npn_deterministic_fast_gates", "npn",
-     {"k": K_DETERMINISTIC, "estimator": "hard_concrete", "lam": 0.5, "lr_multiplier": 10.0},
-     True),
+    (
+        "npn_deterministic",
+        "npn",
+        {"k": K_DETERMINISTIC, "estimator": "hard_concrete", "lam": 0.5},
+        True,
+    ),
+    (
+        "npn_deterministic_fast_gates",
+        "npn",
+        {"k": K_DETERMINISTIC, "estimator": "hard_concrete", "lam": 0.5, "lr_multiplier": 10.0},
+        True,
+    ),
     ("targeted_dropout_off", "targeted_dropout", {"alpha": 0.0, "gamma": 0.5}, True),
     ("hard_concrete", "hard_concrete", {"lam": 0.1}, False),
     ("npn_arm", "npn", {"lam": 0.1}, False),
@@ -38,12 +46,17 @@ CASES = [
 
 def build(method, settings):
     keras.utils.set_random_seed(0)
-    dense = keras.Sequential([keras.Input((10,)),
-                              keras.layers.Dense(12, activation="relu", name="hidden"),
-                              keras.layers.Dense(3, name="logits")])
+    dense = keras.Sequential(
+        [
+            keras.Input((10,)),
+            keras.layers.Dense(12, activation="relu", name="hidden"),
+            keras.layers.Dense(3, name="logits"),
+        ]
+    )
     model = tfsparse.sparsify(dense, method, dataset_size=64, seed=0, **settings)
-    model.compile(keras.optimizers.SGD(0.05),
-                  keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    model.compile(
+        keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    )
     return model
 
 
@@ -66,12 +79,17 @@ def main():
         try:
             single_loss, single_weights = train(method, settings)
             loss, weights = train(method, settings, strategy)
-            result = {"case": name, "ok": bool(np.all(np.isfinite(loss))),
-                      "loss": loss, "single_loss": single_loss,
-                      "deterministic": deterministic,
-                      "max_loss_diff": float(np.max(np.abs(np.subtract(loss, single_loss)))),
-                      "max_weight_diff": float(max(np.max(np.abs(a - b)) for a, b
-                                                   in zip(weights, single_weights)))}
+            result = {
+                "case": name,
+                "ok": bool(np.all(np.isfinite(loss))),
+                "loss": loss,
+                "single_loss": single_loss,
+                "deterministic": deterministic,
+                "max_loss_diff": float(np.max(np.abs(np.subtract(loss, single_loss)))),
+                "max_weight_diff": float(
+                    max(np.max(np.abs(a - b)) for a, b in zip(weights, single_weights))
+                ),
+            }
         except Exception as error:  # report, do not hide: the test fails on it
             result = {"case": name, "ok": False, "error": f"{type(error).__name__}: {error}"}
         print(json.dumps(result), flush=True)

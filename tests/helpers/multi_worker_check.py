@@ -13,9 +13,12 @@ import os
 import sys
 
 index, ports, out_dir = int(sys.argv[1]), sys.argv[2].split(","), sys.argv[3]
-os.environ["TF_CONFIG"] = json.dumps({
-    "cluster": {"worker": [f"localhost:{port}" for port in ports]},
-    "task": {"type": "worker", "index": index}})
+os.environ["TF_CONFIG"] = json.dumps(
+    {
+        "cluster": {"worker": [f"localhost:{port}" for port in ports]},
+        "task": {"type": "worker", "index": index},
+    }
+)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 import keras  # noqa: E402
@@ -39,17 +42,30 @@ def main():
     for method, settings in METHODS.items():
         with strategy.scope():
             keras.utils.set_random_seed(0)
-            model = tfsparse.sparsify(lenet5_caffe(), method, dataset_size=len(x), seed=0,
-                                      **settings)
-            model.compile(keras.optimizers.SGD(0.05),
-                          keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+            model = tfsparse.sparsify(
+                lenet5_caffe(), method, dataset_size=len(x), seed=0, **settings
+            )
+            model.compile(
+                keras.optimizers.SGD(0.05),
+                keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+            )
         initial = [w.numpy() for w in model.weights]
-        history = model.fit(x, y, batch_size=32, epochs=1, shuffle=False, verbose=0,
-                            callbacks=[tfsparse.SparsityScheduler()])
+        history = model.fit(
+            x,
+            y,
+            batch_size=32,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            callbacks=[tfsparse.SparsityScheduler()],
+        )
         final = [w.numpy() for w in model.weights]
-        np.savez(os.path.join(out_dir, f"worker-{index}-{method}.npz"), *final,
-                 loss=np.float32(history.history["loss"][-1]),
-                 changed=np.float32(max(np.max(np.abs(a - b)) for a, b in zip(final, initial))))
+        np.savez(
+            os.path.join(out_dir, f"worker-{index}-{method}.npz"),
+            *final,
+            loss=np.float32(history.history["loss"][-1]),
+            changed=np.float32(max(np.max(np.abs(a - b)) for a, b in zip(final, initial))),
+        )
 
 
 if __name__ == "__main__":

@@ -38,5 +38,8 @@ if __name__ == "__main__":
     parser.add_argument("--epochs", type=int, default=2)
     namespace = run(parser.parse_args().epochs)
     import tfsparse
-    print(f"README example ran with tfsparse from {os.path.dirname(tfsparse.__file__)}: "
-          f"{namespace['small'].count_params()} parameters after compaction")
+
+    print(
+        f"README example ran with tfsparse from {os.path.dirname(tfsparse.__file__)}: "
+        f"{namespace['small'].count_params()} parameters after compaction"
+    )

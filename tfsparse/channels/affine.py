@@ -23,15 +23,23 @@ class BatchNormHandler(MapHandler):
         (x,), (y,) = node.input_tensors, node.outputs
         s, _, origin, blocker = a.facts(x)
         bad = ~np.isfinite(s)
-        a.set(y, np.where(bad, np.nan, 1.0), np.zeros(len(s), bool),
-              origin if bad.any() else (), blocker)
+        a.set(
+            y,
+            np.where(bad, np.nan, 1.0),
+            np.zeros(len(s), bool),
+            origin if bad.any() else (),
+            blocker,
+        )
 
     def rebuild(self, r, node):
         (x,), (y,), op = node.input_tensors, node.outputs, node.operation
         carry = r.carry[id(x)]
-        params = {name: (None if getattr(op, name) is None
-                         else np.array(as_numpy(getattr(op, name)))[carry])
-                  for name in BN_WEIGHTS}
+        params = {
+            name: (
+                None if getattr(op, name) is None else np.array(as_numpy(getattr(op, name)))[carry]
+            )
+            for name in BN_WEIGHTS
+        }
         s, live = r.a.scale[id(x)][carry], r.a.live[id(x)][carry]
         fold = live & (s != 1)
         if np.any(~np.isfinite(s[fold])):
@@ -40,8 +48,9 @@ class BatchNormHandler(MapHandler):
             self._fold(r, op, params, s, fold, x)
         layer = r.fresh(op)
         r.put(y, r.call(node, layer), carry)
-        r.set_weights(layer, [params[n].astype("float32") for n in BN_WEIGHTS
-                              if params[n] is not None])
+        r.set_weights(
+            layer, [params[n].astype("float32") for n in BN_WEIGHTS if params[n] is not None]
+        )
 
     @staticmethod
     def _fold(r, op, p, s, fold, x):
@@ -60,7 +69,7 @@ class BatchNormHandler(MapHandler):
         if p["gamma"] is not None:
             p["gamma"] = p["gamma"] * safe
         else:
-            variance = sigma ** 2 / safe ** 2 - op.epsilon
+            variance = sigma**2 / safe**2 - op.epsilon
             if np.any(variance < 0):
                 r.refuse(x, r.describe(op) + " (no γ to absorb the multiplier)")
             p["moving_variance"] = variance
@@ -71,9 +80,14 @@ class BatchNormHandler(MapHandler):
         kept = int(np.count_nonzero(a.live[id(y)]))
         per_channel = op.count_params() // total
         n = positions(y)
-        return figures(units_kept=kept, units_total=total, weights_kept=kept * per_channel,
-                       weights_total=total * per_channel, flops_kept=kept * n,
-                       flops_total=total * n)
+        return figures(
+            units_kept=kept,
+            units_total=total,
+            weights_kept=kept * per_channel,
+            weights_total=total * per_channel,
+            flops_kept=kept * n,
+            flops_total=total * n,
+        )
 
     def cost_terms(self, node):
         (y,), op = node.outputs, node.operation
@@ -169,16 +183,19 @@ class DepthwiseHandler(MapHandler):
         r.set_weights(layer, weights)
 
     def cost(self, a, node):
-        (x,), (y,) = node.input_tensors, node.outputs
+        (y,) = node.outputs
         kernel, bias = self.kernel(a, node)
         out_live = a.live[id(y)].reshape(kernel.shape[1], -1)
         used = (kernel != 0) & out_live[None, :, :]
         n = positions(y)
         n_bias = 0 if bias is None else 1
         kept_out = int(out_live.sum())
-        return figures(weights_kept=int(used.sum()) + n_bias * kept_out,
-                       weights_total=kernel.size + n_bias * kernel.shape[1] * kernel.shape[2],
-                       flops_kept=int(used.sum()) * n, flops_total=kernel.size * n)
+        return figures(
+            weights_kept=int(used.sum()) + n_bias * kept_out,
+            weights_total=kernel.size + n_bias * kernel.shape[1] * kernel.shape[2],
+            flops_kept=int(used.sum()) * n,
+            flops_total=kernel.size * n,
+        )
 
     def cost_terms(self, node):
         (x,), (y,), op = node.input_tensors, node.outputs, node.operation

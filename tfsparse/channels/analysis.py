@@ -37,9 +37,10 @@ class ChannelAnalysis:
         self.graph = _graph.flattened(model)
         self.nodes = _graph.nodes_in_order(self.graph)
         uses = Counter(id(node.operation) for node in self.nodes)
-        self.handler = {id(node): table.handler_for(node, self.width,
-                                                    shared=uses[id(node.operation)] > 1)
-                        for node in self.nodes}
+        self.handler = {
+            id(node): table.handler_for(node, self.width, shared=uses[id(node.operation)] > 1)
+            for node in self.nodes
+        }
         self.strict = strict
         self.scale, self.zero, self.origin, self.blocker, self.live = {}, {}, {}, {}, {}
         self._kernels = {}
@@ -110,9 +111,13 @@ def gate_multiplier(gate):
     mask = as_numpy(gate.mask(), "float64").reshape(-1)
     kept = as_numpy(gate.active(), bool).reshape(-1)
     if np.any(mask[~kept] != 0):
-        raise ValueError(f"Gate {gate.name!r}: mask() is non-zero on units that active() "
-                         "reports closed; its units cannot be removed.")
+        raise ValueError(
+            f"Gate {gate.name!r}: mask() is non-zero on units that active() "
+            "reports closed; its units cannot be removed."
+        )
     if np.any(mask < 0) or not np.all(np.isfinite(mask)):
-        raise ValueError(f"Gate {gate.name!r}: mask() has negative or non-finite values; "
-                         "only non-negative multipliers can be folded.")
+        raise ValueError(
+            f"Gate {gate.name!r}: mask() has negative or non-finite values; "
+            "only non-negative multipliers can be folded."
+        )
     return np.where(kept, mask, 0.0), kept

@@ -33,8 +33,11 @@ class AttentionHandler(Handler):
             return False
         if op._attention_axes not in (None, (1,), [1]):
             return False
-        if isinstance(op, GatedMultiHeadAttention) and op.head_gate is not None and (
-                op.head_gate.input_dependent):
+        if (
+            isinstance(op, GatedMultiHeadAttention)
+            and op.head_gate is not None
+            and (op.head_gate.input_dependent)
+        ):
             return False
         tensors = _inputs(node) + (node.outputs[0],)
         return all(len(t.shape) == 3 and width(t) is not None for t in tensors)
@@ -69,8 +72,13 @@ class AttentionHandler(Handler):
         d_out = int(node.outputs[0].shape[-1])
         bias = 1 if op.use_bias else 0
         weights = (d_q + bias) * k + (d_k + bias) * k + (d_v + bias) * v + v * d_out
-        flops = (t_q * d_q * k + t_kv * d_k * k + t_kv * d_v * v + t_q * t_kv * (k + v)
-                 + t_q * v * d_out)
+        flops = (
+            t_q * d_q * k
+            + t_kv * d_k * k
+            + t_kv * d_v * v
+            + t_q * t_kv * (k + v)
+            + t_q * v * d_out
+        )
         return weights, flops
 
     def cost_terms(self, node):
@@ -104,8 +112,7 @@ class AttentionHandler(Handler):
         kernels = self.kernels(node.operation)
         query, value, key = _inputs(node)
         needed = {}
-        for tensor, name in ((query, "query_dense"), (key, "key_dense"),
-                             (value, "value_dense")):
+        for tensor, name in ((query, "query_dense"), (key, "key_dense"), (value, "value_dense")):
             used = np.any(kernels[name][0][:, kept, :] != 0, axis=(1, 2))
             rows = used & ~a.zero[id(tensor)]
             needed[id(tensor)] = needed.get(id(tensor), False) | rows
@@ -138,8 +145,7 @@ class AttentionHandler(Handler):
         heads = np.arange(1) if silent else heads
         rows = self.needed_rows(r.a, node)
         weights = []
-        for tensor, name in ((query, "query_dense"), (key, "key_dense"),
-                             (value, "value_dense")):
+        for tensor, name in ((query, "query_dense"), (key, "key_dense"), (value, "value_dense")):
             carry = r.carry[id(tensor)]
             s = r.a.scale[id(tensor)][carry]
             needed = rows[id(tensor)][carry]
@@ -214,15 +220,26 @@ class AttentionHandler(Handler):
         bias = 1 if op.use_bias else 0
 
         def count(heads, dq, dk, dv, out):
-            weights = (dq + bias) * heads * k + (dk + bias) * heads * k + (
-                dv + bias) * heads * v + heads * v * out + bias * out
-            flops = heads * (t_q * dq * k + t_kv * dk * k + t_kv * dv * v
-                             + t_q * t_kv * (k + v) + t_q * v * out)
+            weights = (
+                (dq + bias) * heads * k
+                + (dk + bias) * heads * k
+                + (dv + bias) * heads * v
+                + heads * v * out
+                + bias * out
+            )
+            flops = heads * (
+                t_q * dq * k + t_kv * dk * k + t_kv * dv * v + t_q * t_kv * (k + v) + t_q * v * out
+            )
             return weights, flops
 
         widths = [int(t.shape[-1]) for t in (query, key, value, node.outputs[0])]
         weights_total, flops_total = count(total, *widths)
         weights_kept, flops_kept = count(n, d_q, d_k, d_v, cols) if n else (bias * cols, 0)
-        return figures(units_kept=n, units_total=total, weights_kept=weights_kept,
-                       weights_total=weights_total, flops_kept=flops_kept,
-                       flops_total=flops_total)
+        return figures(
+            units_kept=n,
+            units_total=total,
+            weights_kept=weights_kept,
+            weights_total=weights_total,
+            flops_kept=flops_kept,
+            flops_total=flops_total,
+        )

@@ -51,11 +51,18 @@ def as_numpy(value, dtype=None):
     return np.asarray(ops.convert_to_numpy(value), dtype=dtype)
 
 
-def figures(units_kept=None, units_total=None, weights_kept=0, weights_total=0,
-            flops_kept=0, flops_total=0):
+def figures(
+    units_kept=None, units_total=None, weights_kept=0, weights_total=0, flops_kept=0, flops_total=0
+):
     """One summary row's numbers."""
-    return dict(units_kept=units_kept, units_total=units_total, weights_kept=weights_kept,
-                weights_total=weights_total, flops_kept=flops_kept, flops_total=flops_total)
+    return dict(
+        units_kept=units_kept,
+        units_total=units_total,
+        weights_kept=weights_kept,
+        weights_total=weights_total,
+        flops_kept=flops_kept,
+        flops_total=flops_total,
+    )
 
 
 class Handler:
@@ -113,8 +120,7 @@ class Handler:
         return [Term(0, count)] if count else []
 
     def cost(self, a, node):
-        count = node.operation.count_params() if hasattr(node.operation,
-                                                         "count_params") else 0
+        count = node.operation.count_params() if hasattr(node.operation, "count_params") else 0
         return figures(weights_kept=count, weights_total=count)
 
     # -------------------------------------------- per-example (DBB) activity
@@ -139,6 +145,7 @@ class Handler:
 
 def _flat(outputs):
     import keras
+
     return keras.tree.flatten(outputs)
 
 
@@ -153,13 +160,16 @@ class MapHandler(Handler):
         return [(x, np.arange(int(y.shape[-1])))]
 
     def accepts(self, node, width):
-        return (len(node.outputs) == 1 and width(node.outputs[0]) is not None
-                and all(width(t) is not None for t, _ in self.links(node)))
+        return (
+            len(node.outputs) == 1
+            and width(node.outputs[0]) is not None
+            and all(width(t) is not None for t, _ in self.links(node))
+        )
 
     def forward(self, a, node):
         """Value-preserving maps (pooling, padding, dropout...): the facts of
         the source channel, for every output channel."""
-        (x, src), = self.links(node)
+        ((x, src),) = self.links(node)
         s, z, origin, blocker = a.facts(x)
         a.set(node.outputs[0], s[src], z[src], origin, blocker)
 
@@ -180,7 +190,7 @@ class MapHandler(Handler):
         return []
 
     def per_example_on(self, a, node, on):
-        (x, src), = self.links(node)
+        ((x, src),) = self.links(node)
         value = on(x)
         return None if value is None else value[:, src]
 

@@ -8,11 +8,36 @@ import numpy as np
 from tfsparse.channels.base import MapHandler, as_numpy
 
 # Activation functions that act on each value alone.
-ELEMENTWISE = {"relu", "linear", "leaky_relu", "relu6", "elu", "selu", "gelu", "silu",
-               "swish", "tanh", "sigmoid", "hard_sigmoid", "softplus", "softsign",
-               "exponential", "mish", "hard_silu", "hard_swish", "celu", "log_sigmoid",
-               "tanh_shrink", "hard_tanh", "soft_shrink", "hard_shrink", "sparse_plus",
-               "squareplus", "sparse_sigmoid", "threshold"}
+ELEMENTWISE = {
+    "relu",
+    "linear",
+    "leaky_relu",
+    "relu6",
+    "elu",
+    "selu",
+    "gelu",
+    "silu",
+    "swish",
+    "tanh",
+    "sigmoid",
+    "hard_sigmoid",
+    "softplus",
+    "softsign",
+    "exponential",
+    "mish",
+    "hard_silu",
+    "hard_swish",
+    "celu",
+    "log_sigmoid",
+    "tanh_shrink",
+    "hard_tanh",
+    "soft_shrink",
+    "hard_shrink",
+    "sparse_plus",
+    "squareplus",
+    "sparse_sigmoid",
+    "threshold",
+}
 # f(s·x) = s·f(x) for s > 0: a gate's multiplier passes through them.
 HOMOGENEOUS = {"relu", "linear", "leaky_relu"}
 
@@ -47,8 +72,11 @@ class ElementwiseHandler(MapHandler):
     stays exactly zero only if f(0) = 0."""
 
     def accepts(self, node, width):
-        return (len(node.input_tensors) == 1 and super().accepts(node, width)
-                and width(node.input_tensors[0]) == width(node.outputs[0]))
+        return (
+            len(node.input_tensors) == 1
+            and super().accepts(node, width)
+            and width(node.input_tensors[0]) == width(node.outputs[0])
+        )
 
     def homogeneous(self, node):
         raise NotImplementedError
@@ -67,12 +95,13 @@ class ElementwiseHandler(MapHandler):
         s, z, origin, blocker = a.facts(x)
         at_zero = self.at_zero(a, node) == 0
         passes = np.full(len(s), self.homogeneous(node))
-        out = np.where(s == 1, 1.0,
-                       np.where(s == 0, np.where(at_zero, 0.0, np.nan),
-                                np.where(passes, s, np.nan)))
+        out = np.where(
+            s == 1,
+            1.0,
+            np.where(s == 0, np.where(at_zero, 0.0, np.nan), np.where(passes, s, np.nan)),
+        )
         new_nan = np.isnan(out) & ~np.isnan(s)
-        a.set(y, out, z & at_zero, origin,
-              node.operation.name if new_nan.any() else blocker)
+        a.set(y, out, z & at_zero, origin, node.operation.name if new_nan.any() else blocker)
 
     def per_example_on(self, a, node, on):
         value = on(node.input_tensors[0])
@@ -174,9 +203,12 @@ class MergeHandler(MapHandler):
             if not _constants_are_scalars(node):
                 return False
         linked, broadcast = self._split(node)
-        return (len(node.input_tensors) >= 2 and len(linked) >= 1
-                and all(width(x) == 1 for x in broadcast)
-                and all(width(x) is not None for x in linked))
+        return (
+            len(node.input_tensors) >= 2
+            and len(linked) >= 1
+            and all(width(x) == 1 for x in broadcast)
+            and all(width(x) is not None for x in linked)
+        )
 
     def forward(self, a, node):
         linked, broadcast = self._split(node)
@@ -220,12 +252,14 @@ class MergeHandler(MapHandler):
             carry = r.carry[id(x)]
             if len(carry) != len(target) or np.any(carry != target):
                 pos = np.searchsorted(carry, target)
-                if np.any(pos >= len(carry)) or np.any(carry[np.minimum(
-                        pos, len(carry) - 1)] != target):
-                    raise ValueError(f"Internal error: an input of {node.operation.name!r} "
-                                     "lost a channel its output needs.")
-                overrides[id(x)] = r.take(r.new[id(x)], pos,
-                                          f"{node.operation.name}_take")
+                if np.any(pos >= len(carry)) or np.any(
+                    carry[np.minimum(pos, len(carry) - 1)] != target
+                ):
+                    raise ValueError(
+                        f"Internal error: an input of {node.operation.name!r} "
+                        "lost a channel its output needs."
+                    )
+                overrides[id(x)] = r.take(r.new[id(x)], pos, f"{node.operation.name}_take")
         op = node.operation
         layer = r.clone(op) if isinstance(op, keras.layers.Layer) else op
         r.put(y, r.call(node, layer, overrides), target)

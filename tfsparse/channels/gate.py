@@ -18,7 +18,7 @@ def spread(node, values, fill):
     offset, repeat = coverage(node)
     values = np.repeat(np.asarray(values), repeat)
     out = np.full(int(x.shape[-1]), fill, dtype=values.dtype)
-    out[offset:offset + len(values)] = values
+    out[offset : offset + len(values)] = values
     return out
 
 
@@ -29,15 +29,23 @@ class GateHandler(MapHandler):
     role = "gate"
 
     def accepts(self, node, width):
-        return (node.operation.structure == UNIT and len(node.input_tensors) == 1
-                and super().accepts(node, width))
+        return (
+            node.operation.structure == UNIT
+            and len(node.input_tensors) == 1
+            and super().accepts(node, width)
+        )
 
     def forward(self, a, node):
         (x,), (y,), gate = node.input_tensors, node.outputs, node.operation
         s, z, origin, blocker = a.facts(x)
         m, kept = a.gate(gate)
-        a.set(y, s * spread(node, m, 1.0), z | ~spread(node, kept, True),
-              origin | {gate.name}, blocker)
+        a.set(
+            y,
+            s * spread(node, m, 1.0),
+            z | ~spread(node, kept, True),
+            origin | {gate.name},
+            blocker,
+        )
 
     def rebuild(self, r, node):
         (x,), (y,), gate = node.input_tensors, node.outputs, node.operation

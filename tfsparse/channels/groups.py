@@ -67,8 +67,10 @@ class ChannelGroups:
         self.nodes = _graph.nodes_in_order(graph)
         self.users = _graph.consumers(graph)
         uses = collections.Counter(id(n.operation) for n in self.nodes)
-        self.handler = {id(n): table.handler_for(n, _width, shared=uses[id(n.operation)] > 1)
-                        for n in self.nodes}
+        self.handler = {
+            id(n): table.handler_for(n, _width, shared=uses[id(n.operation)] > 1)
+            for n in self.nodes
+        }
         self._number_slots()
         self._link()
         self._block()
@@ -76,9 +78,12 @@ class ChannelGroups:
         groups = self._find_groups()
         self._place(groups)
         self.groups = [g for g in groups if g.name not in self.left_whole and g.sites]
-        self.reaches_output = {id(n) for n in self.nodes if self._role(n) == LINEAR
-                               and np.isin(self.comps(n.outputs[0]),
-                                           self._output_comps).any()}
+        self.reaches_output = {
+            id(n)
+            for n in self.nodes
+            if self._role(n) == LINEAR
+            and np.isin(self.comps(n.outputs[0]), self._output_comps).any()
+        }
 
     # -------------------------------------------------------------- slots
     def _role(self, node):
@@ -161,8 +166,7 @@ class ChannelGroups:
                 continue
             group = known[0]
             if any(g is not group for g in known) or set(comps.tolist()) - set(group.units):
-                self.left_whole[name] = ("the channels overlap several channel groups "
-                                         "only in part")
+                self.left_whole[name] = "the channels overlap several channel groups only in part"
                 continue
             group.producers.append(node)
         for node in self.nodes:
@@ -183,8 +187,10 @@ class ChannelGroups:
                 op = self.blocker[comp]
                 if op is None:
                     return "the channels reach a model output"
-                return (f"the channels reach a {type(op).__name__} {op.name!r}, which "
-                        "needs all of them")
+                return (
+                    f"the channels reach a {type(op).__name__} {op.name!r}, which "
+                    "needs all of them"
+                )
         return None
 
     # -------------------------------------------------------------- sites
@@ -201,8 +207,11 @@ class ChannelGroups:
                 self._place_input(tensor, node, unit_of)
 
     def _place_input(self, tensor, node, unit_of):
-        read = {id(self._owner[c]): self._owner[c]
-                for c in set(self.comps(tensor).tolist()) if c in self._owner}
+        read = {
+            id(self._owner[c]): self._owner[c]
+            for c in set(self.comps(tensor).tolist())
+            if c in self._owner
+        }
         if not read:
             return
         tensor, reader = self.hoist(tensor, node)
@@ -210,9 +219,13 @@ class ChannelGroups:
         for group in read.values():
             site = _layout(comps, unit_of[id(group)])
             if site is None:
-                self.left_whole.setdefault(group.name, (
-                    "the channels are interleaved with others where "
-                    f"{node.operation.name!r} reads them"))
+                self.left_whole.setdefault(
+                    group.name,
+                    (
+                        "the channels are interleaved with others where "
+                        f"{node.operation.name!r} reads them"
+                    ),
+                )
                 continue
             offset, repeat = site
             entry = group.sites.setdefault(id(tensor), (tensor, offset, repeat, []))

@@ -17,6 +17,8 @@ def _simple_io(node, width):
     if width(node.input_tensors[0]) is None or width(node.outputs[0]) is None:
         return False
     return getattr(node.operation, "data_format", "channels_last") == "channels_last"
+
+
 class LinearHandler(Handler):
     """`Dense`, `Conv1D/2D/3D` (groups = 1), `SparseDense`, `SparseConv2D`."""
 
@@ -107,19 +109,25 @@ class LinearHandler(Handler):
             config, cls = keras.layers.Dense(1).get_config(), keras.layers.Dense
         elif isinstance(op, SparseConv2D):
             config = keras.layers.Conv2D(1, op.kernel_size).get_config()
-            config.update(kernel_size=op.kernel_size, strides=op.strides,
-                          padding=op.padding, data_format="channels_last")
+            config.update(
+                kernel_size=op.kernel_size,
+                strides=op.strides,
+                padding=op.padding,
+                data_format="channels_last",
+            )
             cls = keras.layers.Conv2D
         else:
             config, cls = op.get_config(), type(op)
         if isinstance(op, _KernelGated):
             config.update(
-                name=op.name, activation=keras.activations.serialize(op.activation),
+                name=op.name,
+                activation=keras.activations.serialize(op.activation),
                 use_bias=op.use_bias,
                 kernel_initializer=keras.initializers.serialize(op.kernel_initializer),
                 bias_initializer=keras.initializers.serialize(op.bias_initializer),
                 kernel_regularizer=keras.regularizers.serialize(op.kernel_regularizer),
-                dtype=op.dtype_policy.name)
+                dtype=op.dtype_policy.name,
+            )
         config["units" if issubclass(cls, keras.layers.Dense) else "filters"] = units
         config.update(updates)
         return cls.from_config(config)
@@ -134,10 +142,14 @@ class LinearHandler(Handler):
         total = int(np.prod(node.operation.kernel.shape))
         n = positions(y)
         n_bias = 0 if bias is None else 1
-        return figures(units_kept=len(cols), units_total=kernel.shape[-1],
-                       weights_kept=kept + n_bias * len(cols),
-                       weights_total=total + n_bias * kernel.shape[-1],
-                       flops_kept=kept * n, flops_total=total * n)
+        return figures(
+            units_kept=len(cols),
+            units_total=kernel.shape[-1],
+            weights_kept=kept + n_bias * len(cols),
+            weights_total=total + n_bias * kernel.shape[-1],
+            flops_kept=kept * n,
+            flops_total=total * n,
+        )
 
     def cost_terms(self, node):
         (x,), (y,), op = node.input_tensors, node.outputs, node.operation
@@ -162,19 +174,28 @@ class LinearHandler(Handler):
         gate `make_gate()` returns, or None where no kernel-gated twin exists
         (only `Dense` and ungrouped, undilated channels-last `Conv2D` have one)."""
         dense = type(op) is keras.layers.Dense
-        conv = (type(op) is keras.layers.Conv2D and op.groups == 1
-                and tuple(op.dilation_rate) == (1, 1) and op.data_format == "channels_last")
+        conv = (
+            type(op) is keras.layers.Conv2D
+            and op.groups == 1
+            and tuple(op.dilation_rate) == (1, 1)
+            and op.data_format == "channels_last"
+        )
         if not (dense or conv):
             return None
-        common = dict(activation=op.activation, use_bias=op.use_bias,
-                      kernel_initializer=op.kernel_initializer,
-                      bias_initializer=op.bias_initializer,
-                      kernel_regularizer=op.kernel_regularizer, kernel_gate=make_gate(),
-                      name=op.name)
+        common = dict(
+            activation=op.activation,
+            use_bias=op.use_bias,
+            kernel_initializer=op.kernel_initializer,
+            bias_initializer=op.bias_initializer,
+            kernel_regularizer=op.kernel_regularizer,
+            kernel_gate=make_gate(),
+            name=op.name,
+        )
         if dense:
             return SparseDense(op.units, **common)
-        return SparseConv2D(op.filters, op.kernel_size, strides=op.strides,
-                            padding=op.padding, **common)
+        return SparseConv2D(
+            op.filters, op.kernel_size, strides=op.strides, padding=op.padding, **common
+        )
 
 
 class GroupedConvHandler(LinearHandler):
@@ -196,8 +217,9 @@ class GroupedConvHandler(LinearHandler):
         dense = np.zeros((taps, per_in * g, out), kernel.dtype)
         flat = kernel.reshape(taps, per_in, out)
         for k in range(g):
-            dense[:, k * per_in:(k + 1) * per_in, k * per_out:(k + 1) * per_out] = \
-                flat[:, :, k * per_out:(k + 1) * per_out]
+            dense[:, k * per_in : (k + 1) * per_in, k * per_out : (k + 1) * per_out] = flat[
+                :, :, k * per_out : (k + 1) * per_out
+            ]
         return dense, bias
 
     def _plan(self, a, node):
@@ -210,11 +232,11 @@ class GroupedConvHandler(LinearHandler):
         groups = [k for k in range(g) if len(by_group[k])] or [0]
         n_cols = max(1, max(len(by_group[k]) for k in groups))
         rows = LinearHandler.needed_rows(self, a, node, live_cols)
-        n_rows = max(1, max(int(rows[k * per_in:(k + 1) * per_in].sum()) for k in groups))
+        n_rows = max(1, max(int(rows[k * per_in : (k + 1) * per_in].sum()) for k in groups))
         cols, in_rows = [], []
         for k in groups:
             cols.append(_pad(by_group[k], np.arange(k * per_out, (k + 1) * per_out), n_cols))
-            chosen = np.flatnonzero(rows[k * per_in:(k + 1) * per_in]) + k * per_in
+            chosen = np.flatnonzero(rows[k * per_in : (k + 1) * per_in]) + k * per_in
             in_rows.append(_pad(chosen, np.arange(k * per_in, (k + 1) * per_in), n_rows))
         return groups, np.concatenate(cols), np.concatenate(in_rows)
 
@@ -237,16 +259,20 @@ class GroupedConvHandler(LinearHandler):
             source = r.take(source, pos, f"{op.name}_take")
         dense, bias = self.dense_kernel(r.a, node)
         s = r.a.scale[id(x)][rows]
-        needed = LinearHandler.needed_rows(self, r.a, node,
-                                           LinearHandler.kept_columns(self, r.a, node))[rows]
+        needed = LinearHandler.needed_rows(
+            self, r.a, node, LinearHandler.kept_columns(self, r.a, node)
+        )[rows]
         if np.any(needed & ~np.isfinite(s)):
             r.refuse(x, r.describe(op))
         scaled = dense[:, rows][:, :, cols] * np.where(needed, s, 0.0)[None, :, None]
         n_in, n_out = len(rows) // len(groups), len(cols) // len(groups)
-        blocks = [scaled[:, i * n_in:(i + 1) * n_in, i * n_out:(i + 1) * n_out]
-                  for i in range(len(groups))]
+        blocks = [
+            scaled[:, i * n_in : (i + 1) * n_in, i * n_out : (i + 1) * n_out]
+            for i in range(len(groups))
+        ]
         kernel = np.concatenate(blocks, axis=-1).reshape(
-            tuple(op.kernel.shape[:-2]) + (n_in, len(cols)))
+            tuple(op.kernel.shape[:-2]) + (n_in, len(cols))
+        )
         layer = self.twin(op, len(cols), groups=len(groups))
         r.put(y, r.call(node, layer, {id(x): source}), cols)
         weights = [kernel.astype(op.kernel.dtype)]
@@ -254,16 +280,21 @@ class GroupedConvHandler(LinearHandler):
             weights.append(bias[cols].astype(op.bias.dtype))
         r.set_weights(layer, weights)
 
-
-
     def cost_terms(self, node):
         (x,), (y,), op = node.input_tensors, node.outputs, node.operation
         taps = int(np.prod(op.kernel.shape[:-2]))
         per_in, per_out = int(x.shape[-1]) // op.groups, int(y.shape[-1]) // op.groups
-        terms = [Term(taps * positions(y), taps,
-                      ((x, np.arange(k * per_in, (k + 1) * per_in)),
-                       (y, np.arange(k * per_out, (k + 1) * per_out))))
-                 for k in range(op.groups)]
+        terms = [
+            Term(
+                taps * positions(y),
+                taps,
+                (
+                    (x, np.arange(k * per_in, (k + 1) * per_in)),
+                    (y, np.arange(k * per_out, (k + 1) * per_out)),
+                ),
+            )
+            for k in range(op.groups)
+        ]
         if op.bias is not None:
             terms.append(Term(0, 1, ((y, None),)))
         return terms
@@ -285,8 +316,11 @@ class SeparableConvHandler(LinearHandler):
         pointwise = as_numpy(op.pointwise_kernel)
         d = depthwise.shape[-1]
         bias = None if op.bias is None else as_numpy(op.bias)
-        return (depthwise.reshape(-1, channels, d),
-                pointwise.reshape(channels, d, pointwise.shape[-1]), bias)
+        return (
+            depthwise.reshape(-1, channels, d),
+            pointwise.reshape(channels, d, pointwise.shape[-1]),
+            bias,
+        )
 
     def dense_kernel(self, a, node):
         depthwise, pointwise, bias = self.kernels(a, node)
@@ -310,10 +344,12 @@ class SeparableConvHandler(LinearHandler):
         new_pointwise = pointwise[carry][:, :, cols] * (0.0 if dummy else 1.0)
         layer = self.twin(op, len(cols))
         r.put(y, r.call(node, layer), cols)
-        weights = [new_depthwise.reshape(tuple(op.depthwise_kernel.shape[:-2])
-                                         + (len(carry), depthwise.shape[-1])),
-                   new_pointwise.reshape(tuple(op.pointwise_kernel.shape[:-2])
-                                         + (-1, len(cols)))]
+        weights = [
+            new_depthwise.reshape(
+                tuple(op.depthwise_kernel.shape[:-2]) + (len(carry), depthwise.shape[-1])
+            ),
+            new_pointwise.reshape(tuple(op.pointwise_kernel.shape[:-2]) + (-1, len(cols))),
+        ]
         if bias is not None:
             weights.append(bias[cols] * (0.0 if dummy else 1.0))
         r.set_weights(layer, [w.astype("float32") for w in weights])
@@ -322,14 +358,16 @@ class SeparableConvHandler(LinearHandler):
         (x,), (y,), op = node.input_tensors, node.outputs, node.operation
         d, n = op.depth_multiplier, positions(y)
         taps = int(np.prod(op.depthwise_kernel.shape[:-2]))
-        terms = [Term(taps * d * n, taps * d, ((x, None),)),
-                 Term(d * n, d, ((x, None), (y, None)))]
+        terms = [
+            Term(taps * d * n, taps * d, ((x, None),)),
+            Term(d * n, d, ((x, None), (y, None))),
+        ]
         if op.bias is not None:
             terms.append(Term(0, 1, ((y, None),)))
         return terms
 
     def cost(self, a, node):
-        (x,), (y,), op = node.input_tensors, node.outputs, node.operation
+        (x,), (y,) = node.input_tensors, node.outputs
         depthwise, pointwise, bias = self.kernels(a, node)
         rows = np.flatnonzero(a.live[id(x)] & ~a.zero[id(x)])
         cols = self.kept_columns(a, node)
@@ -337,18 +375,20 @@ class SeparableConvHandler(LinearHandler):
         kept_pw = int(np.count_nonzero(pointwise[rows][:, :, cols]))
         n = positions(y)
         n_bias = 0 if bias is None else 1
-        return figures(units_kept=len(cols), units_total=pointwise.shape[-1],
-                       weights_kept=kept_dw + kept_pw + n_bias * len(cols),
-                       weights_total=depthwise.size + pointwise.size
-                       + n_bias * pointwise.shape[-1],
-                       flops_kept=(kept_dw + kept_pw) * n,
-                       flops_total=(depthwise.size + pointwise.size) * n)
+        return figures(
+            units_kept=len(cols),
+            units_total=pointwise.shape[-1],
+            weights_kept=kept_dw + kept_pw + n_bias * len(cols),
+            weights_total=depthwise.size + pointwise.size + n_bias * pointwise.shape[-1],
+            flops_kept=(kept_dw + kept_pw) * n,
+            flops_total=(depthwise.size + pointwise.size) * n,
+        )
 
 
 def _pad(chosen, candidates, count):
     """`chosen` plus the first other `candidates`, up to `count`, sorted."""
     extra = [c for c in candidates if c not in set(chosen.tolist())]
-    return np.sort(np.concatenate([chosen, extra[:count - len(chosen)]]).astype(int))
+    return np.sort(np.concatenate([chosen, extra[: count - len(chosen)]]).astype(int))
 
 
 def _weighted_nonzeros(kernel, rows, cols, p_in, p_out, block=1 << 22):
@@ -358,7 +398,7 @@ def _weighted_nonzeros(kernel, rows, cols, p_in, p_out, block=1 << 22):
     step = max(1, block // max(1, kernel.shape[0] * len(cols)))
     total = 0.0
     for start in range(0, len(rows), step):
-        part = rows[start:start + step]
+        part = rows[start : start + step]
         used = (kernel[:, part][..., cols] != 0).astype("float64")
-        total += float(np.einsum("kic,i,c->", used, p_in[start:start + step], p_out))
+        total += float(np.einsum("kic,i,c->", used, p_in[start : start + step], p_out))
     return total

@@ -20,9 +20,12 @@ class PassThroughHandler(MapHandler):
     value_preserving = True
 
     def accepts(self, node, width):
-        return (len(node.input_tensors) == 1 and _channels_last(node.operation)
-                and super().accepts(node, width)
-                and width(node.input_tensors[0]) == width(node.outputs[0]))
+        return (
+            len(node.input_tensors) == 1
+            and _channels_last(node.operation)
+            and super().accepts(node, width)
+            and width(node.input_tensors[0]) == width(node.outputs[0])
+        )
 
 
 class PoolingHandler(PassThroughHandler):
@@ -130,13 +133,13 @@ class TakeFeaturesHandler(MapHandler):
         old = np.asarray(op.indices)[wanted]
         pos = np.searchsorted(carry, old)
         if np.any(pos >= len(carry)) or np.any(carry[np.minimum(pos, len(carry) - 1)] != old):
-            raise ValueError(f"Internal error: TakeFeatures {op.name!r} reads a removed "
-                             "channel.")
+            raise ValueError(f"Internal error: TakeFeatures {op.name!r} reads a removed channel.")
         r.put(y, r.take(r.new[id(x)], pos, op.name), wanted)
 
     def cost(self, a, node):
-        return figures(units_kept=len(node.operation.indices),
-                       units_total=a.width(node.input_tensors[0]))
+        return figures(
+            units_kept=len(node.operation.indices), units_total=a.width(node.input_tensors[0])
+        )
 
 
 class ConcatenateHandler(MapHandler):
@@ -153,30 +156,37 @@ class ConcatenateHandler(MapHandler):
         for x in node.input_tensors:
             n = int(x.shape[-1])
             src = np.full(total, -1)
-            src[offset:offset + n] = np.arange(n)
+            src[offset : offset + n] = np.arange(n)
             out.append((x, src))
             offset += n
         return out
 
     def forward(self, a, node):
         parts = [a.facts(x) for x in node.input_tensors]
-        a.set(node.outputs[0], np.concatenate([p[0] for p in parts]),
-              np.concatenate([p[1] for p in parts]),
-              frozenset().union(*(p[2] for p in parts)),
-              next((p[3] for p in parts if p[3]), None))
+        a.set(
+            node.outputs[0],
+            np.concatenate([p[0] for p in parts]),
+            np.concatenate([p[1] for p in parts]),
+            frozenset().union(*(p[2] for p in parts)),
+            next((p[3] for p in parts if p[3]), None),
+        )
 
     def rebuild(self, r, node):
         carries, offset = [], 0
         for x in node.input_tensors:
             carries.append(r.carry[id(x)] + offset)
             offset += r.a.width(x)
-        r.put(node.outputs[0], r.call(node, r.clone(node.operation)),
-              np.concatenate(carries))
+        r.put(node.outputs[0], r.call(node, r.clone(node.operation)), np.concatenate(carries))
 
     def per_example_on(self, a, node, on):
         values = [on(x) for x in node.input_tensors]
         if all(v is None for v in values):
             return None
         batch = next(v.shape[0] for v in values if v is not None)
-        return np.concatenate([np.ones((batch, a.width(x)), bool) if v is None else v
-                               for x, v in zip(node.input_tensors, values)], axis=1)
+        return np.concatenate(
+            [
+                np.ones((batch, a.width(x)), bool) if v is None else v
+                for x, v in zip(node.input_tensors, values)
+            ],
+            axis=1,
+        )

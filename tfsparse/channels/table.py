@@ -14,13 +14,22 @@ from keras.src.ops import numpy as np_ops
 from tfsparse.channels.affine import BatchNormHandler, DepthwiseHandler
 from tfsparse.channels.attention import AttentionHandler
 from tfsparse.channels.base import Handler
-from tfsparse.channels.elementwise import (ActivationLayerHandler, MergeHandler,
-                                           RawElementwiseHandler)
+from tfsparse.channels.elementwise import (
+    ActivationLayerHandler,
+    MergeHandler,
+    RawElementwiseHandler,
+)
 from tfsparse.channels.gate import GateHandler
 from tfsparse.channels.linear import GroupedConvHandler, LinearHandler, SeparableConvHandler
-from tfsparse.channels.maps import (ConcatenateHandler, FlattenHandler, PassThroughHandler,
-                                    PermuteHandler, PoolingHandler, ReshapeHandler,
-                                    TakeFeaturesHandler)
+from tfsparse.channels.maps import (
+    ConcatenateHandler,
+    FlattenHandler,
+    PassThroughHandler,
+    PermuteHandler,
+    PoolingHandler,
+    ReshapeHandler,
+    TakeFeaturesHandler,
+)
 from tfsparse.gates.base import Gate
 from tfsparse.layers import GatedMultiHeadAttention, SparseConv2D, SparseDense, TakeFeatures
 
@@ -83,25 +92,57 @@ TABLE = {
     L.AveragePooling3D: [PoolingHandler(global_pool=False)],
 }
 # Identity at inference, or moving values without mixing channels.
-for _cls in (L.Dropout, L.SpatialDropout1D, L.SpatialDropout2D, L.SpatialDropout3D,
-             L.GaussianNoise, L.GaussianDropout, L.AlphaDropout, L.Identity,
-             L.ActivityRegularization, L.ZeroPadding1D, L.ZeroPadding2D, L.ZeroPadding3D,
-             L.Cropping1D, L.Cropping2D, L.Cropping3D, L.UpSampling1D, L.UpSampling2D,
-             L.UpSampling3D):
+for _cls in (
+    L.Dropout,
+    L.SpatialDropout1D,
+    L.SpatialDropout2D,
+    L.SpatialDropout3D,
+    L.GaussianNoise,
+    L.GaussianDropout,
+    L.AlphaDropout,
+    L.Identity,
+    L.ActivityRegularization,
+    L.ZeroPadding1D,
+    L.ZeroPadding2D,
+    L.ZeroPadding3D,
+    L.Cropping1D,
+    L.Cropping2D,
+    L.Cropping3D,
+    L.UpSampling1D,
+    L.UpSampling2D,
+    L.UpSampling3D,
+):
     TABLE[_cls] = [_PASS]
 
 # `keras.ops` calls on Keras tensors (how some keras.applications are built).
 for _op in (np_ops.Add, np_ops.Subtract, np_ops.Maximum, np_ops.Minimum):
     TABLE[_op] = [_SUM, RawElementwiseHandler(homogeneous=True, scalar_must_be="zero")]
 TABLE[np_ops.Multiply] = [_PRODUCT, RawElementwiseHandler(homogeneous=True)]
-TABLE[np_ops.TrueDivide] = [RawElementwiseHandler(homogeneous=True,
-                                                  scalar_must_be="tensor_first")]
+TABLE[np_ops.TrueDivide] = [RawElementwiseHandler(homogeneous=True, scalar_must_be="tensor_first")]
 TABLE[np_ops.Divide] = TABLE[np_ops.TrueDivide]
 for _op in (nn_ops.Relu, nn_ops.LeakyRelu, np_ops.Absolute, np_ops.Negative):
     TABLE[_op] = [RawElementwiseHandler(homogeneous=True)]
-for _name in ("Relu6", "Sigmoid", "HardSigmoid", "Silu", "HardSilu", "Gelu", "Elu", "Selu",
-              "Softplus", "Softsign", "Celu", "LogSigmoid", "HardTanh", "TanhShrink",
-              "SparsePlus", "Squareplus", "SparseSigmoid", "HardShrink", "SoftShrink"):
+for _name in (
+    "Relu6",
+    "Sigmoid",
+    "HardSigmoid",
+    "Silu",
+    "HardSilu",
+    "Gelu",
+    "Elu",
+    "Selu",
+    "Softplus",
+    "Softsign",
+    "Celu",
+    "LogSigmoid",
+    "HardTanh",
+    "TanhShrink",
+    "SparsePlus",
+    "Squareplus",
+    "SparseSigmoid",
+    "HardShrink",
+    "SoftShrink",
+):
     TABLE[getattr(nn_ops, _name)] = [RawElementwiseHandler()]
 for _op in (np_ops.Square, np_ops.Sqrt, np_ops.Exp, np_ops.Tanh, np_ops.Clip, np_ops.Power):
     TABLE[_op] = [RawElementwiseHandler()]

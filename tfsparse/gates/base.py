@@ -104,8 +104,16 @@ class Gate(keras.layers.Layer):
     # from (`continuing`, `load_previous`): DBB continues BB.
     continues = None
 
-    def __init__(self, structure=UNIT, dataset_size=1, group_size=1, seed=None,
-                 lr_multiplier=1.0, units=None, **kwargs):
+    def __init__(
+        self,
+        structure=UNIT,
+        dataset_size=1,
+        group_size=1,
+        seed=None,
+        lr_multiplier=1.0,
+        units=None,
+        **kwargs,
+    ):
         # Gates compute in float32 whatever the global policy (mixed_float16
         # included): probabilities, logits and penalties need the range.
         kwargs.setdefault("dtype", "float32")
@@ -114,8 +122,9 @@ class Gate(keras.layers.Layer):
         self.dataset_size = _checks.number("dataset_size", dataset_size, low=1, integer=True)
         self.group_size = _checks.number("group_size", group_size, low=0, low_open=True)
         self.seed = seed
-        self.lr_multiplier = float(_checks.number("lr_multiplier", lr_multiplier, low=0,
-                                                  low_open=True))
+        self.lr_multiplier = float(
+            _checks.number("lr_multiplier", lr_multiplier, low=0, low_open=True)
+        )
         if units is not None:
             if self.structure != UNIT:
                 raise ValueError("`units` is only accepted by unit gates (structure='unit').")
@@ -130,30 +139,33 @@ class Gate(keras.layers.Layer):
         if len(input_shape) < 1 or input_shape[-1] is None:
             raise ValueError(
                 f"Gate {self.name!r} needs an input with a known last (channel) "
-                f"axis; got input shape {input_shape}.")
+                f"axis; got input shape {input_shape}."
+            )
         if self.structure == UNIT:
             self.mask_shape = (int(self.units or input_shape[-1]),)
         else:
             if any(d is None for d in input_shape):
                 raise ValueError(
                     f"Weight gate {self.name!r} needs a fully known input shape "
-                    f"(a kernel); got {input_shape}.")
+                    f"(a kernel); got {input_shape}."
+                )
             self.mask_shape = tuple(int(d) for d in input_shape)
         self.build_gate(self.mask_shape)
         # Hardening freezes the mask: `hardened` switches every call to the
         # snapshot `hard_mask`, whatever the gate's variables do afterwards
         # (an optimizer with momentum keeps moving them for a while).
         self.hardened = self.add_weight(
-            name="hardened", shape=(), initializer="zeros", trainable=False)
+            name="hardened", shape=(), initializer="zeros", trainable=False
+        )
         self.hard_mask = self.add_weight(
-            name="hard_mask", shape=self.mask_shape, initializer="ones",
-            trainable=False)
+            name="hard_mask", shape=self.mask_shape, initializer="ones", trainable=False
+        )
 
     def add_scheduled(self, name, value):
         """Creates a non-trainable scalar that `SparsityScheduler` may assign."""
         variable = self.add_weight(
-            name=name, shape=(), initializer=keras.initializers.Constant(value),
-            trainable=False)
+            name=name, shape=(), initializer=keras.initializers.Constant(value), trainable=False
+        )
         self._scheduled_names.append(name)
         return variable
 
@@ -206,8 +218,9 @@ class Gate(keras.layers.Layer):
         `steps_per_epoch`, for the families that use them."""
         del context
         settings = dict(settings)
-        fraction = settings.pop("harden_fraction",
-                                schedules.BUDGET_HARDEN_FRACTION if budgeted else None)
+        fraction = settings.pop(
+            "harden_fraction", schedules.BUDGET_HARDEN_FRACTION if budgeted else None
+        )
         return settings, {"schedules": {}, "harden_at": schedules.harden_epoch(epochs, fraction)}
 
     @classmethod
@@ -215,8 +228,9 @@ class Gate(keras.layers.Layer):
         """The settings `tfsparse.tuning` searches for this family, as
         keras-tuner hyperparameters drawn from `hp` (defaults: the
         recommended values)."""
-        raise NotImplementedError(f"{cls.__name__} defines no search_space(hp) for "
-                                  "tfsparse.tuning.")
+        raise NotImplementedError(
+            f"{cls.__name__} defines no search_space(hp) for tfsparse.tuning."
+        )
 
     # ---- A paired second forward pass (NPN's ARM estimator). For each gate
     # whose `pairs_passes` is true, `SparseModel.train_step` draws
@@ -291,7 +305,8 @@ class Gate(keras.layers.Layer):
         `mask_shape`): what a budget (`sparsify(..., target_flops=...)`)
         counts as a unit's expected share of the cost."""
         raise NotImplementedError(
-            f"{type(self).__name__} defines no open_probability(), which budgets need.")
+            f"{type(self).__name__} defines no open_probability(), which budgets need."
+        )
 
     def inference_mask(self, inputs):
         """The mask used when `training=False`; per example for DBB."""
@@ -313,9 +328,10 @@ class Gate(keras.layers.Layer):
         """For input-dependent gates: a layer of plain Keras ops for a
         compacted model. It takes the gate's *unscaled* input restricted to
         the `kept` channels (indices) and multiplies it by the per-example
-        factor only (the layer sets `per_example_factor = True` and gives the
-        factor as `factor(inputs)`, which `tfsparse.summary` reads), `inference_mask(x) / mask()` (the static multiplier is
-        folded into the weights by `tfsparse.compact`). `input_scale`, when
+        factor only, `inference_mask(x) / mask()` (the static multiplier is
+        folded into the weights by `tfsparse.compact`); the layer sets
+        `per_example_factor = True` and gives that factor as
+        `factor(inputs)`, which `tfsparse.summary` reads. `input_scale`, when
         given, is a per-kept-channel factor the input already carries from an
         upstream gate and must be divided out before the factor is computed.
         Static gates return None."""
@@ -339,8 +355,7 @@ class Gate(keras.layers.Layer):
         cache = _graph.forward_pass_cache()
         if cache is not None and id(self) in cache:
             return _to_rank(cache[id(self)], len(inputs.shape))
-        mask = ops.where(self.hardened > 0, self.hardened_mask(inputs),
-                         self.sample_mask(inputs))
+        mask = ops.where(self.hardened > 0, self.hardened_mask(inputs), self.sample_mask(inputs))
         self.add_loss(self.penalty())
         if cache is not None:
             cache[id(self)] = mask
@@ -350,19 +365,24 @@ class Gate(keras.layers.Layer):
         """Whether a call masks only part of its input's channels."""
         if self.structure != UNIT:
             if (offset, repeat) != (0, 1):
-                raise ValueError(f"Weight gate {self.name!r}: `offset` and `repeat` apply "
-                                 "to unit gates only.")
+                raise ValueError(
+                    f"Weight gate {self.name!r}: `offset` and `repeat` apply to unit gates only."
+                )
             return False
         units, width = int(self.mask_shape[0]), int(inputs.shape[-1])
         _checks.number("offset", offset, low=0, integer=True)
         _checks.number("repeat", repeat, low=1, integer=True)
         if offset + units * repeat > width:
-            raise ValueError(f"Gate {self.name!r} ({units} units, offset={offset}, "
-                             f"repeat={repeat}) does not fit an input of {width} channels.")
+            raise ValueError(
+                f"Gate {self.name!r} ({units} units, offset={offset}, "
+                f"repeat={repeat}) does not fit an input of {width} channels."
+            )
         partial = (offset, repeat, units) != (0, 1, width)
         if partial and self.input_dependent:
-            raise ValueError(f"Input-dependent gate {self.name!r} must mask all of its "
-                             "input's channels (offset=0, repeat=1, units = channels).")
+            raise ValueError(
+                f"Input-dependent gate {self.name!r} must mask all of its "
+                "input's channels (offset=0, repeat=1, units = channels)."
+            )
         return partial
 
     def compute_output_shape(self, input_shape):
@@ -390,9 +410,14 @@ class Gate(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(structure=self.structure, dataset_size=self.dataset_size,
-                      group_size=self.group_size, seed=self.seed,
-                      lr_multiplier=self.lr_multiplier, units=self.units)
+        config.update(
+            structure=self.structure,
+            dataset_size=self.dataset_size,
+            group_size=self.group_size,
+            seed=self.seed,
+            lr_multiplier=self.lr_multiplier,
+            units=self.units,
+        )
         return config
 
     # ---------------------------------------------------------------- helpers
@@ -426,5 +451,8 @@ def _spread(mask, rank, width, offset, repeat):
 
 def gates_of(model):
     """All gates inside `model` (nested layers included), in layer order."""
-    return [layer for layer in model._flatten_layers(include_self=False, recursive=True)
-            if isinstance(layer, Gate)]
+    return [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, Gate)
+    ]

@@ -60,7 +60,6 @@ BN_MOMENTUM = 0.99
 BN_EPSILON = 1e-3
 
 
-
 # ---------------------------------------------------------------- helpers
 def kl_kumaraswamy_beta(a, b, alpha):
     """KL[Kumaraswamy(a, b) ‖ Beta(α, 1)], elementwise, in closed form.
@@ -82,8 +81,14 @@ def kl_kumaraswamy_beta(a, b, alpha):
     b = tf.convert_to_tensor(b, dtype=a.dtype)
     alpha = tf.cast(alpha, a.dtype)
     harmonic = tf.math.digamma(b + 1.0) + EULER_GAMMA
-    return ((alpha / a - 1.0) * harmonic + tf.math.log(a) + tf.math.log(b)
-            - tf.math.log(alpha) - 1.0 + 1.0 / b)
+    return (
+        (alpha / a - 1.0) * harmonic
+        + tf.math.log(a)
+        + tf.math.log(b)
+        - tf.math.log(alpha)
+        - 1.0
+        + 1.0 / b
+    )
 
 
 def kl_normal(loc, scale, prior_variance):
@@ -95,8 +100,12 @@ def kl_normal(loc, scale, prior_variance):
     loc = ops.convert_to_tensor(loc)
     scale = ops.convert_to_tensor(scale, dtype=loc.dtype)
     variance = float(prior_variance)
-    return (0.5 * math.log(variance) - ops.log(scale)
-            + (ops.square(scale) + ops.square(loc)) / (2.0 * variance) - 0.5)
+    return (
+        0.5 * math.log(variance)
+        - ops.log(scale)
+        + (ops.square(scale) + ops.square(loc)) / (2.0 * variance)
+        - 0.5
+    )
 
 
 def kumaraswamy_sample(a, b, u):
@@ -130,8 +139,9 @@ def relaxed_bernoulli_sample(probs, temperature, u):
 
 
 def _uniform(shape, seed_generator):
-    return keras.random.uniform(shape, minval=UNIFORM_EPS, maxval=1.0 - UNIFORM_EPS,
-                                seed=seed_generator)
+    return keras.random.uniform(
+        shape, minval=UNIFORM_EPS, maxval=1.0 - UNIFORM_EPS, seed=seed_generator
+    )
 
 
 def _f32(x):
@@ -237,33 +247,57 @@ class BetaBernoulliGate(Gate):
     def search_space(cls, hp):
         """The gates' rate. DBB continues a trained BB model: BB's rate is its
         default too."""
-        default = cls.recommended.get("lr_multiplier",
-                                      BetaBernoulliGate.recommended["lr_multiplier"])
-        return {"lr_multiplier": hp.Choice("lr_multiplier", [10.0, 30.0, 50.0, 100.0],
-                                           default=default)}
+        default = cls.recommended.get(
+            "lr_multiplier", BetaBernoulliGate.recommended["lr_multiplier"]
+        )
+        return {
+            "lr_multiplier": hp.Choice("lr_multiplier", [10.0, 30.0, 50.0, 100.0], default=default)
+        }
 
     @classmethod
     def recipe_plan(cls, epochs, settings, budgeted=False, pretrained=False, **context):
         settings, plan = super().recipe_plan(epochs, settings, budgeted)
         if cls.kl_warmup_fraction and not pretrained:
             warmup = round(cls.kl_warmup_fraction * epochs)
-            plan["schedules"] = {"kl_weight": schedules.Stages(
-                [warmup], [0.0, settings.get("kl_weight", KL_WEIGHT)])}
+            plan["schedules"] = {
+                "kl_weight": schedules.Stages(
+                    [warmup], [0.0, settings.get("kl_weight", KL_WEIGHT)]
+                )
+            }
         return settings, plan
 
-    def __init__(self, alpha=ALPHA, a_raw_init=A_RAW_INIT, b_raw_init=B_RAW_INIT,
-                 temperature=TEMPERATURE, threshold=THRESHOLD, kl_weight=KL_WEIGHT,
-                 structure=UNIT, dataset_size=1, group_size=1, seed=None, **kwargs):
-        super().__init__(structure=structure, dataset_size=dataset_size,
-                         group_size=group_size, seed=seed, **kwargs)
+    def __init__(
+        self,
+        alpha=ALPHA,
+        a_raw_init=A_RAW_INIT,
+        b_raw_init=B_RAW_INIT,
+        temperature=TEMPERATURE,
+        threshold=THRESHOLD,
+        kl_weight=KL_WEIGHT,
+        structure=UNIT,
+        dataset_size=1,
+        group_size=1,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(
+            structure=structure,
+            dataset_size=dataset_size,
+            group_size=group_size,
+            seed=seed,
+            **kwargs,
+        )
         self.alpha = float(_checks.number("alpha", alpha, low=0, low_open=True))
         self.a_raw_init = float(_checks.number("a_raw_init", a_raw_init, low=RAW_MIN))
-        self.b_raw_init = float(_checks.number("b_raw_init", b_raw_init, low=RAW_MIN,
-                                               high=RAW_MAX))
-        self.initial_temperature = float(_checks.number("temperature", temperature, low=0,
-                                                        low_open=True))
-        self.threshold = float(_checks.number("threshold", threshold, low=0, high=1,
-                                              high_open=True))
+        self.b_raw_init = float(
+            _checks.number("b_raw_init", b_raw_init, low=RAW_MIN, high=RAW_MAX)
+        )
+        self.initial_temperature = float(
+            _checks.number("temperature", temperature, low=0, low_open=True)
+        )
+        self.threshold = float(
+            _checks.number("threshold", threshold, low=0, high=1, high_open=True)
+        )
         self.initial_kl_weight = float(_checks.number("kl_weight", kl_weight, low=0))
 
     # ------------------------------------------------------------- build
@@ -276,11 +310,21 @@ class BetaBernoulliGate(Gate):
         # autocast=False: under mixed precision the probabilities and the KL
         # are still computed from float32 parameters.
         self.a_raw = self.add_weight(
-            name="a_raw", shape=mask_shape, dtype="float32", trainable=trainable,
-            initializer=keras.initializers.Constant(self.a_raw_init), autocast=False)
+            name="a_raw",
+            shape=mask_shape,
+            dtype="float32",
+            trainable=trainable,
+            initializer=keras.initializers.Constant(self.a_raw_init),
+            autocast=False,
+        )
         self.b_raw = self.add_weight(
-            name="b_raw", shape=mask_shape, dtype="float32", trainable=trainable,
-            initializer=keras.initializers.Constant(self.b_raw_init), autocast=False)
+            name="b_raw",
+            shape=mask_shape,
+            dtype="float32",
+            trainable=trainable,
+            initializer=keras.initializers.Constant(self.b_raw_init),
+            autocast=False,
+        )
 
     # -------------------------------------------------------- posterior
     def concentrations(self):
@@ -346,9 +390,14 @@ class BetaBernoulliGate(Gate):
 
     def get_config(self):
         config = super().get_config()
-        config.update(alpha=self.alpha, a_raw_init=self.a_raw_init,
-                      b_raw_init=self.b_raw_init, temperature=self.initial_temperature,
-                      threshold=self.threshold, kl_weight=self.initial_kl_weight)
+        config.update(
+            alpha=self.alpha,
+            a_raw_init=self.a_raw_init,
+            b_raw_init=self.b_raw_init,
+            temperature=self.initial_temperature,
+            threshold=self.threshold,
+            kl_weight=self.initial_kl_weight,
+        )
         return config
 
 
@@ -437,34 +486,68 @@ class DependentBetaBernoulliGate(BetaBernoulliGate):
     kl_warmup_fraction = None
     # Constructor arguments that BB does not have (from_bb drops them when it
     # copies the settings of another DBB gate).
-    _dbb_arguments = ("freeze_bb", "gamma_init", "beta_init", "sigma_raw_init",
-                      "prior_variance", "momentum", "epsilon")
+    _dbb_arguments = (
+        "freeze_bb",
+        "gamma_init",
+        "beta_init",
+        "sigma_raw_init",
+        "prior_variance",
+        "momentum",
+        "epsilon",
+    )
 
-    def __init__(self, alpha=ALPHA, a_raw_init=A_RAW_INIT, b_raw_init=B_RAW_INIT,
-                 temperature=TEMPERATURE, threshold=THRESHOLD, kl_weight=KL_WEIGHT,
-                 freeze_bb=True, gamma_init=1.0, beta_init=1.0, sigma_raw_init=0.0,
-                 prior_variance=PRIOR_VARIANCE, momentum=BN_MOMENTUM, epsilon=BN_EPSILON,
-                 structure=UNIT, dataset_size=1, group_size=1, seed=None, **kwargs):
-        super().__init__(alpha=alpha, a_raw_init=a_raw_init, b_raw_init=b_raw_init,
-                         temperature=temperature, threshold=threshold, kl_weight=kl_weight,
-                         structure=structure, dataset_size=dataset_size,
-                         group_size=group_size, seed=seed, **kwargs)
+    def __init__(
+        self,
+        alpha=ALPHA,
+        a_raw_init=A_RAW_INIT,
+        b_raw_init=B_RAW_INIT,
+        temperature=TEMPERATURE,
+        threshold=THRESHOLD,
+        kl_weight=KL_WEIGHT,
+        freeze_bb=True,
+        gamma_init=1.0,
+        beta_init=1.0,
+        sigma_raw_init=0.0,
+        prior_variance=PRIOR_VARIANCE,
+        momentum=BN_MOMENTUM,
+        epsilon=BN_EPSILON,
+        structure=UNIT,
+        dataset_size=1,
+        group_size=1,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(
+            alpha=alpha,
+            a_raw_init=a_raw_init,
+            b_raw_init=b_raw_init,
+            temperature=temperature,
+            threshold=threshold,
+            kl_weight=kl_weight,
+            structure=structure,
+            dataset_size=dataset_size,
+            group_size=group_size,
+            seed=seed,
+            **kwargs,
+        )
         self.freeze_bb = _check_bool("freeze_bb", freeze_bb)
         self.gamma_init = float(_checks.number("gamma_init", gamma_init))
         self.beta_init = float(_checks.number("beta_init", beta_init))
-        self.sigma_raw_init = float(_checks.number("sigma_raw_init", sigma_raw_init,
-                                                   low=RAW_MIN, high=RAW_MAX))
-        self.prior_variance = float(_checks.number("prior_variance", prior_variance, low=0,
-                                                   low_open=True))
-        self.momentum = float(_checks.number("momentum", momentum, low=0, high=1,
-                                             high_open=True))
+        self.sigma_raw_init = float(
+            _checks.number("sigma_raw_init", sigma_raw_init, low=RAW_MIN, high=RAW_MAX)
+        )
+        self.prior_variance = float(
+            _checks.number("prior_variance", prior_variance, low=0, low_open=True)
+        )
+        self.momentum = float(_checks.number("momentum", momentum, low=0, high=1, high_open=True))
         self.epsilon = float(_checks.number("epsilon", epsilon, low=0, low_open=True))
 
     @classmethod
     def for_several_inputs(cls, **settings):
         """A static BB gate: the per-example factor needs the one input it reads."""
-        return BetaBernoulliGate(**{key: value for key, value in settings.items()
-                                    if key not in cls._dbb_arguments})
+        return BetaBernoulliGate(
+            **{key: value for key, value in settings.items() if key not in cls._dbb_arguments}
+        )
 
     @classmethod
     def from_bb(cls, bb_gate, **settings):
@@ -477,8 +560,9 @@ class DependentBetaBernoulliGate(BetaBernoulliGate):
         otherwise call `load_bb_weights` once both are built.
         """
         if not isinstance(bb_gate, BetaBernoulliGate):
-            raise TypeError("`bb_gate` must be a BetaBernoulliGate, got "
-                            f"{type(bb_gate).__name__}.")
+            raise TypeError(
+                f"`bb_gate` must be a BetaBernoulliGate, got {type(bb_gate).__name__}."
+            )
         config = bb_gate.get_config()
         for key in ("name", "seed", "trainable"):
             config.pop(key, None)
@@ -508,15 +592,19 @@ class DependentBetaBernoulliGate(BetaBernoulliGate):
         """Copies a_raw and b_raw from a built BB gate with the same channels
         (call eagerly, after this gate is built)."""
         if not isinstance(bb_gate, BetaBernoulliGate):
-            raise TypeError("`bb_gate` must be a BetaBernoulliGate, got "
-                            f"{type(bb_gate).__name__}.")
+            raise TypeError(
+                f"`bb_gate` must be a BetaBernoulliGate, got {type(bb_gate).__name__}."
+            )
         if not (self.built and bb_gate.built):
-            raise ValueError("load_bb_weights needs both gates built (call the model "
-                             "or `build` first).")
+            raise ValueError(
+                "load_bb_weights needs both gates built (call the model or `build` first)."
+            )
         if tuple(self.mask_shape) != tuple(bb_gate.mask_shape):
-            raise ValueError(f"BB gate {bb_gate.name!r} has mask shape "
-                             f"{tuple(bb_gate.mask_shape)}, this gate "
-                             f"{tuple(self.mask_shape)}.")
+            raise ValueError(
+                f"BB gate {bb_gate.name!r} has mask shape "
+                f"{tuple(bb_gate.mask_shape)}, this gate "
+                f"{tuple(self.mask_shape)}."
+            )
         self.a_raw.assign(bb_gate.a_raw)
         self.b_raw.assign(bb_gate.b_raw)
 
@@ -529,10 +617,15 @@ class DependentBetaBernoulliGate(BetaBernoulliGate):
         def weight(name, value, trainable=True):
             # Replicas average their updates of the moving statistics, so
             # that every worker of a distributed run keeps the same ones.
-            return self.add_weight(name=name, shape=mask_shape, dtype="float32",
-                                   initializer=keras.initializers.Constant(value),
-                                   trainable=trainable, autocast=False,
-                                   aggregation="none" if trainable else "mean")
+            return self.add_weight(
+                name=name,
+                shape=mask_shape,
+                dtype="float32",
+                initializer=keras.initializers.Constant(value),
+                trainable=trainable,
+                autocast=False,
+                aggregation="none" if trainable else "mean",
+            )
 
         self.gamma = weight("gamma", self.gamma_init)
         self.beta = weight("beta", self.beta_init)
@@ -570,10 +663,10 @@ class DependentBetaBernoulliGate(BetaBernoulliGate):
         # The dynamic factor sees the activations but does not train them.
         pooled = ops.stop_gradient(_spatial_mean(inputs))
         mean, variance = ops.moments(pooled, axes=[0])
-        self.moving_mean.assign(self.momentum * self.moving_mean
-                                + (1.0 - self.momentum) * mean)
-        self.moving_variance.assign(self.momentum * self.moving_variance
-                                    + (1.0 - self.momentum) * variance)
+        self.moving_mean.assign(self.momentum * self.moving_mean + (1.0 - self.momentum) * mean)
+        self.moving_variance.assign(
+            self.momentum * self.moving_variance + (1.0 - self.momentum) * variance
+        )
         h = self._normalize(pooled, mean, variance)
         # One draw per channel and step: a sample of the shift from N(β, σ²).
         noise = keras.random.normal(self.mask_shape, seed=self.seed_generator)
@@ -633,31 +726,46 @@ class DependentBetaBernoulliGate(BetaBernoulliGate):
         kept = [int(k) for k in kept]
         channels = int(self.mask_shape[-1])
         if any(k < 0 or k >= channels for k in kept):
-            raise ValueError(f"`kept` must hold channel indices in [0, {channels}); "
-                             f"got {kept}.")
+            raise ValueError(f"`kept` must hold channel indices in [0, {channels}); got {kept}.")
         layer = DynamicBetaBernoulliMask(
-            units=len(kept), epsilon=self.epsilon, threshold=self.threshold,
-            apply_static=apply_static, name=f"{self.name}_dynamic")
+            units=len(kept),
+            epsilon=self.epsilon,
+            threshold=self.threshold,
+            apply_static=apply_static,
+            name=f"{self.name}_dynamic",
+        )
         layer.build((None, len(kept)))
-        values = {"gamma": self.gamma, "beta": self.beta, "moving_mean": self.moving_mean,
-                  "moving_variance": self.moving_variance, "static": _f32(self.mask())}
+        values = {
+            "gamma": self.gamma,
+            "beta": self.beta,
+            "moving_mean": self.moving_mean,
+            "moving_variance": self.moving_variance,
+            "static": _f32(self.mask()),
+        }
         for name, source in values.items():
             source = ops.convert_to_tensor(source)
             getattr(layer, name).assign(ops.take(source, kept, axis=0))
         if input_scale is not None:
             scale = ops.convert_to_numpy(ops.convert_to_tensor(input_scale, "float32"))
             if scale.shape != (len(kept),) or not (scale > 0).all():
-                raise ValueError(f"`input_scale` must hold {len(kept)} positive factors "
-                                 f"(one per kept channel); got {input_scale!r}.")
+                raise ValueError(
+                    f"`input_scale` must hold {len(kept)} positive factors "
+                    f"(one per kept channel); got {input_scale!r}."
+                )
             layer.input_scale.assign(scale)
         return layer
 
     def get_config(self):
         config = super().get_config()
-        config.update(freeze_bb=self.freeze_bb, gamma_init=self.gamma_init,
-                      beta_init=self.beta_init, sigma_raw_init=self.sigma_raw_init,
-                      prior_variance=self.prior_variance, momentum=self.momentum,
-                      epsilon=self.epsilon)
+        config.update(
+            freeze_bb=self.freeze_bb,
+            gamma_init=self.gamma_init,
+            beta_init=self.beta_init,
+            sigma_raw_init=self.sigma_raw_init,
+            prior_variance=self.prior_variance,
+            momentum=self.momentum,
+            epsilon=self.epsilon,
+        )
         return config
 
 
@@ -702,24 +810,32 @@ class DynamicBetaBernoulliMask(keras.layers.Layer):
     # `tfsparse.summary` counts its per-example channels through `factor`.
     per_example_factor = True
 
-    def __init__(self, units, epsilon=BN_EPSILON, threshold=THRESHOLD, apply_static=False,
-                 **kwargs):
+    def __init__(
+        self, units, epsilon=BN_EPSILON, threshold=THRESHOLD, apply_static=False, **kwargs
+    ):
         super().__init__(**kwargs)
         self.units = _checks.number("units", units, low=0, integer=True)
         self.epsilon = float(_checks.number("epsilon", epsilon, low=0, low_open=True))
-        self.threshold = float(_checks.number("threshold", threshold, low=0, high=1,
-                                              high_open=True))
+        self.threshold = float(
+            _checks.number("threshold", threshold, low=0, high=1, high_open=True)
+        )
         self.apply_static = _check_bool("apply_static", apply_static)
 
     def build(self, input_shape):
         if input_shape[-1] is not None and int(input_shape[-1]) != self.units:
-            raise ValueError(f"{self.name!r} expects {self.units} channels, got input "
-                             f"shape {input_shape}.")
+            raise ValueError(
+                f"{self.name!r} expects {self.units} channels, got input shape {input_shape}."
+            )
 
         def weight(name, value):
-            return self.add_weight(name=name, shape=(self.units,), dtype="float32",
-                                   initializer=keras.initializers.Constant(value),
-                                   trainable=False, autocast=False)
+            return self.add_weight(
+                name=name,
+                shape=(self.units,),
+                dtype="float32",
+                initializer=keras.initializers.Constant(value),
+                trainable=False,
+                autocast=False,
+            )
 
         self.gamma = weight("gamma", 1.0)
         self.beta = weight("beta", 0.0)
@@ -731,8 +847,12 @@ class DynamicBetaBernoulliMask(keras.layers.Layer):
     def factor(self, inputs):
         """The per-example multiplier, [B, C] (zero where s·d ≤ threshold)."""
         pooled = _spatial_mean(inputs) / self.input_scale
-        h = (self.gamma * (pooled - self.moving_mean)
-             * ops.rsqrt(self.moving_variance + self.epsilon) + self.beta)
+        h = (
+            self.gamma
+            * (pooled - self.moving_mean)
+            * ops.rsqrt(self.moving_variance + self.epsilon)
+            + self.beta
+        )
         d = ops.clip(h, 0.0, 1.0)
         z = self.static * d
         return ops.where(z > self.threshold, z if self.apply_static else d, ops.zeros_like(d))
@@ -746,6 +866,10 @@ class DynamicBetaBernoulliMask(keras.layers.Layer):
 
     def get_config(self):
         config = super().get_config()
-        config.update(units=self.units, epsilon=self.epsilon, threshold=self.threshold,
-                      apply_static=self.apply_static)
+        config.update(
+            units=self.units,
+            epsilon=self.epsilon,
+            threshold=self.threshold,
+            apply_static=self.apply_static,
+        )
         return config

@@ -54,10 +54,12 @@ def l0_search_space(family, hp):
     The multiplier's choices start at 3: at ×1 the gates of a 20-50 epoch
     trial on a small dataset barely move (a first 20-trial search on
     mnist-10k spent 7 trials there, all at the dense network's FLOPs)."""
-    return {"lam": hp.Float("lam", 0.01, 0.5, sampling="log",
-                            default=family.recommended["lam"]),
-            "lr_multiplier": hp.Choice("lr_multiplier", [3.0, 10.0, 30.0],
-                                       default=family.recommended["lr_multiplier"])}
+    return {
+        "lam": hp.Float("lam", 0.01, 0.5, sampling="log", default=family.recommended["lam"]),
+        "lr_multiplier": hp.Choice(
+            "lr_multiplier", [3.0, 10.0, 30.0], default=family.recommended["lr_multiplier"]
+        ),
+    }
 
 
 @registry.register
@@ -111,38 +113,60 @@ class HardConcreteGate(Gate):
         """λ and the gates' rate, the initial drop rate, the concrete
         temperature β (the paper fixes 2/3; a colder gate is closer to its
         binary test-time value) and per-example or per-batch masks."""
-        return {**l0_search_space(cls, hp),
-                "init_drop_rate": hp.Float("init_drop_rate", 0.05, 0.5,
-                                           default=cls.recommended["init_drop_rate"]),
-                "temperature": hp.Float("temperature", 0.1, 1.0, sampling="log",
-                                        default=BETA),
-                "per_example": hp.Boolean("per_example", default=False)}
+        return {
+            **l0_search_space(cls, hp),
+            "init_drop_rate": hp.Float(
+                "init_drop_rate", 0.05, 0.5, default=cls.recommended["init_drop_rate"]
+            ),
+            "temperature": hp.Float("temperature", 0.1, 1.0, sampling="log", default=BETA),
+            "per_example": hp.Boolean("per_example", default=False),
+        }
 
-    def __init__(self, lam=0.1, init_drop_rate=0.5, temperature=BETA, per_example=False,
-                 structure=UNIT, dataset_size=1, group_size=1, seed=None, **kwargs):
-        super().__init__(structure=structure, dataset_size=dataset_size,
-                         group_size=group_size, seed=seed, **kwargs)
+    def __init__(
+        self,
+        lam=0.1,
+        init_drop_rate=0.5,
+        temperature=BETA,
+        per_example=False,
+        structure=UNIT,
+        dataset_size=1,
+        group_size=1,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(
+            structure=structure,
+            dataset_size=dataset_size,
+            group_size=group_size,
+            seed=seed,
+            **kwargs,
+        )
         if not isinstance(per_example, bool):
             raise TypeError(f"`per_example` must be True or False; got {per_example!r}.")
         self.per_example = per_example
         self.lam = _checks.number("lam", lam, low=0)
-        self.init_drop_rate = _checks.number("init_drop_rate", init_drop_rate, low=0,
-                                             high=1, low_open=True, high_open=True)
-        self.initial_temperature = _checks.number("temperature", temperature, low=0,
-                                                  low_open=True)
+        self.init_drop_rate = _checks.number(
+            "init_drop_rate", init_drop_rate, low=0, high=1, low_open=True, high_open=True
+        )
+        self.initial_temperature = _checks.number("temperature", temperature, low=0, low_open=True)
 
     def build_gate(self, mask_shape):
         mean = math.log((1.0 - self.init_drop_rate) / self.init_drop_rate)
         self.log_alpha = self.add_weight(
-            name="log_alpha", shape=mask_shape,
+            name="log_alpha",
+            shape=mask_shape,
             initializer=keras.initializers.RandomNormal(mean, 0.01, seed=self.seed),
-            constraint=ClipValue(math.log(1e-2), math.log(1e2)))
+            constraint=ClipValue(math.log(1e-2), math.log(1e2)),
+        )
         self.temperature = self.add_scheduled("temperature", self.initial_temperature)
 
     def sample_mask(self, inputs):
-        return sample_hard_concrete(self.log_alpha,
-                                    self.noise_shape(inputs, per_example=self.per_example),
-                                    self.temperature, self.seed_generator)
+        return sample_hard_concrete(
+            self.log_alpha,
+            self.noise_shape(inputs, per_example=self.per_example),
+            self.temperature,
+            self.seed_generator,
+        )
 
     def deterministic_mask(self):
         return hard_concrete_mean_mask(self.log_alpha)
@@ -156,6 +180,10 @@ class HardConcreteGate(Gate):
 
     def get_config(self):
         config = super().get_config()
-        config.update(lam=self.lam, init_drop_rate=self.init_drop_rate,
-                      temperature=self.initial_temperature, per_example=self.per_example)
+        config.update(
+            lam=self.lam,
+            init_drop_rate=self.init_drop_rate,
+            temperature=self.initial_temperature,
+            per_example=self.per_example,
+        )
         return config

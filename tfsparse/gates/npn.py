@@ -80,9 +80,12 @@ class NPNGate(Gate):
     @classmethod
     def search_space(cls, hp):
         """λ, the gates' rate and the plastic stage's k."""
-        return {**l0_search_space(cls, hp),
-                "k_plastic": hp.Float("k_plastic", 1.0, 20.0, sampling="log",
-                                      default=cls.k_plastic_by_mode[PRUNE])}
+        return {
+            **l0_search_space(cls, hp),
+            "k_plastic": hp.Float(
+                "k_plastic", 1.0, 20.0, sampling="log", default=cls.k_plastic_by_mode[PRUNE]
+            ),
+        }
 
     @classmethod
     def recipe_plan(cls, epochs, settings, budgeted=False, **context):
@@ -93,31 +96,52 @@ class NPNGate(Gate):
         (epochs), `expand_size` (gates woken per layer and improved epoch;
         the paper's 1), `expand_fill` (φ·k_plastic of a woken gate)."""
         if "harden_fraction" in settings:
-            raise ValueError("`harden_fraction` does not apply to NPN, which hardens at "
-                             "`stage2` (an epoch; default 70 % of `epochs`).")
+            raise ValueError(
+                "`harden_fraction` does not apply to NPN, which hardens at "
+                "`stage2` (an epoch; default 70 % of `epochs`)."
+            )
         settings = dict(settings)
         expand = settings.get("mode") == EXPAND
-        k_plastic = settings.setdefault("k_plastic",
-                                        cls.k_plastic_by_mode[EXPAND if expand else PRUNE])
+        k_plastic = settings.setdefault(
+            "k_plastic", cls.k_plastic_by_mode[EXPAND if expand else PRUNE]
+        )
         stage1 = settings.pop("stage1", round(cls.stage1_fraction * epochs))
         stage2 = settings.pop("stage2", round(cls.stage2_fraction * epochs))
         plan = {
             "schedules": {"k": schedules.npn_stages(k_plastic, stage1, stage2)},
-            "harden_at": stage2, "expand_between": (stage1, stage2) if expand else None,
+            "harden_at": stage2,
+            "expand_between": (stage1, stage2) if expand else None,
             "expand_size": settings.pop("expand_size", 1),
             # A woken gate starts open like the initial ones (π ≈ 0.95 at
             # k_plastic). The paper's fill of 0 (π = 0.5) leaves it on the
             # threshold: the first update closes half of them, and a closed
             # woken gate stops that layer's growth for good.
             "expand_fill": settings.pop("expand_fill", OPEN_LOGIT),
-            "budget_reached_at": (stage1 + stage2) // 2 if budgeted else None}
+            "budget_reached_at": (stage1 + stage2) // 2 if budgeted else None,
+        }
         return settings, plan
 
-    def __init__(self, lam=0.1, k=None, k_plastic=7.0, mode=PRUNE, init_size=None,
-                 estimator=ARM, structure=UNIT, dataset_size=1, group_size=1, seed=None,
-                 **kwargs):
-        super().__init__(structure=structure, dataset_size=dataset_size,
-                         group_size=group_size, seed=seed, **kwargs)
+    def __init__(
+        self,
+        lam=0.1,
+        k=None,
+        k_plastic=7.0,
+        mode=PRUNE,
+        init_size=None,
+        estimator=ARM,
+        structure=UNIT,
+        dataset_size=1,
+        group_size=1,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(
+            structure=structure,
+            dataset_size=dataset_size,
+            group_size=group_size,
+            seed=seed,
+            **kwargs,
+        )
         self.lam = _checks.number("lam", lam, low=0)
         self.k_plastic = _checks.number("k_plastic", k_plastic, low=0, low_open=True)
         self.initial_k = _checks.number("k", self.k_plastic if k is None else k, low=0)
@@ -125,12 +149,16 @@ class NPNGate(Gate):
         self.estimator = _checks.choice("estimator", estimator, (ARM, HARD_CONCRETE))
         if mode == EXPAND:
             if init_size is None:
-                raise ValueError("`init_size` is required with mode='expand': the "
-                                 "number of gates open at the start (an integer ≥ 1).")
+                raise ValueError(
+                    "`init_size` is required with mode='expand': the "
+                    "number of gates open at the start (an integer ≥ 1)."
+                )
             _checks.number("init_size", init_size, low=1, integer=True)
         elif init_size is not None:
-            raise ValueError("`init_size` is only accepted with mode='expand'; "
-                             f"got init_size={init_size!r} with mode={mode!r}.")
+            raise ValueError(
+                "`init_size` is only accepted with mode='expand'; "
+                f"got init_size={init_size!r} with mode={mode!r}."
+            )
         self.init_size = init_size
         # Set by SparseModel.train_step while it traces the ARM passes.
         self._pass_noise = None
@@ -139,18 +167,22 @@ class NPNGate(Gate):
     def build_gate(self, mask_shape):
         size = int(np.prod(mask_shape))
         awake = size if self.mode == PRUNE else min(self.init_size, size)
-        self.phi = self.add_weight(name="phi", shape=mask_shape,
-                                   initializer=self._phi_initializer(awake))
+        self.phi = self.add_weight(
+            name="phi", shape=mask_shape, initializer=self._phi_initializer(awake)
+        )
         self.k = self.add_scheduled("k", self.initial_k)
         # How many gates (in flat order) have been woken; expand mode grows it.
-        self.awake = self.add_weight(name="awake", shape=(),
-                                     initializer=keras.initializers.Constant(awake),
-                                     trainable=False)
+        self.awake = self.add_weight(
+            name="awake", shape=(), initializer=keras.initializers.Constant(awake), trainable=False
+        )
         # Best monitored loss so far, for the expansion rule; a variable so
         # that it is checkpointed with the model and a resumed run agrees.
         self.expansion_best = self.add_weight(
-            name="expansion_best", shape=(),
-            initializer=keras.initializers.Constant(float("inf")), trainable=False)
+            name="expansion_best",
+            shape=(),
+            initializer=keras.initializers.Constant(float("inf")),
+            trainable=False,
+        )
 
     def _phi_initializer(self, awake):
         rng = np.random.default_rng(self.seed)
@@ -161,6 +193,7 @@ class NPNGate(Gate):
             values[:awake] = OPEN_LOGIT / self.k_plastic
             values += rng.normal(0.0, 0.01, size)
             return ops.convert_to_tensor(values.reshape(shape), dtype=dtype or "float32")
+
         return initializer
 
     def probability(self):
@@ -172,9 +205,9 @@ class NPNGate(Gate):
 
     def sample_mask(self, inputs):
         if self.estimator == HARD_CONCRETE:
-            return sample_hard_concrete(self.k * self.phi,
-                                        self.noise_shape(inputs),
-                                        BETA, self.seed_generator)
+            return sample_hard_concrete(
+                self.k * self.phi, self.noise_shape(inputs), BETA, self.seed_generator
+            )
         pi = ops.stop_gradient(self.probability())
         u = self._pass_noise
         if u is None:
@@ -224,7 +257,7 @@ class NPNGate(Gate):
             return 0
         woken = min(count, size - awake)
         phi = np.array(self.phi.numpy()).reshape(-1)
-        phi[awake:awake + woken] = fill / self.k_plastic
+        phi[awake : awake + woken] = fill / self.k_plastic
         self.phi.assign(phi.reshape(self.mask_shape))
         self.awake.assign(awake + woken)
         return woken
@@ -242,8 +275,9 @@ class NPNGate(Gate):
         if not isinstance(sizes, (list, tuple)):
             return settings
         if index >= len(sizes):
-            raise ValueError(f"`init_size` has {len(sizes)} entries but the model has more "
-                             "hidden-unit gates.")
+            raise ValueError(
+                f"`init_size` has {len(sizes)} entries but the model has more hidden-unit gates."
+            )
         return {**settings, "init_size": sizes[index]}
 
     def grow(self, monitored, fill, size):
@@ -262,6 +296,12 @@ class NPNGate(Gate):
 
     def get_config(self):
         config = super().get_config()
-        config.update(lam=self.lam, k=self.initial_k, k_plastic=self.k_plastic,
-                      mode=self.mode, init_size=self.init_size, estimator=self.estimator)
+        config.update(
+            lam=self.lam,
+            k=self.initial_k,
+            k_plastic=self.k_plastic,
+            mode=self.mode,
+            init_size=self.init_size,
+            estimator=self.estimator,
+        )
         return config

@@ -17,15 +17,16 @@ def register(family):
     """Registers a `Gate` subclass under its `method` name (a class
     decorator). Registering another class under a taken name is an error."""
     from tfsparse.gates.base import Gate
+
     if not (isinstance(family, type) and issubclass(family, Gate)):
         raise TypeError(f"Only Gate subclasses can be registered; got {family!r}.")
     name = family.method
     if not isinstance(name, str) or not name:
-        raise ValueError(f"{family.__name__} needs a `method` name (a non-empty string) "
-                         "to be registered.")
+        raise ValueError(
+            f"{family.__name__} needs a `method` name (a non-empty string) to be registered."
+        )
     if _FAMILIES.get(name, family) is not family:
-        raise ValueError(f"method={name!r} is already registered to "
-                         f"{_FAMILIES[name].__name__}.")
+        raise ValueError(f"method={name!r} is already registered to {_FAMILIES[name].__name__}.")
     _FAMILIES[name] = family
     return family
 
@@ -52,11 +53,15 @@ def method_of(gates):
     inputs, and is a "dbb" model."""
     found = [f for f in _FAMILIES.values() if any(type(gate) is f for gate in gates)]
     if not found:
-        raise ValueError("The model has no tfsparse gate: sparsify it first "
-                         "(`tfsparse.sparsify(model, method, ...)`).")
+        raise ValueError(
+            "The model has no tfsparse gate: sparsify it first "
+            "(`tfsparse.sparsify(model, method, ...)`)."
+        )
     leading = [f for f in found if not any(other.continues is f for other in found)]
     if len(leading) > 1:
-        raise ValueError(f"The model mixes the gates of several methods "
-                         f"({[f.method for f in leading]}): give SparsityScheduler its plan "
-                         "explicitly.")
+        raise ValueError(
+            f"The model mixes the gates of several methods "
+            f"({[f.method for f in leading]}): give SparsityScheduler its plan "
+            "explicitly."
+        )
     return leading[0].method

@@ -58,7 +58,8 @@ def smallest_mask(values, fraction, axis=0):
     pad_shape = list(values.shape)
     pad_shape[axis] = 1
     ordered = ops.concatenate(
-        [ordered, ops.full(pad_shape, float("inf"), dtype=ordered.dtype)], axis=axis)
+        [ordered, ops.full(pad_shape, float("inf"), dtype=ordered.dtype)], axis=axis
+    )
     threshold = ops.take(ordered, ops.expand_dims(count, 0), axis=axis)
     return values < threshold
 
@@ -142,12 +143,15 @@ class TargetedDropoutGate(Gate):
 
     @classmethod
     def search_space(cls, hp):
-        return {"alpha": hp.Float("alpha", 0.1, 0.99, default=cls.recommended["alpha"]),
-                "gamma": hp.Float("gamma", 0.1, 0.99, default=cls.recommended["gamma"])}
+        return {
+            "alpha": hp.Float("alpha", 0.1, 0.99, default=cls.recommended["alpha"]),
+            "gamma": hp.Float("gamma", 0.1, 0.99, default=cls.recommended["gamma"]),
+        }
 
     @classmethod
-    def recipe_plan(cls, epochs, settings, budgeted=False, ramp=False, steps_per_epoch=None,
-                    **context):
+    def recipe_plan(
+        cls, epochs, settings, budgeted=False, ramp=False, steps_per_epoch=None, **context
+    ):
         """`ramp`: the paper's "ramping targeted dropout" (α and γ rise over
         training, a step schedule). Under a budget the dropout is unit level
         (the budget sets γ, the fraction of units)."""
@@ -158,7 +162,8 @@ class TargetedDropoutGate(Gate):
             if steps_per_epoch is None:
                 raise ValueError("Ramping targeted dropout needs `steps_per_epoch`.")
             plan["schedules"] = schedules.targeted_dropout_ramp(
-                settings["alpha"], settings["gamma"], epochs * steps_per_epoch)
+                settings["alpha"], settings["gamma"], epochs * steps_per_epoch
+            )
         return settings, plan
 
     def __init__(self, alpha=0.5, gamma=0.5, structure=WEIGHT, seed=None, **kwargs):
@@ -174,19 +179,22 @@ class TargetedDropoutGate(Gate):
             if tuple(input_shape) != self.kernel_shape:
                 raise ValueError(
                     f"TargetedDropoutGate {self.name!r} was built for a kernel of shape "
-                    f"{self.kernel_shape}; got {tuple(input_shape)}.")
+                    f"{self.kernel_shape}; got {tuple(input_shape)}."
+                )
             return
         if any(d is None for d in input_shape):
             raise ValueError(
                 f"TargetedDropoutGate {self.name!r} acts on a kernel and needs a fully "
                 f"known input shape; got {tuple(input_shape)}. Use it as the "
-                "`kernel_gate` of tfsparse.layers.SparseDense / SparseConv2D.")
+                "`kernel_gate` of tfsparse.layers.SparseDense / SparseConv2D."
+            )
         self.kernel_shape = tuple(int(d) for d in input_shape)
         super().build(input_shape)
 
     def build_gate(self, mask_shape):
-        self.keep = self.add_weight(name="keep", shape=mask_shape, initializer="ones",
-                                    trainable=False)
+        self.keep = self.add_weight(
+            name="keep", shape=mask_shape, initializer="ones", trainable=False
+        )
         self.alpha = self.add_scheduled("alpha", self.initial_alpha)
         self.gamma = self.add_scheduled("gamma", self.initial_gamma)
 

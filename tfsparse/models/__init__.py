@@ -18,11 +18,18 @@ It is never called for the classifier. Returning `None` leaves that place
 ungated. The factory names the layers it returns; names must be unique.
 """
 
-from tfsparse.models.lenets import (lenet5_caffe, lenet_300_100, lenet_500_300, mnist_convnet,
-                                    vgg_like)
+from tfsparse.models.lenets import (
+    lenet5_caffe,
+    lenet_300_100,
+    lenet_500_300,
+    mnist_convnet,
+    vgg_like,
+)
 from tfsparse.models.mobilenets import mobilenet_v2
 from tfsparse.models.resnets import resnet20, resnet32, resnet56
-from tfsparse.models.transformers import PositionEmbedding, text_encoder, vit
+from tfsparse.models.transformers import PositionEmbedding as PositionEmbedding
+from tfsparse.models.transformers import text_encoder as text_encoder
+from tfsparse.models.transformers import vit
 
 # The image classifiers, by name (`train.py --model`); `text_encoder` reads
 # token ids and is built directly.
@@ -55,6 +62,4 @@ def get(name):
     try:
         return MODELS[name]
     except KeyError:
-        raise ValueError(
-            f"Unknown model {name!r}. Available: {', '.join(MODELS)}."
-        ) from None
+        raise ValueError(f"Unknown model {name!r}. Available: {', '.join(MODELS)}.") from None

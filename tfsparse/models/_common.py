@@ -25,13 +25,9 @@ def append_gate(stack, gate_factory, name):
 
 def check_image_shape(input_shape, builder, min_size):
     if len(input_shape) != 3:
-        raise ValueError(
-            f"{builder} expects input_shape (H, W, C); got {tuple(input_shape)}."
-        )
+        raise ValueError(f"{builder} expects input_shape (H, W, C); got {tuple(input_shape)}.")
     if min(input_shape[:2]) < min_size:
         raise ValueError(
             f"{builder} needs images of at least {min_size}x{min_size}; got "
             f"input_shape {tuple(input_shape)}."
         )
-
-

@@ -3,8 +3,7 @@
 import keras
 from keras import layers
 
-from tfsparse.models._common import append_gate, check_image_shape, gate_for
-
+from tfsparse.models._common import append_gate, check_image_shape
 
 # --- multilayer perceptrons -------------------------------------------------
 
@@ -142,9 +141,7 @@ def vgg_like(input_shape=(28, 28, 1), num_classes=10, gate_factory=None):
         for i, filters in enumerate(block, start=1):
             name = f"conv{b}_{i}"
             # No bias: the BatchNorm that follows has its own shift.
-            stack.append(
-                layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name)
-            )
+            stack.append(layers.Conv2D(filters, 3, padding="same", use_bias=False, name=name))
             stack.append(layers.BatchNormalization(name=f"{name}_bn"))
             stack.append(layers.ReLU(name=f"{name}_relu"))
             append_gate(stack, gate_factory, name)
@@ -183,6 +180,9 @@ def mnist_convnet(input_shape=(28, 28, 1), num_classes=10, gate_factory=None):
         stack.append(layers.Conv2D(filters, 3, activation="relu", name=f"conv{i}"))
         append_gate(stack, gate_factory, f"conv{i}")
         stack.append(layers.MaxPooling2D(2, name=f"pool{i}"))
-    stack += [layers.Flatten(name="flatten"), layers.Dropout(0.5, name="dropout"),
-              layers.Dense(num_classes, name="logits")]
+    stack += [
+        layers.Flatten(name="flatten"),
+        layers.Dropout(0.5, name="dropout"),
+        layers.Dense(num_classes, name="logits"),
+    ]
     return keras.Sequential(stack, name="mnist_convnet")

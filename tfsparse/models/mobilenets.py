@@ -8,8 +8,15 @@ from tfsparse.models._common import check_image_shape, gate_for
 # (expansion t, output channels c, blocks n, stride of the first block s). The
 # ImageNet network's strides, with the stem's and the 24-channel stage's set to
 # 1 for 32x32 inputs (the final feature map is 4x4 instead of 1x1).
-_BLOCKS = ((1, 16, 1, 1), (6, 24, 2, 1), (6, 32, 3, 2), (6, 64, 4, 2), (6, 96, 3, 1),
-           (6, 160, 3, 2), (6, 320, 1, 1))
+_BLOCKS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
 _LAST = 1280
 
 
@@ -20,8 +27,9 @@ def _divisible(channels, divisor=8):
 
 
 def _conv_bn(x, filters, kernel, strides, name, relu6=True):
-    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False,
-                      name=name)(x)
+    x = layers.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=name)(
+        x
+    )
     x = layers.BatchNormalization(name=f"{name}_bn")(x)
     return layers.ReLU(6.0, name=f"{name}_relu")(x) if relu6 else x
 
@@ -69,8 +77,9 @@ def mobilenet_v2(input_shape=(32, 32, 3), num_classes=10, gate_factory=None, wid
             y = x
             if expansion != 1:
                 y = _conv_bn(y, int(x.shape[-1]) * expansion, 1, 1, f"{name}_expand")
-            y = layers.DepthwiseConv2D(3, strides=strides, padding="same", use_bias=False,
-                                       name=f"{name}_depthwise")(y)
+            y = layers.DepthwiseConv2D(
+                3, strides=strides, padding="same", use_bias=False, name=f"{name}_depthwise"
+            )(y)
             y = layers.BatchNormalization(name=f"{name}_depthwise_bn")(y)
             y = layers.ReLU(6.0, name=f"{name}_depthwise_relu")(y)
             gate = gate_for(gate_factory, f"{name}_expand")

@@ -21,8 +21,10 @@ class PositionEmbedding(layers.Layer):
 
     def build(self, input_shape):
         self.table = self.add_weight(
-            name="table", shape=tuple(input_shape[1:]),
-            initializer=keras.initializers.RandomNormal(stddev=self.stddev))
+            name="table",
+            shape=tuple(input_shape[1:]),
+            initializer=keras.initializers.RandomNormal(stddev=self.stddev),
+        )
 
     def call(self, inputs):
         return inputs + ops.cast(self.table, inputs.dtype)
@@ -35,8 +37,9 @@ def _encoder_block(x, name, heads, mlp_dim, dropout, gate_factory):
     """Pre-norm block: x + MHA(LN(x)), then x + FFN(LN(x))."""
     dim = int(x.shape[-1])
     h = layers.LayerNormalization(epsilon=1e-6, name=f"{name}_norm1")(x)
-    h = layers.MultiHeadAttention(heads, dim // heads, dropout=dropout,
-                                  name=f"{name}_attention")(h, h)
+    h = layers.MultiHeadAttention(heads, dim // heads, dropout=dropout, name=f"{name}_attention")(
+        h, h
+    )
     x = layers.Add(name=f"{name}_add1")([x, h])
     h = layers.LayerNormalization(epsilon=1e-6, name=f"{name}_norm2")(x)
     h = layers.Dense(mlp_dim, activation="gelu", name=f"{name}_fc1")(h)
@@ -56,8 +59,17 @@ def _encoder(x, depth, heads, mlp_dim, dropout, gate_factory):
     return layers.GlobalAveragePooling1D(name="pool")(x)
 
 
-def vit(input_shape=(28, 28, 1), num_classes=10, gate_factory=None, patch_size=4, dim=64,
-        depth=4, heads=4, mlp_dim=128, dropout=0.0):
+def vit(
+    input_shape=(28, 28, 1),
+    num_classes=10,
+    gate_factory=None,
+    patch_size=4,
+    dim=64,
+    depth=4,
+    heads=4,
+    mlp_dim=128,
+    dropout=0.0,
+):
     """A small vision transformer (Dosovitskiy et al., 2021) for 28x28 / 32x32 images.
 
     `patch_embed` (a `patch_size` x `patch_size` convolution with the same
@@ -89,18 +101,28 @@ def vit(input_shape=(28, 28, 1), num_classes=10, gate_factory=None, patch_size=4
     check_image_shape(input_shape, "vit", patch_size)
     height, width = input_shape[:2]
     if height % patch_size or width % patch_size:
-        raise ValueError(f"vit needs image sides that are multiples of patch_size="
-                         f"{patch_size}; got input_shape {tuple(input_shape)}.")
+        raise ValueError(
+            f"vit needs image sides that are multiples of patch_size="
+            f"{patch_size}; got input_shape {tuple(input_shape)}."
+        )
     inputs = keras.Input(shape=tuple(input_shape))
     x = layers.Conv2D(dim, patch_size, strides=patch_size, name="patch_embed")(inputs)
-    x = layers.Reshape(((height // patch_size) * (width // patch_size), dim),
-                       name="tokens")(x)
+    x = layers.Reshape(((height // patch_size) * (width // patch_size), dim), name="tokens")(x)
     x = _encoder(x, depth, heads, mlp_dim, dropout, gate_factory)
     return keras.Model(inputs, layers.Dense(num_classes, name="logits")(x), name="vit")
 
 
-def text_encoder(input_shape=(64,), num_classes=2, gate_factory=None, vocab_size=2000,
-                 dim=64, depth=2, heads=4, mlp_dim=128, dropout=0.0):
+def text_encoder(
+    input_shape=(64,),
+    num_classes=2,
+    gate_factory=None,
+    vocab_size=2000,
+    dim=64,
+    depth=2,
+    heads=4,
+    mlp_dim=128,
+    dropout=0.0,
+):
     """A small transformer text classifier: token ids -> logits.
 
     `embed` (Embedding `vocab_size` x dim) -> `position` -> `depth` pre-norm
@@ -116,10 +138,10 @@ def text_encoder(input_shape=(64,), num_classes=2, gate_factory=None, vocab_size
         An uncompiled functional `keras.Model` that outputs logits.
     """
     if len(input_shape) != 1:
-        raise ValueError(f"text_encoder expects input_shape (sequence_length,); got "
-                         f"{tuple(input_shape)}.")
+        raise ValueError(
+            f"text_encoder expects input_shape (sequence_length,); got {tuple(input_shape)}."
+        )
     inputs = keras.Input(shape=tuple(input_shape), dtype="int32")
     x = layers.Embedding(vocab_size, dim, name="embed")(inputs)
     x = _encoder(x, depth, heads, mlp_dim, dropout, gate_factory)
-    return keras.Model(inputs, layers.Dense(num_classes, name="logits")(x),
-                       name="text_encoder")
+    return keras.Model(inputs, layers.Dense(num_classes, name="logits")(x), name="text_encoder")
