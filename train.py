@@ -17,7 +17,6 @@ import argparse
 import datetime
 import json
 import os
-import platform
 import sys
 import time
 
@@ -27,6 +26,7 @@ import keras  # noqa: E402
 
 import tfsparse  # noqa: E402
 from tfsparse import data, models, recipes  # noqa: E402
+from tfsparse._versions import versions  # noqa: E402
 
 METHODS = ("dense",) + tfsparse.METHODS
 
@@ -260,24 +260,6 @@ def fit(model, splits, args, callbacks=()):
         verbose=getattr(args, "verbose", 1),
     )
     return history, timer.times
-
-
-def versions():
-    """Versions of Python and the libraries that determine the results."""
-    import tensorflow as tf
-
-    try:
-        import tensorflow_probability as tfp
-
-        tfp_version = tfp.__version__
-    except Exception:  # TFP is not needed to train a dense model.
-        tfp_version = None
-    return {
-        "python": platform.python_version(),
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "tensorflow_probability": tfp_version,
-    }
 
 
 def run(args, build=None):

@@ -49,7 +49,13 @@ def test_main_digits_one_epoch(tmp_path):
     assert saved["params"] == 50_610  # 64*300+300 + 300*100+100 + 100*10+10
     assert saved["epochs"] == 1 and len(saved["time_per_epoch"]) == 1
     assert abs(saved["test_error"] + saved["test_accuracy"] - 1) < 1e-9
-    assert set(saved["versions"]) == {"python", "tensorflow", "keras", "tensorflow_probability"}
+    assert set(saved["versions"]) == {
+        "python",
+        "tensorflow",
+        "keras",
+        "tensorflow_probability",
+        "ai_edge_litert",
+    }
     assert saved["args"]["batch_size"] == 128 and saved["args"]["lr"] == 1e-3
 
     # The saved model reproduces the trained model's predictions.

@@ -42,8 +42,8 @@ from keras import ops
 
 from tfsparse import _graph
 from tfsparse.channels import ChannelAnalysis
-from tfsparse.gates.base import Gate
-from tfsparse.layers import TakeFeatures, _KernelGated
+from tfsparse.gates.base import Gate, gates_of
+from tfsparse.layers import TakeFeatures
 
 
 def compact(model):
@@ -263,11 +263,5 @@ def _check_per_example_layer(gate, layer, kept, rank, input_scale=None):
 
 
 def _holds_tfsparse(op):
-    if isinstance(op, (Gate, _KernelGated)):
-        return True
-    if isinstance(op, keras.layers.Layer):
-        return any(
-            isinstance(layer, (Gate, _KernelGated))
-            for layer in op._flatten_layers(include_self=False, recursive=True)
-        )
-    return False
+    """A gate, or a layer with a gate inside (a gated kernel, a gated twin)."""
+    return isinstance(op, Gate) or (isinstance(op, keras.layers.Layer) and bool(gates_of(op)))

@@ -32,7 +32,10 @@ import time
 
 import keras
 import numpy as np
-from keras import ops
+
+from tfsparse._versions import versions
+from tfsparse.gates.base import gates_of
+from tfsparse.layers import effective_kernel
 
 QUANTIZE_CHOICES = (None, "dynamic", "int8")
 SPARSE_CHOICES = ("auto", True, False)
@@ -221,7 +224,7 @@ def _write_all(
         "zero_weight_fraction": zeros,
         # Gates still in the model: export works, but `tfsparse.compact` first
         # gives the smaller, faster model.
-        "contains_gates": _contains_gates(model),
+        "contains_gates": bool(gates_of(model)),
         "quantize": quantize,
         "tflite_checked": bool(tflite),
     }
@@ -236,7 +239,7 @@ def _write_all(
         key: _size(os.path.join(work, name)) for key, name in report["files"].items()
     }
     report["files"] = {key: os.path.join(target, name) for key, name in report["files"].items()}
-    report["versions"] = _versions()
+    report["versions"] = versions()
     return report
 
 
@@ -354,28 +357,13 @@ def _sample(model, test_data, representative_data):
     return rng.normal(size=(SAMPLE_SIZE,) + shape).astype("float32"), None
 
 
-def _contains_gates(model):
-    from tfsparse.gates.base import Gate
-
-    return any(
-        isinstance(layer, Gate)
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-    )
-
-
 def zero_weight_fraction(model):
     """Fraction of exact zeros over all kernels (gated kernels × their mask)."""
-    from tfsparse.layers import _KernelGated
-
     zeros = total = 0
     for layer in model._flatten_layers(include_self=False, recursive=True):
-        if isinstance(layer, _KernelGated):
-            kernel = layer.gated_kernel(training=False)
-        elif isinstance(getattr(layer, "kernel", None), keras.Variable):
-            kernel = layer.kernel
-        else:
+        if not isinstance(getattr(layer, "kernel", None), keras.Variable):
             continue
-        kernel = np.asarray(ops.convert_to_numpy(kernel))
+        kernel = effective_kernel(layer)
         zeros += int(np.count_nonzero(kernel == 0))
         total += kernel.size
     return float(zeros) / total if total else 0.0
@@ -500,14 +488,3 @@ def _accuracy(outputs, y):
         return None
     labels = np.argmax(y, axis=-1) if np.ndim(y) == np.ndim(outputs) else np.ravel(y)
     return float(np.mean(np.argmax(outputs, axis=-1) == labels))
-
-
-def _versions():
-    import ai_edge_litert
-    import tensorflow as tf
-
-    return {
-        "tensorflow": tf.__version__,
-        "keras": keras.__version__,
-        "ai_edge_litert": getattr(ai_edge_litert, "__version__", None),
-    }

@@ -16,6 +16,15 @@ from tfsparse._checks import number
 from tfsparse.gates.base import UNIT, Gate
 
 
+def effective_kernel(layer):
+    """The kernel a layer computes with at inference, as a NumPy array: a
+    gated layer's kernel times its gate's mask (`gated_kernel`), any other
+    layer's `kernel`."""
+    if getattr(layer, "kernel_gate", None) is not None:
+        return np.asarray(ops.convert_to_numpy(layer.gated_kernel(training=False)))
+    return np.asarray(ops.convert_to_numpy(layer.kernel))
+
+
 def _gate_from(gate):
     if gate is None or isinstance(gate, Gate):
         return gate

@@ -21,7 +21,7 @@ import numpy as np
 from tfsparse import _checks
 from tfsparse.gates.base import UNIT, WEIGHT
 from tfsparse.gates.targeted_dropout import candidate_count
-from tfsparse.layers import SparseConv2D, SparseDense
+from tfsparse.layers import SparseConv2D, SparseDense, effective_kernel
 
 LEVELS = (WEIGHT, UNIT)
 PRUNABLE = (keras.layers.Dense, keras.layers.Conv2D, SparseDense, SparseConv2D)
@@ -123,7 +123,7 @@ def magnitude_sparsity(model, include_classifier=True):
         Dict layer name → fraction of zeros in [0, 1].
     """
     return {
-        layer.name: float(np.mean(_effective_kernel(layer) == 0))
+        layer.name: float(np.mean(effective_kernel(layer) == 0))
         for layer in prunable_layers(model, include_classifier)
     }
 
@@ -142,16 +142,10 @@ def _check_layer(layer):
         )
 
 
-def _effective_kernel(layer):
-    if getattr(layer, "kernel_gate", None) is not None:
-        return np.asarray(layer.gated_kernel(training=False))
-    return np.asarray(layer.kernel)
-
-
 def _prune_layer(layer, rate, level):
     shape = tuple(layer.kernel.shape)
     units = shape[-1]
-    matrix = _effective_kernel(layer).reshape(-1, units)
+    matrix = effective_kernel(layer).reshape(-1, units)
     rows = matrix.shape[0]
     if level == WEIGHT:
         count = candidate_count(rate, rows)
