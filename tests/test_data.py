@@ -1,5 +1,6 @@
 import numpy as np
 import pytest
+import tensorflow_datasets as tfds
 
 from tfsparse import data
 
@@ -151,7 +152,6 @@ def test_npz_float_out_of_range(tmp_path):
 def test_tfds_loader_reads_the_real_features_offline(name):
     """The real tensorflow-datasets path, on examples that
     `tfds.testing.mock_data` generates from the dataset's own features."""
-    tfds = pytest.importorskip("tensorflow_datasets")
     with tfds.testing.mock_data(num_examples=30):
         splits = data.load(name, validation_split=0.2)
     x, y = splits.train
@@ -163,7 +163,6 @@ def test_tfds_loader_reads_the_real_features_offline(name):
 
 
 def test_tfds_failure_has_clear_message(monkeypatch):
-    tfds = pytest.importorskip("tensorflow_datasets")
 
     def offline(*args, **kwargs):
         raise ConnectionError("no network")  # What requests raises offline: an OSError.

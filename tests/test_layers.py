@@ -13,9 +13,9 @@ from tfsparse.layers import SparseConv2D, SparseDense, TakeFeatures
 
 # name → function(inputs) applying the layer(s) under test to a 4-D tensor.
 CASES = {
-    "hard_concrete_unit": lambda x: HardConcreteGate(lam=0.1, dataset_size=64, seed=1)(
-        keras.layers.Conv2D(4, 3, activation="relu")(x)
-    ),
+    "hard_concrete_per_example": lambda x: HardConcreteGate(
+        lam=0.1, dataset_size=64, per_example=True, seed=1
+    )(keras.layers.Conv2D(4, 3, activation="relu")(x)),
     "hard_concrete_per_batch": lambda x: HardConcreteGate(
         lam=0.1, dataset_size=64, per_example=False, seed=1
     )(keras.layers.Conv2D(4, 3, activation="relu")(x)),

@@ -6,7 +6,7 @@ import pytest
 from keras import ops
 
 from tfsparse.compact import compact
-from tfsparse.gates import HardConcreteGate
+from tfsparse.gates import HardConcreteGate, beta_bernoulli
 from tfsparse.layers import SparseDense
 from tfsparse.models import lenet_300_100
 from tfsparse.summary import summary
@@ -171,7 +171,6 @@ def test_input_shape_builds_a_sequential_and_is_checked():
 
 
 def test_dbb_active_units_agree_with_the_gate():
-    beta_bernoulli = pytest.importorskip("tfsparse.gates.beta_bernoulli")
     inputs = keras.Input((6, 6, 1))
     x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
     gate = beta_bernoulli.DependentBetaBernoulliGate(name="dbb")
@@ -227,7 +226,6 @@ def test_expected_flops_equal_kept_flops_without_input_dependent_gates(build, sh
 
 
 def _dbb(name, **settings):
-    beta_bernoulli = pytest.importorskip("tfsparse.gates.beta_bernoulli")
     return beta_bernoulli.DependentBetaBernoulliGate(name=name, **settings)
 
 
