@@ -4,7 +4,7 @@
     python train.py --model lenet5_caffe --dataset path/to/mnist.npz --epochs 15
     python train.py --model lenet_300_100 --dataset digits --method npn --set lam=0.1
     python train.py --model lenet5_caffe --dataset mnist.npz --method bb \
-        --pretrain-epochs 10 --dbb-epochs 20 --export
+        --pretrain-epochs 10 --continue-epochs 20 --export
     python train.py --model lenet_300_100 --dataset digits \
         --method targeted_dropout --ramp --prune-rate 0.9
 
@@ -27,6 +27,7 @@ import keras  # noqa: E402
 import tfsparse  # noqa: E402
 from tfsparse import data, models, recipes  # noqa: E402
 from tfsparse._versions import versions  # noqa: E402
+from tfsparse.gates import registry  # noqa: E402
 
 METHODS = ("dense",) + tfsparse.METHODS
 
@@ -112,10 +113,13 @@ def parse_args(argv=None):
         help="level of --prune-rate (default: the method's level, else weight)",
     )
     m.add_argument(
+        "--continue-epochs",
         "--dbb-epochs",
+        dest="continue_epochs",
         type=int,
         default=0,
-        help="bb only: continue with DBB (BB's a, b frozen) for this many epochs",
+        help="then continue for this many epochs with the method that starts from this "
+        "one's gates (after bb: DBB, BB's a, b frozen)",
     )
     m.add_argument(
         "--export",
@@ -127,8 +131,14 @@ def parse_args(argv=None):
         args.settings = parse_settings(args.set)
     except ValueError as error:
         p.error(str(error))
-    if args.dbb_epochs and args.method != "bb":
-        p.error("--dbb-epochs needs --method bb (DBB continues from a trained BB model)")
+    if args.continue_epochs and (
+        args.method == "dense" or registry.successor(args.method) is None
+    ):
+        followed = [m for m in registry.methods() if registry.successor(m)]
+        p.error(
+            f"--continue-epochs (--dbb-epochs) needs a method another continues from: "
+            f"{', '.join(followed)}; got --method {args.method}"
+        )
     if args.prune_rate is not None and not 0.0 <= args.prune_rate <= 1.0:
         p.error("--prune-rate must be in [0, 1]")
     if args.epochs < 1:
@@ -288,17 +298,17 @@ def run(args, build=None):
     start = time.perf_counter()
     history, epoch_times = fit(model, splits, args, callbacks)
     first_phase = None
-    if args.dbb_epochs:
-        # The BB model's own figures, before DBB continues from it.
+    if args.continue_epochs:
+        # The first method's own figures, before the next continues from it.
         first_phase = {
-            "method": "bb",
+            "method": args.method,
             "epochs": len(epoch_times),
             "test_error": 1.0
             - float(model.evaluate(*splits.test, batch_size=args.batch_size, verbose=0)[1]),
             "time_per_epoch": [round(t, 4) for t in epoch_times],
             "sparsity": tfsparse.summary(model, print_fn=None),
         }
-        model, more_history, more_times = continue_with_dbb(model, splits, args)
+        model, more_history, more_times = continue_training(model, splits, args)
         for key, values in more_history.history.items():
             history.history.setdefault(key, []).extend(values)
         epoch_times += more_times
@@ -349,14 +359,16 @@ def _jsonable(value):
     return value.tolist() if hasattr(value, "tolist") else str(value)
 
 
-def continue_with_dbb(bb_model, splits, args):
-    """The BB paper's second phase: DBB gates that start from the trained BB
-    posteriors (kept frozen), trained for `args.dbb_epochs` epochs."""
-    dbb = tfsparse.sparsify(bb_model, "dbb", dataset_size=len(splits.train[0]), seed=args.seed)
-    phase = argparse.Namespace(**{**vars(args), "epochs": args.dbb_epochs})
-    compile_model(dbb, phase, splits)
-    history, times = fit(dbb, splits, phase, [tfsparse.SparsityScheduler()])
-    return dbb, history, times
+def continue_training(model, splits, args):
+    """The second phase: the method that continues `args.method`'s gates
+    (`registry.successor`; the BB paper's DBB, starting from the trained BB
+    posteriors, kept frozen), trained for `args.continue_epochs` epochs."""
+    method = registry.successor(args.method)
+    following = tfsparse.sparsify(model, method, dataset_size=len(splits.train[0]), seed=args.seed)
+    phase = argparse.Namespace(**{**vars(args), "epochs": args.continue_epochs})
+    compile_model(following, phase, splits)
+    history, times = fit(following, splits, phase, [tfsparse.SparsityScheduler()])
+    return following, history, times
 
 
 def export_before_after(model, splits, run_dir):

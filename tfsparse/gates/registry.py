@@ -46,6 +46,14 @@ def family(method):
     return _FAMILIES[_checks.choice("method", method, methods())]
 
 
+def successor(method):
+    """The method whose family continues `method`'s (`Gate.continues`: "dbb"
+    for "bb"), or None."""
+    previous = family(method)
+    found = [f.method for f in _FAMILIES.values() if f.continues is previous]
+    return found[0] if found else None
+
+
 def method_of(gates):
     """The method name whose gates `gates` are. A family that continues
     another (`Gate.continues`: DBB from BB) absorbs it: a model that went
