@@ -1,6 +1,6 @@
 """Issue 24's table and plot: FLOPs budgets against the hand-tuned λ rows.
 
-    python -m bench.budget_table [--records bench/records]
+    python -m bench.budget_table [--records bench/records] [--page docs/budgets.md]
 
 Reads `budgets.jsonl` (from `python -m bench.suites budgets`) and the λ-driven
 runs of the same networks (`l0_npn.jsonl`, the dashboard's rows) and writes
@@ -8,7 +8,8 @@ runs of the same networks (`l0_npn.jsonl`, the dashboard's rows) and writes
 test error, per network, method and target; then each λ row beside the budget
 runs' error interpolated at the λ row's FLOPs) and `budgets_<model>.png`
 (test error against FLOPs kept, budget runs joined by a line, λ rows as
-crosses) next to the records.
+crosses) next to the records. `--page` also rewrites the generated block of
+the documentation's budgets page.
 """
 
 import argparse
@@ -17,10 +18,12 @@ import statistics
 
 import numpy as np
 
-from bench.report import load_records
+from bench.report import load_records, replace_block
 
 BUDGETS = "budgets.jsonl"
 LAMBDA_SUITES = ("l0_npn.jsonl", "budgets.jsonl")
+PAGE_START = "<!-- budgets:start (python -m bench.budget_table --page docs/budgets.md) -->"
+PAGE_END = "<!-- budgets:end -->"
 # A budget run's family, to compare it with the λ rows of the same method.
 FAMILY = {"hard_concrete": "hard_concrete", "npn": "npn-prune"}
 
@@ -150,6 +153,7 @@ def plot(curves, lambdas, model, path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--records", default=os.path.join("bench", "records"))
+    p.add_argument("--page", default=None, help="a Markdown page with the budgets markers")
     args = p.parse_args(argv)
     curves = budget_runs(args.records)
     models = sorted({model for model, _ in curves})
@@ -157,8 +161,13 @@ def main(argv=None):
     table = to_markdown(curves, lambdas)
     with open(os.path.join(args.records, "budgets.md"), "w") as f:
         f.write(table)
+    images = []
     for model in models:
-        plot(curves, lambdas, model, os.path.join(args.records, f"budgets_{model}.png"))
+        image = os.path.join(args.records, f"budgets_{model}.png")
+        plot(curves, lambdas, model, image)
+        images.append(f"![budgets on {model}]({image})")
+    if args.page:
+        replace_block(args.page, PAGE_START, PAGE_END, table + "\n" + "\n".join(images))
     print(table, end="")
 
 

@@ -86,3 +86,16 @@ def main(argv=None):
 
 if __name__ == "__main__":
     main()
+
+
+def replace_block(path, start, end, body):
+    """Rewrites the part of a Markdown page between the marker lines `start`
+    and `end` (kept) with `body`: a generated table inside a written page."""
+    with open(path) as f:
+        page = f.read()
+    if start not in page or end not in page:
+        raise ValueError(f"{path} has no generated-block markers ({start!r} ... {end!r}).")
+    head, rest = page.split(start, 1)
+    _, tail = rest.split(end, 1)
+    with open(path, "w") as f:
+        f.write(head + "\n".join([start, "", body.strip(), "", end]) + tail)

@@ -21,6 +21,7 @@ import argparse
 import os
 import statistics
 
+from bench import report
 from bench.export_bench import SUITE_FILES
 from bench.report import load_records
 
@@ -313,21 +314,13 @@ def update_page(path, text, plots_dir):
     (the documentation's benchmarks page) with the tables of `text` and links
     to the plots `render` wrote into `plots_dir` (a path from the repository
     root: the documentation site serves bench/records/ at the same path)."""
-    with open(path) as f:
-        page = f.read()
-    if PAGE_START not in page or PAGE_END not in page:
-        raise ValueError(f"{path} has no dashboard markers ({PAGE_START!r} ... {PAGE_END!r}).")
-    head, rest = page.split(PAGE_START, 1)
-    _, tail = rest.split(PAGE_END, 1)
     images = []
     for model in MODELS:
         for kind, what in (("tradeoff", "error against FLOPs"), ("units", "units kept")):
             image = os.path.join(plots_dir, f"dashboard_{kind}_{model}.png")
             if os.path.exists(image):
                 images.append(f"![{model}: {what}]({image})")
-    block = "\n".join([PAGE_START, "", text.strip(), "", "\n".join(images), "", PAGE_END])
-    with open(path, "w") as f:
-        f.write(head + block + tail)
+    report.replace_block(path, PAGE_START, PAGE_END, text.strip() + "\n\n" + "\n".join(images))
 
 
 def main(argv=None):

@@ -123,7 +123,7 @@ def test_update_page_rewrites_only_the_marked_block(tmp_path):
     assert text.startswith("intro\n") and text.endswith("\noutro\n")
     assert "new table" in text and "old table" not in text
     readme.write_text("no markers")
-    with pytest.raises(ValueError, match="dashboard markers"):
+    with pytest.raises(ValueError, match="generated-block markers"):
         update_page(readme, "x", str(tmp_path))
 
 
