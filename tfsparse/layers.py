@@ -165,8 +165,9 @@ class SparseConv2D(_KernelGated):
     Args:
         filters, kernel_size, strides, padding: as in `keras.layers.Conv2D`
             (`padding` is "valid" or "same").
-        activation, use_bias, kernel_initializer, bias_initializer,
-            kernel_regularizer, kernel_gate: as in `SparseDense`.
+        activation, use_bias, kernel_gate: as in `SparseDense`.
+        kernel_initializer, bias_initializer, kernel_regularizer: as in
+            `SparseDense`.
 
     Call arguments:
         inputs: a tensor of shape `(batch, height, width, channels)`.
