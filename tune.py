@@ -21,8 +21,7 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # Before TensorFlow is impor
 import keras_tuner as kt  # noqa: E402
 
 import tfsparse  # noqa: E402
-import train  # noqa: E402
-from tfsparse import data, models, plots, tuning  # noqa: E402
+from tfsparse import data, models, plots, training, tuning  # noqa: E402
 
 TUNERS = {
     "random": kt.RandomSearch,
@@ -117,7 +116,7 @@ def parse_args(argv=None):
 def fixed_settings(method, pairs):
     """`--fix` pairs → `{name: value}`, each name one that the search space
     of `method` has (values read as JSON where they parse)."""
-    fixed = train.parse_settings(pairs, flag="--fix")
+    fixed = training.parse_settings(pairs, flag="--fix")
     space = kt.HyperParameters()
     tuning.default_space(method, space)
     for cost in tuning.COSTS:

@@ -1,36 +1,31 @@
-"""Runs one benchmark configuration through train.py's own functions."""
+"""Runs one benchmark configuration through `tfsparse.training.run` (train.py's run)."""
 
+import dataclasses
 import datetime
 import json
 import os
 import platform
 import socket
 
-import train
+from tfsparse import training
 
-# Options of train.py that a benchmark setting may override; flags are passed
-# when true. Every other setting is a method setting (`--set key=value`).
-_TRAIN_OPTIONS = (
-    "batch_size",
-    "lr",
-    "lr_schedule",
-    "validation_split",
-    "out",
-    "verbose",
-    "pretrain_epochs",
-    "prune_rate",
-    "prune_level",
-    "dbb_epochs",
-    "target_flops",
-    "target_params",
-)
-_TRAIN_FLAGS = ("ramp", "export")
+# The run's own fields that a benchmark setting may override; every other
+# setting is a method setting (`RunConfig.settings`).
+_RUN_OPTIONS = {f.name for f in dataclasses.fields(training.RunConfig)} - {
+    "model",
+    "dataset",
+    "method",
+    "seed",
+    "epochs",
+    "run_name",
+    "settings",
+}
 DEFAULT_OUT = os.path.join("bench", "results", "runs")
-METHODS = train.METHODS
+METHODS = training.methods()
 
 
 def run_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **settings):
-    """Trains one configuration through train.py and appends its record.
+    """Trains one configuration and appends its record.
 
     Args:
         model: a name from `tfsparse.models.MODELS`.
@@ -41,12 +36,13 @@ def run_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **se
         out_jsonl: path of the .jsonl file to append to (created if needed).
         label: name of the configuration in reports (default: `method`), e.g.
             "npn-expand".
-        **settings: train.py options (`batch_size`, `lr`, `lr_schedule`, `validation_split`,
-            `out`, `verbose`, `pretrain_epochs`, `prune_rate`, `prune_level`,
-            `dbb_epochs`, `ramp`, `export`) and the method's own settings.
+        **settings: `RunConfig` fields (`batch_size`, `lr`, `lr_schedule`,
+            `validation_split`, `out`, `verbose`, `pretrain_epochs`, `prune_rate`,
+            `prune_level`, `continue_epochs`, `target_flops`, `target_params`, `ramp`,
+            `export`) and the method's own settings.
 
     Returns:
-        The record that was appended: train.py's results plus `config`
+        The record that was appended: the run's results plus `config`
         (the arguments above) and `host` (hostname, CPU count, platform, date).
     """
     if method not in METHODS:
@@ -55,35 +51,22 @@ def run_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **se
     label = label or method
     stem = os.path.splitext(os.path.basename(str(dataset)))[0]
     stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
-    argv = [
-        "--model",
-        model,
-        "--dataset",
-        str(dataset),
-        "--method",
-        method,
-        "--seed",
-        str(seed),
-        "--epochs",
-        str(epochs),
-        "--run-name",
-        f"{model}-{label}-{stem}-s{seed}-{stamp}",
-        "--out",
-        str(settings.pop("out", DEFAULT_OUT)),
-        "--verbose",
-        str(settings.pop("verbose", 2)),  # One line per epoch in logs.
-    ]
-    options = {key: settings.pop(key) for key in _TRAIN_OPTIONS if key in settings}
-    for key, value in options.items():
-        argv += [f"--{key.replace('_', '-')}", str(value)]
-    for key in _TRAIN_FLAGS:
-        if settings.pop(key, False):
-            argv.append(f"--{key}")
+    # Where the run goes and how it logs: not part of the recorded configuration.
+    logistics = {"out": settings.pop("out", DEFAULT_OUT), "verbose": settings.pop("verbose", 2)}
+    options = {key: settings.pop(key) for key in sorted(_RUN_OPTIONS) if key in settings}
     method_settings = dict(settings)
-    for key, value in method_settings.items():
-        argv += ["--set", f"{key}={json.dumps(value)}"]
-    args = train.parse_args(argv)
-    results = train.run(args)
+    config = training.RunConfig(
+        model=model,
+        dataset=str(dataset),
+        method=method,
+        seed=seed,
+        epochs=epochs,
+        run_name=f"{model}-{label}-{stem}-s{seed}-{stamp}",
+        settings=method_settings,
+        **logistics,
+        **options,
+    )
+    results = training.run(config)
     record = {
         **results,
         "config": {

@@ -108,7 +108,7 @@ SUITES = {
             "lenet_500_300",
             "bb",
             100,
-            {"pretrain_epochs": 10, "dbb_epochs": 30, "lr_multiplier": 50.0},
+            {"pretrain_epochs": 10, "continue_epochs": 30, "lr_multiplier": 50.0},
         ),
         ("dense", "lenet5_caffe", "dense", 15, {}),
         # On LeNet-5 the KL at weight 1 keeps nearly every conv channel (1.6×
@@ -122,7 +122,12 @@ SUITES = {
             "lenet5_caffe",
             "bb",
             100,
-            {"pretrain_epochs": 10, "dbb_epochs": 20, "lr_multiplier": 50.0, "kl_weight": 2.5},
+            {
+                "pretrain_epochs": 10,
+                "continue_epochs": 20,
+                "lr_multiplier": 50.0,
+                "kl_weight": 2.5,
+            },
         ),
     ],
     # Issue 8: targeted dropout on the three networks, then pruned post hoc:
@@ -167,7 +172,7 @@ SUITES = {
             "lenet_300_100",
             "bb",
             100,
-            {"pretrain_epochs": 10, "dbb_epochs": 30, "lr_multiplier": 50.0},
+            {"pretrain_epochs": 10, "continue_epochs": 30, "lr_multiplier": 50.0},
         ),
     ],
     # Issue 24: FLOPs budgets instead of λ, on the two LeNets (as long as
@@ -214,7 +219,7 @@ def scaled(epochs, settings, scale):
     if scale == 1:
         return epochs, settings
     settings = dict(settings)
-    for key in ("pretrain_epochs", "dbb_epochs"):
+    for key in ("pretrain_epochs", "continue_epochs"):
         if key in settings:
             settings[key] = max(1, round(settings[key] * scale))
     return max(1, round(epochs * scale)), settings

@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 
 import train
+from tfsparse import training
 
 
 def test_main_digits_one_epoch(tmp_path):
@@ -69,29 +70,14 @@ def test_main_digits_one_epoch(tmp_path):
 
 
 def test_reload_gives_same_predictions(tmp_path):
-    args = train.parse_args(
-        [
-            "--model",
-            "lenet_300_100",
-            "--dataset",
-            "digits",
-            "--epochs",
-            "1",
-            "--out",
-            str(tmp_path),
-            "--run-name",
-            "r",
-            "--verbose",
-            "0",
-            "--validation-split",
-            "0",
-        ]
+    config = training.RunConfig(
+        model="lenet_300_100", dataset="digits", epochs=1, verbose=0, validation_split=0
     )
     from tfsparse import data
 
     splits = data.load("digits", validation_split=0)
-    model = train.compile_model(train.build_model(args, splits), args)
-    history, times = train.fit(model, splits, args)
+    model = training.compile_model(training.build_model(config, splits), config)
+    history, times = training.fit(model, splits, config)
     assert "val_loss" not in history.history  # validation_split 0: no validation.
     assert len(times) == 1
     path = os.path.join(tmp_path, "m.keras")
@@ -128,14 +114,14 @@ def test_cosine_schedule_decays_over_the_training(tmp_path):
         ]
     )
     splits = data.load("digits")
-    model = train.compile_model(train.build_model(args, splits), args, splits)
+    model = training.compile_model(training.build_model(args, splits), args, splits)
     assert float(model.optimizer.learning_rate) == pytest.approx(0.004)
-    train.fit(model, splits, args)
+    training.fit(model, splits, args)
     assert float(model.optimizer.learning_rate) == 0.0  # decayed to 0 at the last step
 
 
 def test_train_with_a_flops_budget(tmp_path):
-    results = train.run(
+    results = training.run(
         train.parse_args(
             [
                 "--model",
@@ -158,3 +144,31 @@ def test_train_with_a_flops_budget(tmp_path):
     assert results["history"]["cost_target"][-1] == pytest.approx(0.4)
     assert results["sparsity"]["total"]["flops_fraction"] <= 0.4 + 1e-6
     assert results["sparsity"]["total"]["flops_fraction"] > 0.3
+
+
+def test_a_bad_configuration_names_its_field_and_its_option(capsys):
+    with pytest.raises(ValueError, match="`prune_rate` must be in"):
+        training.RunConfig(model="lenet_300_100", dataset="digits", prune_rate=1.5)
+    with pytest.raises(ValueError, match="`model` must be one of"):
+        training.RunConfig(model="lenet", dataset="digits")
+    with pytest.raises(TypeError, match="`epochs` must be an integer"):
+        training.RunConfig(model="lenet_300_100", dataset="digits", epochs=2.5)
+    with pytest.raises(SystemExit):
+        train.parse_args(["--model", "lenet_300_100", "--dataset", "digits", "--epochs", "0"])
+    assert "--epochs must be in [1, inf]" in capsys.readouterr().err
+
+
+def test_the_command_line_gives_the_configuration_the_library_takes():
+    config = train.parse_args(
+        ["--model", "lenet_300_100", "--dataset", "digits", "--method", "bb", "--set", "lam=0.1"]
+        + ["--dbb-epochs", "3", "--target-flops", "0.5", "--run-name", "r"]
+    )
+    assert config == training.RunConfig(
+        model="lenet_300_100",
+        dataset="digits",
+        method="bb",
+        settings={"lam": 0.1},
+        continue_epochs=3,
+        target_flops=0.5,
+        run_name="r",
+    )

@@ -62,7 +62,7 @@ def test_targeted_dropout_with_final_pruning(tmp_path):
     "argv, message",
     [
         (["--method", "npn", "--set", "lam"], "KEY=VALUE"),
-        (["--method", "npn", "--dbb-epochs", "2"], "--continue-epochs (--dbb-epochs) needs"),
+        (["--method", "npn", "--dbb-epochs", "2"], "--continue-epochs needs"),
         (["--prune-rate", "1.5"], "--prune-rate"),
     ],
 )
