@@ -139,9 +139,7 @@ def optimizer(learning_rate=1e-3, schedule="constant", total_steps=None):
 
 def _under_budget(method, settings, budget):
     """The recipe's settings with a budget in place of the penalty weight."""
-    key = registry.family(method).budget_replaces
-    if key is not None and key in settings:
-        raise ValueError(
-            f"`{key}` and `{next(iter(budget))}` are alternatives: the budget sets it."
-        )
+    family = registry.family(method)
+    family.check_budget_settings(settings, next(iter(budget)).removeprefix("target_"))
+    key = family.budget_replaces
     return {**with_recommended(method, settings, leave_out=key), **budget}

@@ -143,7 +143,7 @@ def sparsify(
     _check_settings(method, family, settings)
     budget = budget_lib.check_target(target_flops, target_params)
     if budget is not None:
-        settings = _settings_under_budget(method, family, level, settings, budget)
+        settings = family.settings_under_budget(settings, level, budget[0])
     settings = defaults.with_recommended(
         method, settings, leave_out=family.budget_replaces if budget is not None else None
     )
@@ -167,43 +167,10 @@ def sparsify(
         settings,
     )
     plan.report(model.name, verbose)
-    sparse = plan.build(model.name + "_sparse", budget=budget)
-    if budget is not None and family.budget_replaces == "gamma":
-        _set_dropout_rate(sparse, budget)
+    sparse = plan.build(model.name + "_sparse")
+    if budget is not None:
+        family.aim_at_budget(sparse, budget)
     return sparse
-
-
-def _settings_under_budget(method, gate_class, level, settings, budget):
-    """The method's settings when a budget takes the place of its penalty."""
-    kind, _ = budget
-    replaced = gate_class.budget_replaces
-    if replaced is not None and replaced in settings:
-        raise ValueError(
-            f"`{replaced}` and `target_{kind}` are alternatives for "
-            f"method={method!r}: the budget sets it."
-        )
-    if replaced == "gamma" and level != UNIT:
-        raise ValueError(
-            "A budget drives unit-level targeted dropout only; pass "
-            "level='unit' (weight-level dropout keeps every unit)."
-        )
-    if level != UNIT and replaced != "gamma":
-        raise ValueError(f"A budget needs unit gates; got level={level!r}.")
-    settings = dict(settings)
-    if replaced == "lam":
-        settings["lam"] = 0.0
-    return settings
-
-
-def _set_dropout_rate(sparse, budget):
-    """Targeted dropout aims at the budget: γ from the target."""
-    from tfsparse.gates.base import gates_of
-
-    kind, target = budget
-    rate = budget_lib.targeted_dropout_rate(sparse, target, kind)
-    for gate in gates_of(sparse):
-        gate.initial_gamma = rate
-        gate.gamma.assign(rate)
 
 
 def _check_settings(method, gate_class, settings):
@@ -458,7 +425,7 @@ class _Plan:
         clones[id(op)] = new
         return new
 
-    def build(self, name, budget=None):
+    def build(self, name):
         inputs = _graph.rebuild_inputs(self.graph)
         tensors = {id(old): new for old, new in zip(self.graph.inputs, inputs)}
         gated, clones = {}, {}
@@ -475,8 +442,6 @@ class _Plan:
                 tensors[id(old)] = new
         outputs = [tensors[id(t)] for t in self.graph.outputs]
         model = _graph.make_model(self.graph, inputs, outputs, name, model_class=SparseModel)
-        if budget is not None and self.gate_class.budget_replaces != "gamma":
-            model._attach_budget({"kind": budget[0], "target": budget[1]})
         for new, old, how in self.copies:
             _copy_weights(new, old, how)
         return model

@@ -208,6 +208,36 @@ class Gate(keras.layers.Layer):
         raise NotImplementedError(f"{type(self).__name__} continues no other family.")
 
     @classmethod
+    def check_budget_settings(cls, settings, kind):
+        """A budget (`target_<kind>`) takes the place of `budget_replaces`:
+        giving both is an error."""
+        key = cls.budget_replaces
+        if key is not None and key in settings:
+            raise ValueError(
+                f"`{key}` and `target_{kind}` are alternatives for "
+                f"method={cls.method!r}: the budget sets it."
+            )
+
+    @classmethod
+    def settings_under_budget(cls, settings, level, kind):
+        """`sparsify`'s settings when a budget drives the gates: unit gates
+        only, and the penalty the Lagrangian replaces switched off."""
+        cls.check_budget_settings(settings, kind)
+        if level != UNIT:
+            raise ValueError(f"A budget needs unit gates; got level={level!r}.")
+        if cls.budget_replaces is None:
+            return dict(settings)
+        return {**settings, cls.budget_replaces: 0.0}
+
+    @classmethod
+    def aim_at_budget(cls, model, budget):
+        """Makes a freshly sparsified `model` meet `budget` (`(kind, target)`):
+        by default a Lagrangian constraint on the gates' expected cost,
+        trained with the weights (`SparseModel`)."""
+        kind, target = budget
+        model._attach_budget({"kind": kind, "target": target})
+
+    @classmethod
     def recipe_plan(cls, epochs, settings, budgeted=False, **context):
         """This family's part of `tfsparse.recipes.recipe`: `(settings for
         sparsify, keyword arguments of SparsityScheduler)` for `epochs`

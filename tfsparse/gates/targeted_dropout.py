@@ -149,6 +149,29 @@ class TargetedDropoutGate(Gate):
         }
 
     @classmethod
+    def settings_under_budget(cls, settings, level, kind):
+        cls.check_budget_settings(settings, kind)
+        if level != UNIT:
+            raise ValueError(
+                "A budget drives unit-level targeted dropout only; pass "
+                "level='unit' (weight-level dropout keeps every unit)."
+            )
+        return dict(settings)
+
+    @classmethod
+    def aim_at_budget(cls, model, budget):
+        """No constraint to train: γ, the fraction of units dropped, is set
+        once so that the kept units cost the target (`tfsparse.budget`)."""
+        from tfsparse import budget as budget_lib  # budget imports the gates.
+        from tfsparse.gates.base import gates_of
+
+        kind, target = budget
+        rate = budget_lib.targeted_dropout_rate(model, target, kind)
+        for gate in gates_of(model):
+            gate.initial_gamma = rate
+            gate.gamma.assign(rate)
+
+    @classmethod
     def recipe_plan(
         cls, epochs, settings, budgeted=False, ramp=False, steps_per_epoch=None, **context
     ):
