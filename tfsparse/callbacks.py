@@ -1,5 +1,9 @@
 """`SparsityScheduler`: the one callback that drives every gate in a model."""
 
+from __future__ import annotations
+
+from typing import Any
+
 import keras
 import numpy as np
 
@@ -68,13 +72,13 @@ class SparsityScheduler(keras.callbacks.Callback):
 
     def __init__(
         self,
-        schedules=None,
-        harden_at=None,
-        expand_between=None,
-        monitor="val_loss",
-        expand_fill=0.0,
-        expand_size=1,
-        budget_reached_at=None,
+        schedules: dict[str, Any] | None = None,
+        harden_at: int | None = None,
+        expand_between: tuple[int, int] | None = None,
+        monitor: str = "val_loss",
+        expand_fill: float = 0.0,
+        expand_size: int = 1,
+        budget_reached_at: int | None = None,
     ):
         super().__init__()
         if schedules is not None and not isinstance(schedules, dict):
@@ -283,7 +287,7 @@ class SparsityScheduler(keras.callbacks.Callback):
             gate.grow(value, self.expand_fill, self.expand_size)
 
 
-def active_units(model):
+def active_units(model: keras.Model) -> dict[str, int]:
     """Dict `active/<gate name>` → number of surviving units (or weights)."""
     counts = {}
     for gate in gates_of(model):

@@ -36,6 +36,8 @@ scaling (tanh, sigmoid, ReLU6...) or a sum whose inputs carry different ones;
 a BatchNormalization without γ/β that would have to absorb one.
 """
 
+from __future__ import annotations
+
 import keras
 import numpy as np
 from keras import ops
@@ -46,7 +48,7 @@ from tfsparse.gates.base import Gate, gates_of
 from tfsparse.layers import TakeFeatures
 
 
-def compact(model):
+def compact(model: keras.Model) -> keras.Model:
     """Returns a plain `keras.Model` that computes what `model` computes at
     inference, with every unit a gate closed removed.
 

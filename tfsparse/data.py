@@ -11,6 +11,8 @@ images in NHWC layout with integer class ids, from one of three sources:
   (`x_train, y_train, x_test, y_test`).
 """
 
+from __future__ import annotations
+
 import dataclasses
 import os
 
@@ -64,7 +66,13 @@ class Splits:
         )
 
 
-def load(name_or_path, validation_split=0.1, normalize=True, seed=0, data_dir=None):
+def load(
+    name_or_path: str | os.PathLike,
+    validation_split: float = 0.1,
+    normalize: bool = True,
+    seed: int = 0,
+    data_dir: str | None = None,
+) -> Splits:
     """Loads a dataset as NumPy train / validation / test splits.
 
     Args:

@@ -23,12 +23,15 @@ model on a sample, and the median batch-1 latency over repeated invocations
 (the Keras model's, through a `tf.function`, is given for reference).
 """
 
+from __future__ import annotations
+
 import json
 import os
 import shutil
 import statistics
 import tempfile
 import time
+from typing import Any
 
 import keras
 import numpy as np
@@ -53,15 +56,15 @@ WARMUP_RUNS = 3
 
 
 def export(
-    model,
-    directory,
-    tflite=True,
-    quantize=None,
-    representative_data=None,
-    test_data=None,
-    sparse_weights="auto",
-    latency_runs=200,
-):
+    model: keras.Model,
+    directory: str | os.PathLike,
+    tflite: bool = True,
+    quantize: str | None = None,
+    representative_data: np.ndarray | None = None,
+    test_data: tuple[np.ndarray, np.ndarray] | None = None,
+    sparse_weights: bool | str = "auto",
+    latency_runs: int = 200,
+) -> dict[str, Any]:
     """Writes `model` as SavedModel, `.keras` and TFLite, and checks the TFLite file.
 
     Args:
@@ -370,7 +373,14 @@ def zero_weight_fraction(model):
 
 
 # ------------------------------------------------------------- verification
-def verify_tflite(tflite_path, keras_model, x, latency_runs=200, tolerance=TOLERANCE, y=None):
+def verify_tflite(
+    tflite_path: str | os.PathLike,
+    keras_model: keras.Model,
+    x: np.ndarray,
+    latency_runs: int = 200,
+    tolerance: float = TOLERANCE,
+    y: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Runs a `.tflite` file on LiteRT and compares it with `keras_model`.
 
     Args:

@@ -15,6 +15,8 @@ TF Model Optimization Toolkit's one-shot baseline) and on
 `tfsparse.layers.SparseDense`/`SparseConv2D`.
 """
 
+from __future__ import annotations
+
 import keras
 import numpy as np
 
@@ -47,7 +49,9 @@ def prunable_layers(model, include_classifier=False):
     return layers
 
 
-def prune_by_magnitude(model, rate, level=WEIGHT, include_classifier=False):
+def prune_by_magnitude(
+    model: keras.Model, rate: float, level: str = WEIGHT, include_classifier: bool = False
+) -> keras.Model:
     """Prunes `model` in place by weight magnitude and returns it.
 
     Weight level: in every column of every prunable kernel (viewed as
@@ -115,7 +119,7 @@ def prune_by_magnitude(model, rate, level=WEIGHT, include_classifier=False):
     return model
 
 
-def magnitude_sparsity(model, include_classifier=True):
+def magnitude_sparsity(model: keras.Model, include_classifier: bool = True) -> dict[str, float]:
     """Fraction of exactly-zero weights in each prunable layer's effective
     kernel (kernel × the gate's inference mask for gated layers).
 

@@ -7,7 +7,10 @@ and the notebooks all go through `recipe()`, so they agree on what a method
 means.
 """
 
+from __future__ import annotations
+
 import dataclasses
+from typing import Any
 
 import keras
 
@@ -33,15 +36,15 @@ class Recipe:
 
 
 def recipe(
-    method,
-    epochs,
-    steps_per_epoch=None,
-    ramp=False,
-    target_flops=None,
-    target_params=None,
-    pretrained=False,
-    **settings,
-):
+    method: str,
+    epochs: int,
+    steps_per_epoch: int | None = None,
+    ramp: bool = False,
+    target_flops: float | None = None,
+    target_params: float | None = None,
+    pretrained: bool = False,
+    **settings: Any,
+) -> Recipe:
     """The settings and scheduler for training `method` for `epochs` epochs.
 
     Args:
@@ -95,7 +98,7 @@ def recipe(
     return Recipe(method, merged, SparsityScheduler(**plan))
 
 
-def planned_scheduler(model, epochs):
+def planned_scheduler(model: keras.Model, epochs: int) -> SparsityScheduler:
     """The scheduler the recipe of `model`'s method gives for `epochs` epochs:
     what `SparsityScheduler()` without a plan runs. NPN gates keep their own
     mode and k_plastic, BB gates their KL weight (`Gate.recipe_settings`); a
@@ -109,7 +112,9 @@ def planned_scheduler(model, epochs):
     return method, recipe(method, epochs, **settings).scheduler
 
 
-def optimizer(learning_rate=1e-3, schedule="constant", total_steps=None):
+def optimizer(
+    learning_rate: float = 1e-3, schedule: str = "constant", total_steps: int | None = None
+) -> keras.optimizers.Optimizer:
     """Adam for a sparsified model, at a constant or a cosine-decayed rate.
 
     `"cosine"` decays the rate from `learning_rate` to 0 over `total_steps`

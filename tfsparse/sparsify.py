@@ -27,10 +27,13 @@ left whole. Nested Sequential/Functional models are inlined. Trained weights
 are copied; the original model is left untouched.
 """
 
+from __future__ import annotations
+
 import collections
 import functools
 import inspect
 import re
+from typing import Any
 
 import keras
 
@@ -56,20 +59,20 @@ method_of = registry.method_of
 
 
 def sparsify(
-    model,
-    method,
+    model: keras.Model,
+    method: str,
     *,
-    dataset_size=None,
-    target_flops=None,
-    target_params=None,
-    level=None,
-    gate_features=True,
-    include_classifier=False,
-    group_by="params",
-    seed=None,
-    verbose=1,
-    **settings,
-):
+    dataset_size: int | None = None,
+    target_flops: float | None = None,
+    target_params: float | None = None,
+    level: str | None = None,
+    gate_features: bool = True,
+    include_classifier: bool = False,
+    group_by: str = "params",
+    seed: int | None = None,
+    verbose: int = 1,
+    **settings: Any,
+) -> SparseModel:
     """Returns a new `tfsparse.SparseModel`: `model` with `method`'s gates.
 
     Args:

@@ -61,6 +61,11 @@ per-example active units):
   gate was) gives the same figures as its gated model.
 """
 
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
 import keras
 import numpy as np
 from keras import ops
@@ -73,7 +78,12 @@ COLUMNS = ("Layer (type)", "Units kept/total", "Weights kept/total", "FLOPs kept
 EXPECTED_COLUMN = "FLOPs expected"  # with `x`: per example, input-dependent gates
 
 
-def summary(model, input_shape=None, print_fn=print, x=None):
+def summary(
+    model: keras.Model,
+    input_shape: tuple[int | None, ...] | None = None,
+    print_fn: Callable[[str], Any] | None = print,
+    x: np.ndarray | None = None,
+) -> dict[str, Any]:
     """Prints and returns the units, weights and FLOPs that survive per layer.
 
     Args:

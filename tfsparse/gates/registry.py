@@ -8,12 +8,19 @@ see `Gate`'s "the method" attributes), and one `register` call makes
 branches on a method's name.
 """
 
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
 from tfsparse import _checks
+
+if TYPE_CHECKING:  # base imports the registry at run time.
+    from tfsparse.gates.base import Gate
 
 _FAMILIES = {}
 
 
-def register(family):
+def register(family: type[Gate]) -> type[Gate]:
     """Registers a `Gate` subclass under its `method` name (a class
     decorator). Registering another class under a taken name is an error."""
     from tfsparse.gates.base import Gate
@@ -31,22 +38,22 @@ def register(family):
     return family
 
 
-def unregister(method):
+def unregister(method: str) -> None:
     """Removes a registered method (a test's or a plugin's; returns its class)."""
     return _FAMILIES.pop(_checks.choice("method", method, methods()))
 
 
-def methods():
+def methods() -> tuple[str, ...]:
     """The registered method names, in registration order."""
     return tuple(_FAMILIES)
 
 
-def family(method):
+def family(method: str) -> type[Gate]:
     """The gate class of a method name (errors list the registered ones)."""
     return _FAMILIES[_checks.choice("method", method, methods())]
 
 
-def successor(method):
+def successor(method: str) -> str | None:
     """The method whose family continues `method`'s (`Gate.continues`: "dbb"
     for "bb"), or None."""
     previous = family(method)
