@@ -194,3 +194,25 @@ def test_shared_and_offset_gates_round_trip_through_keras_file(build, tmp_path):
     assert [len(g._inbound_nodes) for g in gates_of(reloaded)] == [
         len(g._inbound_nodes) for g in gates_of(sparse)
     ]
+
+
+def test_a_list_lam_gives_each_gate_its_own_penalty_weight():
+    """The L0 paper's per-layer λ ("L0-sep"): one entry per gate, in the order
+    sparsify places them; a list of the wrong length names the gates."""
+    from tfsparse import models
+
+    lenet5 = models.get("lenet5_caffe")(input_shape=(28, 28, 1), num_classes=10)
+    for method in ("hard_concrete", "npn"):
+        sparse = tfsparse.sparsify(
+            lenet5, method, dataset_size=100, lam=[10.0, 0.5, 0.1, 2.0], verbose=0
+        )
+        assert [(g.name, g.lam) for g in tfsparse.gates.base.gates_of(sparse)] == [
+            ("conv1_gate", 10.0),
+            ("conv2_gate", 0.5),
+            ("flatten_gate", 0.1),
+            ("fc1_gate", 2.0),
+        ]
+    with pytest.raises(ValueError, match="4 gates were placed: conv1_gate"):
+        tfsparse.sparsify(lenet5, "hard_concrete", dataset_size=100, lam=[1.0] * 5, verbose=0)
+    with pytest.raises(ValueError, match="`lam` has 3 entries, one per gate"):
+        tfsparse.sparsify(lenet5, "hard_concrete", dataset_size=100, lam=[1.0] * 3, verbose=0)

@@ -119,6 +119,8 @@ def sparsify(
             entry per hidden-unit gate), estimator;
             `bb`/`dbb`: see `tfsparse.gates.beta_bernoulli`;
             `targeted_dropout`: alpha, gamma (`level` gives weight/unit).
+            hard-concrete's and NPN's `lam` may be a list, one λ per gate in
+            the order the report lists them (the L0 paper's per-layer λ).
 
     Returns:
         A `tfsparse.SparseModel` (uncompiled) with the weights of `model`.
@@ -230,6 +232,13 @@ class _Plan:
             self._place_unit_gates(gate_features)
         if not self.placed:
             raise ValueError(self._nothing_placed())
+        for key in self.gate_class.per_gate_settings:
+            values = self.settings.get(key)
+            if isinstance(values, (list, tuple)) and len(values) != len(self.placed):
+                raise ValueError(
+                    f"`{key}` has {len(values)} entries, one per gate, but "
+                    f"{len(self.placed)} gates were placed: {', '.join(self.placed)}."
+                )
 
     # --------------------------------------------------------------- placing
     def _next_seed(self):
@@ -239,7 +248,9 @@ class _Plan:
     def _unit_gate(self, name, group_size, grows, units=None, several=False):
         """A unit gate; `grows`: hidden units, which NPN's expand mode grows
         (input features and attention heads all start open)."""
-        settings = self.gate_class.site_settings(dict(self.settings), grows, self._unit_gate_index)
+        settings = self.gate_class.site_settings(
+            dict(self.settings), grows, self._unit_gate_index, site=len(self.placed)
+        )
         if grows:
             self._unit_gate_index += 1
         self.placed.append(f"{name}_gate")
@@ -341,9 +352,10 @@ class _Plan:
         )
 
     def _kernel_settings(self):
+        settings = self.gate_class.one_site(self.settings, len(self.placed))
         if not self.gate_class.needs_dataset_size:
-            return self.settings
-        return {"dataset_size": self.dataset_size, **self.settings}
+            return settings
+        return {"dataset_size": self.dataset_size, **settings}
 
     def _continue_previous_gates(self):
         """Replaces the gates of the family this one continues (BB, for DBB)

@@ -84,6 +84,10 @@ class Gate(keras.layers.Layer):
     # of: "lam" for penalties a Lagrangian replaces, None where the penalty
     # stays (a variational method's KL).
     budget_replaces = None
+    # Settings a caller may give as a list, one value per gate in the
+    # order `sparsify` places them (a per-layer λ, as in the L0 paper's
+    # "L0-sep" rows).
+    per_gate_settings = ()
 
     # ---- The method: what `sparsify`, `recipes` and the scheduler ask a
     # family (a registered family is a method; `tfsparse.gates.registry`).
@@ -183,13 +187,32 @@ class Gate(keras.layers.Layer):
         return cls(**settings)
 
     @classmethod
-    def site_settings(cls, settings, grows, index):
+    def site_settings(cls, settings, grows, index, site=0):
         """The settings of one gate `sparsify` places, from the method's
         `settings`: `grows` says whether the gate is on hidden units (not
-        input features or attention heads), `index` counts those before it.
-        The same for every gate by default."""
+        input features or attention heads), `index` counts those before it,
+        `site` counts every gate before it. A list given for one of
+        `per_gate_settings` is read one entry per gate, in `site` order;
+        every other setting is the same for every gate."""
         del grows, index
-        return settings
+        return cls.one_site(settings, site)
+
+    @classmethod
+    def one_site(cls, settings, site):
+        """`settings` with each list of `per_gate_settings` replaced by its
+        entry for gate number `site`."""
+        out = dict(settings)
+        for key in cls.per_gate_settings:
+            values = settings.get(key)
+            if isinstance(values, (list, tuple)):
+                if site >= len(values):
+                    raise ValueError(
+                        f"`{key}` has {len(values)} entries, one per gate, but the "
+                        "model has more gates (pass one value, or one per gate in "
+                        "the order sparsify's report lists them)."
+                    )
+                out[key] = values[site]
+        return out
 
     @classmethod
     def settings_from_scratch(cls, settings):

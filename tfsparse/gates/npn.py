@@ -67,6 +67,7 @@ class NPNGate(Gate):
 
     # A budget replaces the L0 penalty (see tfsparse.budget).
     budget_replaces = "lam"
+    per_gate_settings = ("lam",)
     method = "npn"
     # As hard-concrete's (measured on mnist-10k).
     recommended = {"lam": 0.05, "lr_multiplier": 10.0}
@@ -263,10 +264,11 @@ class NPNGate(Gate):
         return woken
 
     @classmethod
-    def site_settings(cls, settings, grows, index):
+    def site_settings(cls, settings, grows, index, site=0):
         """Expand mode grows hidden units only (input features and attention
         heads start open and prune); a list `init_size` has one entry per
         hidden-unit gate."""
+        settings = cls.one_site(settings, site)
         if settings.get("mode", PRUNE) != EXPAND:
             return settings
         if not grows:
