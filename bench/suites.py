@@ -201,7 +201,88 @@ SUITES = {
     ],
 }
 # Suites on another dataset than mnist-10k.
-DATASETS = {"vit_fashion": FASHION}
+
+
+# Issue 20: the papers' MNIST tables on full MNIST (`python -m bench.paper`),
+# with each method's official settings: L0 from AMLab-Amsterdam/L0_regularization
+# (200 epochs, batch 100, Adam 1e-3, gates at the weights' rate, temperature
+# 2/3, initial drop rate 0.2 on input pixels and 0.5 elsewhere) and the
+# per-layer λ·N of leo-yangli/l0-arm's config (MLP 0.1 each; LeNet-5 10, 0.5,
+# 0.1, 10); NPN from leo-yangli/npns (500 epochs, batch 128, the same λ, k = 7
+# to prune and 1 to expand over epochs 100-350, expansion from 3 units by one
+# per improved epoch); BB/DBB from the authors' code (200 epochs each of dense
+# pretraining, BB and DBB; batch 100; gates at 10× the weights' rate 1e-3).
+# Not expressed here: the codes' L2 weight decay (5e-4), NPN's learning-rate
+# drop at epoch 400 and BB's at 50 % and 80 % (constant rates instead), and
+# the official scripts' best-test-error-seen reporting (the final error here).
+# Targeted dropout's paper reports no MNIST table. The cheapest runs first.
+# tfsparse weighs a unit's gate by the weights it switches off in its own
+# layer (fan-in plus bias: `Gate.group_size`); the official codes weigh a Dense
+# layer's input gate by its row of that layer's kernel (the fan-out) and a conv
+# channel by its filter. The papers' λ·N per layer is scaled per gate by
+# (official group size / tfsparse's) so that the penalties are the papers'.
+def _per_gate(lambdas, official, ours):
+    return [lam * a / b for lam, a, b in zip(lambdas, official, ours)]
+
+
+# Gates: input pixels, hidden 1, hidden 2 (fan-outs 300, 100, 10 officially;
+# tfsparse's 300, 785, 301). LeNet-5: conv1, conv2, fc1's inputs, fc2's inputs
+# (25, 500, 500, 10 officially; 26, 501, 500, 801).
+MLP_LAMBDAS = _per_gate([0.1, 0.1, 0.1], (300, 100, 10), (300, 785, 301))
+LENET5_SIZES = ((25, 500, 500, 10), (26, 501, 500, 801))
+LENET5_LAMBDAS = _per_gate([10.0, 0.5, 0.1, 10.0], *LENET5_SIZES)
+L0_MLP = {"lam": MLP_LAMBDAS, "init_drop_rate": [0.2, 0.5, 0.5], "lr_multiplier": 1.0}
+L0_LENET5 = {"init_drop_rate": 0.5, "lr_multiplier": 1.0}
+NPN_EXPAND = {"mode": "expand", "init_size": 3, "expand_size": 1, "k_plastic": 1.0}
+BB_PHASES = {"pretrain_epochs": 200, "continue_epochs": 200, "lr_multiplier": 10.0}
+SUITES["paper"] = [
+    ("l0", "lenet_300_100", "hard_concrete", 200, {"batch_size": 100, **L0_MLP}),
+    (
+        "l0-sep",
+        "lenet5_caffe",
+        "hard_concrete",
+        200,
+        {"batch_size": 100, "lam": LENET5_LAMBDAS, **L0_LENET5},
+    ),
+    # The official LeNet-5 script's default: λ·N = 1 on every layer.
+    (
+        "l0",
+        "lenet5_caffe",
+        "hard_concrete",
+        200,
+        {"batch_size": 100, "lam": _per_gate([1.0] * 4, *LENET5_SIZES), **L0_LENET5},
+    ),
+    ("npn-prune", "lenet_300_100", "npn", 500, {"lam": MLP_LAMBDAS, "lr_multiplier": 1.0}),
+    (
+        "npn-expand",
+        "lenet_300_100",
+        "npn",
+        500,
+        {"lam": MLP_LAMBDAS, "lr_multiplier": 1.0, **NPN_EXPAND},
+    ),
+    ("bb+dbb", "lenet_500_300", "bb", 200, {"batch_size": 100, **BB_PHASES}),
+    ("npn-prune", "lenet5_caffe", "npn", 500, {"lam": LENET5_LAMBDAS, "lr_multiplier": 1.0}),
+    (
+        "npn-expand",
+        "lenet5_caffe",
+        "npn",
+        500,
+        {"lam": LENET5_LAMBDAS, "lr_multiplier": 1.0, **NPN_EXPAND},
+    ),
+    ("bb+dbb", "lenet5_caffe", "bb", 200, {"batch_size": 100, **BB_PHASES}),
+] + [
+    ("dense", model, "dense", 200, {"batch_size": 100})
+    for model in ("lenet_300_100", "lenet_500_300", "lenet5_caffe")
+]
+# 5,000 of the 60,000 training images held out for validation, as the papers did.
+SUITES["paper"] = [
+    (label, model, method, epochs, {"validation_split": 5000 / 60000, **settings})
+    for label, model, method, epochs, settings in SUITES["paper"]
+]
+MNIST_FULL = os.environ.get(
+    "TFSPARSE_MNIST_FULL", os.path.join(os.path.dirname(MNIST), "mnist.npz")
+)
+DATASETS = {"vit_fashion": FASHION, "paper": MNIST_FULL}
 
 
 def done(path, label, model, seed):

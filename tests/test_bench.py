@@ -198,3 +198,32 @@ def test_settings_grid_rejects_settings_that_are_not_json_objects(text, capsys):
             ["--method", "npn", "--model", "lenet_300_100", "--settings", text, "--out", "x.jsonl"]
         )
     assert "--settings" in capsys.readouterr().err
+
+
+def test_the_paper_table_compares_each_row_with_the_runs_of_its_label(tmp_path, monkeypatch):
+    from bench import paper
+
+    def record(seed, units, error):
+        return {
+            "model": "lenet5_caffe",
+            "config": {"label": "l0-sep", "seed": seed},
+            "test_error": error / 100,
+            "sparsity": {
+                "units_kept": units,
+                "total": {"weights_fraction": 0.1, "flops_fraction": 0.2},
+            },
+        }
+
+    rows = [record(0, [9, 18, 60, 25], 1.05), record(1, [9, 16, 60, 25], 1.15)]
+    (tmp_path / "paper.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    ours = paper.our_rows(str(tmp_path))[("lenet5_caffe", "l0-sep")]
+    assert ours["units"] == (9, 17, 60, 25) and ours["seeds"] == 2
+    assert ours["error"] == pytest.approx(1.10)
+    sep = next(p for p in paper.PAPER_ROWS if p["label"] == "l0-sep")  # 9-18-65-25 at 1.0 %
+    assert paper.verdict(sep, ours) == "reproduced"
+    assert paper.verdict(sep, {**ours, "error": 0.9}) == "better"
+    assert paper.verdict(sep, {**ours, "units": (20, 18, 65, 25), "error": 1.5}) == (
+        "short: 11 more units, +0.50 points of error"
+    )
+    table = paper.to_markdown(str(tmp_path))
+    assert "9-17-60-25 | 1.10 ± 0.07" in table and "not run yet" in table

@@ -101,7 +101,7 @@ class HardConcreteGate(Gate):
 
     # A budget replaces the L0 penalty (see tfsparse.budget).
     budget_replaces = "lam"
-    per_gate_settings = ("lam",)
+    per_gate_settings = ("lam", "init_drop_rate")
     method = "hard_concrete"
     levels = (UNIT, WEIGHT)
     # Measured on mnist-10k (10,000 training images, 79 steps per epoch):
