@@ -52,6 +52,12 @@ def parse_args(argv=None):
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     p.add_argument(
+        "--weight-decay",
+        type=float,
+        default=0.0,
+        help="L2 penalty ½·wd·Σw² on every kernel (as PyTorch's weight_decay)",
+    )
+    p.add_argument(
         "--lr-schedule",
         default="constant",
         choices=recipes.LR_SCHEDULES,

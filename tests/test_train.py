@@ -172,3 +172,19 @@ def test_the_command_line_gives_the_configuration_the_library_takes():
         target_flops=0.5,
         run_name="r",
     )
+
+
+def test_weight_decay_reaches_the_sparse_model_as_an_l2_penalty():
+    from tfsparse import data
+
+    splits = data.load("digits")
+    config = training.RunConfig(
+        model="lenet_300_100", dataset="digits", method="hard_concrete", weight_decay=0.01
+    )
+    dense = training.build_model(config, splits)
+    kernels = [layer.kernel for layer in dense.layers if hasattr(layer, "kernel")]
+    expected = sum(0.005 * float(np.sum(np.square(k.numpy()))) for k in kernels)
+    np.testing.assert_allclose(float(sum(dense.losses)), expected, rtol=1e-5)
+    sparse, _ = training.build_sparse(config, splits)
+    sparse_kernels = [v for v in sparse.trainable_weights if v.regularizer is not None]
+    assert len(sparse_kernels) == len(kernels) == 3

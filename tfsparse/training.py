@@ -60,6 +60,8 @@ class RunConfig:
         out: parent folder of the run folder.
         run_name: the run folder's name (default `<model>-<dataset>-<timestamp>`).
         verbose: Keras `fit` verbosity (0, 1 or 2).
+        weight_decay: an L2 penalty ½·weight_decay·Σw² on every kernel (what
+            PyTorch's `weight_decay` does to plain gradients; the papers' codes use it).
         settings: the method's own settings (`tfsparse.recipes.recipe`'s keywords,
             e.g. `{"lam": 0.1}`).
         target_flops, target_params: a budget instead of a penalty weight: keep this
@@ -86,6 +88,7 @@ class RunConfig:
     out: str = "saved_models"
     run_name: str | None = None
     verbose: int = 1
+    weight_decay: float = 0.0
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     target_flops: float | None = None
     target_params: float | None = None
@@ -102,6 +105,7 @@ class RunConfig:
         _checks.number("epochs", self.epochs, low=1, integer=True)
         _checks.number("batch_size", self.batch_size, low=1, integer=True)
         _checks.number("lr", self.lr, low=0, low_open=True)
+        _checks.number("weight_decay", self.weight_decay, low=0)
         _checks.choice("lr_schedule", self.lr_schedule, recipes.LR_SCHEDULES)
         _checks.number("seed", self.seed, integer=True)
         _checks.number("validation_split", self.validation_split, low=0, high=1, high_open=True)
@@ -151,9 +155,18 @@ def parse_settings(pairs: list[str], flag: str = "--set") -> dict[str, Any]:
 
 def build_model(config: RunConfig, splits: data.Splits) -> keras.Model:
     """The plain reference network `config.model`, for `splits`' input shape and
-    classes; uncompiled, it outputs logits."""
+    classes, with `config.weight_decay` on its kernels; uncompiled, it outputs logits."""
     builder = models.get(config.model)
-    return builder(input_shape=splits.input_shape, num_classes=splits.num_classes)
+    model = builder(input_shape=splits.input_shape, num_classes=splits.num_classes)
+    if config.weight_decay:
+        regularizer = keras.regularizers.L2(config.weight_decay / 2)
+        for layer in model.layers:
+            if getattr(layer, "kernel", None) is not None and hasattr(layer, "kernel_regularizer"):
+                # The variable's regularizer counts now; the layer's is in its
+                # config, so the copies `sparsify` makes keep it.
+                layer.kernel_regularizer = regularizer
+                layer.kernel.regularizer = regularizer
+    return model
 
 
 def build_sparse(
