@@ -109,15 +109,16 @@ PAPER_ROWS = (
 
 
 def run(seeds=None, only=None, models=None, records=suites.RECORDS):
-    """Runs the missing configurations: every one at seed 0 first (cheapest
-    first, the suite's order), then the MLPs' other seeds."""
-    plan = [(LENET5_SEEDS, models)]
-    mlps = [m for m in MLPS if not models or m in models]
-    plan.append(([s for s in MLP_SEEDS if s not in LENET5_SEEDS], mlps))
-    for plan_seeds, plan_models in plan:
-        chosen = [s for s in plan_seeds if seeds is None or s in seeds]
-        if chosen and plan_models != []:
-            suites.run_suite(SUITE, chosen, models=plan_models, only=only, records=records)
+    """Runs the missing configurations in the suite's order (cheapest first),
+    each for all of its seeds (3 for the MLPs, 1 for LeNet-5) before the next,
+    so that a row's seeds are complete before a costlier row starts."""
+    for label, model, *_ in suites.SUITES[SUITE]:
+        if only and label not in only or models and model not in models:
+            continue
+        wanted = MLP_SEEDS if model in MLPS else LENET5_SEEDS
+        chosen = [s for s in wanted if seeds is None or s in seeds]
+        if chosen:
+            suites.run_suite(SUITE, chosen, models=[model], only=[label], records=records)
 
 
 def our_rows(records_dir):
