@@ -227,3 +227,13 @@ def test_the_paper_table_compares_each_row_with_the_runs_of_its_label(tmp_path, 
     )
     table = paper.to_markdown(str(tmp_path))
     assert "9-17-60-25 | 1.10 ± 0.07" in table and "not run yet" in table
+
+
+def test_fingerprint_comparison_names_each_configuration_that_changed():
+    from bench import fingerprint
+
+    before = {"dense {}": [0.1, "aa"], "npn {}": [0.2, "bb"]}
+    lines, same = fingerprint.compare(before, dict(before))
+    assert same and all(line.startswith("same") for line in lines)
+    lines, same = fingerprint.compare(before, {**before, "npn {}": [0.2, "cc"]})
+    assert not same and [line.split()[0] for line in lines] == ["same", "DIFFERENT"]
