@@ -212,7 +212,7 @@ SUITES = {
 # to prune and 1 to expand over epochs 100-350, expansion from 3 units by one
 # per improved epoch); BB/DBB from the authors' code (200 epochs each of dense
 # pretraining, BB and DBB; batch 100; gates at 10× the weights' rate 1e-3).
-# Not expressed here: NPN's learning-rate
+# Not expressed here: the L0 MLP's parameter averaging (beta_ema 0.999), NPN's learning-rate
 # drop at epoch 400 and BB's at 50 % and 80 % (constant rates instead), and
 # the official scripts' best-test-error-seen reporting (the final error here).
 # Targeted dropout's paper reports no MNIST table. The cheapest runs first.
