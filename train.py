@@ -58,6 +58,13 @@ def parse_args(argv=None):
         help="L2 penalty ½·wd·Σw² on every kernel (as PyTorch's weight_decay)",
     )
     p.add_argument(
+        "--average-weights",
+        type=float,
+        default=0.0,
+        help="momentum of a moving average of the weights and gates that replaces "
+        "them when training ends (0: none; the L0 paper's code: 0.999)",
+    )
+    p.add_argument(
         "--lr-schedule",
         default="constant",
         choices=recipes.LR_SCHEDULES,

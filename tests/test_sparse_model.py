@@ -1,4 +1,4 @@
-"""SparseModel's train step: gate learning-rate multipliers."""
+"""SparseModel's train step: gate learning-rate multipliers, parameter averaging."""
 
 import keras
 import numpy as np
@@ -7,7 +7,7 @@ from tfsparse.gates import HardConcreteGate
 from tfsparse.sparse_model import SparseModel
 
 
-def _model(multiplier):
+def _model(multiplier, optimizer=None):
     keras.utils.set_random_seed(0)
     inputs = keras.Input((5,))
     hidden = keras.layers.Dense(4, activation="relu", name="hidden")(inputs)
@@ -16,7 +16,8 @@ def _model(multiplier):
     )(hidden)
     model = SparseModel(inputs=inputs, outputs=keras.layers.Dense(2)(gated))
     model.compile(
-        keras.optimizers.SGD(0.1), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+        optimizer or keras.optimizers.SGD(0.1),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
     return model
 
@@ -34,3 +35,34 @@ def test_gate_update_is_scaled_and_weights_are_not():
     np.testing.assert_allclose(moves[5.0][0], 5.0 * moves[1.0][0], rtol=1e-4, atol=1e-7)
     np.testing.assert_allclose(moves[5.0][1], moves[1.0][1], rtol=1e-4, atol=1e-7)
     assert np.abs(moves[1.0][0]).max() > 0
+
+
+class _Values(keras.callbacks.Callback):
+    """Each step's value of some variables, before any averaging replaces them."""
+
+    def __init__(self, variables):
+        super().__init__()
+        self.variables, self.steps = variables, []
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps.append([v.numpy().copy() for v in self.variables])
+
+
+def test_parameter_averaging_covers_the_gates_and_ends_in_the_model():
+    # Keras' `use_ema` on the weights' optimizer: the gates (trained by their
+    # own optimizers, here at 10x) are averaged too, and `fit` ends with
+    # every trainable variable replaced by its average.
+    x = np.random.default_rng(0).normal(size=(32, 5)).astype("float32")
+    y = np.arange(32) % 2
+    momentum = 0.8
+    model = _model(10.0, keras.optimizers.Adam(0.01, use_ema=True, ema_momentum=momentum))
+    gate, hidden = model.get_layer("gate"), model.get_layer("hidden")
+    values = _Values([gate.log_alpha, hidden.kernel])
+    model.fit(x, y, batch_size=8, epochs=2, verbose=0, shuffle=False, callbacks=[values])
+    average = values.steps[0]
+    for step in values.steps[1:]:
+        average = [momentum * a + (1 - momentum) * v for a, v in zip(average, step)]
+    # The average is not the last step's value: the check below can fail.
+    assert not np.allclose(values.steps[-1][0], average[0])
+    np.testing.assert_allclose(gate.log_alpha.numpy(), average[0], rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(hidden.kernel.numpy(), average[1], rtol=1e-5, atol=1e-6)

@@ -113,7 +113,10 @@ def planned_scheduler(model: keras.Model, epochs: int) -> SparsityScheduler:
 
 
 def optimizer(
-    learning_rate: float = 1e-3, schedule: str = "constant", total_steps: int | None = None
+    learning_rate: float = 1e-3,
+    schedule: str = "constant",
+    total_steps: int | None = None,
+    average_weights: float = 0.0,
 ) -> keras.optimizers.Optimizer:
     """Adam for a sparsified model, at a constant or a cosine-decayed rate.
 
@@ -126,11 +129,18 @@ def optimizer(
     9.3 % at 95.4 % with the library's constant 1e-3 (seeds 1-3,
     `bench/records/tuning/`). The library's default stays constant 1e-3, the
     rate its benchmarks were measured at; `tfsparse.tuning` searches both.
+
+    `average_weights` > 0 keeps an exponential moving average of every
+    trainable variable (weights and gates) with that momentum and leaves the
+    averages in the model when `fit` ends (Keras' `use_ema`), as the L0
+    paper's code does with 0.999 (its `beta_ema`).
     """
     _checks.number("learning_rate", learning_rate, low=0, low_open=True)
     _checks.choice("schedule", schedule, LR_SCHEDULES)
+    _checks.number("average_weights", average_weights, low=0, high=1, high_open=True)
+    averaging = {"use_ema": True, "ema_momentum": average_weights} if average_weights else {}
     if schedule == "constant":
-        return keras.optimizers.Adam(learning_rate)
+        return keras.optimizers.Adam(learning_rate, **averaging)
     if total_steps is None:
         raise ValueError(
             "`total_steps` is needed by the cosine schedule: the steps of the "
@@ -138,7 +148,8 @@ def optimizer(
         )
     _checks.number("total_steps", total_steps, low=1, integer=True)
     return keras.optimizers.Adam(
-        keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
+        keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps),
+        **averaging,
     )
 
 

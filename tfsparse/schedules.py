@@ -162,3 +162,29 @@ def get(schedule):
         "A schedule must be a tfsparse.schedules.Schedule, a number or a "
         f"serialized schedule dict; got {type(schedule).__name__}."
     )
+
+
+@keras.saving.register_keras_serializable(package="tfsparse")
+class ScaledLearningRate(keras.optimizers.schedules.LearningRateSchedule):
+    """A learning rate (a number or a Keras schedule) times `factor`: the
+    rate of the optimizer that moves gates with an `lr_multiplier`."""
+
+    def __init__(self, learning_rate, factor):
+        self.learning_rate = (
+            keras.optimizers.schedules.deserialize(learning_rate)
+            if isinstance(learning_rate, dict)
+            else learning_rate
+        )
+        self.factor = float(_checks.number("factor", factor, low=0, low_open=True))
+
+    def __call__(self, step):
+        rate = self.learning_rate
+        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+            rate = rate(step)
+        return rate * self.factor
+
+    def get_config(self):
+        rate = self.learning_rate
+        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
+            rate = keras.optimizers.schedules.serialize(rate)
+        return {"learning_rate": rate, "factor": self.factor}

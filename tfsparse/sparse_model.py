@@ -9,6 +9,7 @@ from keras.src.backend.tensorflow.trainer import _collective_all_reduce_multi_wo
 from keras.src.losses import loss as loss_module
 
 from tfsparse import budget as budget_lib
+from tfsparse import schedules
 from tfsparse.gates.base import gates_of
 
 ADAMS = (keras.optimizers.Adam, keras.optimizers.AdamW)
@@ -34,7 +35,9 @@ class SparseModel(keras.Model):
       does for its masks). When the weights use Adam, the gates' Adam takes
       the same learning rate (schedule included), which gives exactly the
       updates of one Adam over all variables; otherwise it runs at 1e-3.
-      Each gate's `lr_multiplier` scales its updates afterwards.
+      Gates with an `lr_multiplier` (and a budget's multipliers, at
+      `BUDGET_LR_MULTIPLIER`) are trained by copies of the gate optimizer at
+      that multiple of its learning rate (`boosted_gate_optimizers`).
     - **Paired passes** (`Gate.pairs_passes`; NPN's ARM estimator): each
       step draws one noise per such gate and runs the usual forward pass (its
       loss trains the weights) and a second one with the same noise, then
@@ -64,6 +67,8 @@ class SparseModel(keras.Model):
         budget = kwargs.pop("budget", None)
         super().__init__(*args, **kwargs)
         self.gate_optimizer = None
+        self.boosted_gate_optimizers = []
+        self._boosted_rates = []
         self._attach_budget(budget)
 
     # ---------------------------------------------------------------- budget
@@ -137,15 +142,27 @@ class SparseModel(keras.Model):
             if gate_optimizer is not None
             else _default_gate_optimizer(self.optimizer)
         )
-        # Both optimizers are built now, each for its own variables, so that a
-        # checkpoint (BackupAndRestore) always holds the same state to restore.
+        # Variables with an `lr_multiplier` get an optimizer of their own at
+        # that multiple of the gates' rate: the same steps as scaling each
+        # update afterwards, without reading a variable back after its
+        # optimizer wrote it (that read raced with the write: see
+        # docs/budgets.md, "Reproducibility").
+        self._boosted_rates = sorted(set(self._rate_groups()) - {1.0})
+        self.boosted_gate_optimizers = [
+            _scaled_optimizer(self.gate_optimizer, multiplier)
+            for multiplier in self._boosted_rates
+        ]
+        # Both optimizers are built now so that a checkpoint (BackupAndRestore)
+        # always holds the same state to restore. The weights' optimizer is
+        # built over every trainable variable, as Keras builds it, so that its
+        # parameter averaging (`use_ema`) covers the gates too and
+        # `fit` can finalize it with the model's trainable variables.
         if self.built:
-            gate_ids = {id(v) for v in self._gate_variables()}
-            weights = [v for v in self.trainable_variables if id(v) not in gate_ids]
-            if not self.optimizer.built and weights:
-                self.optimizer.build(weights)
-            if not self.gate_optimizer.built:
-                self.gate_optimizer.build(self._gate_variables())
+            if not self.optimizer.built:
+                self.optimizer.build(self.trainable_variables)
+            for optimizer, (_, variables) in self._optimizer_groups():
+                if not optimizer.built:
+                    optimizer.build(variables)
 
     # ------------------------------------------------------------ train step
     def train_step(self, data):
@@ -155,12 +172,37 @@ class SparseModel(keras.Model):
         return _reducible_logs(self.distribute_strategy, super().test_step(data))
 
     def _gate_variables(self):
-        """The variables the gate optimizer trains: the gates', and a
+        """The variables the gate optimizers train: the gates', and a
         budget's multipliers (last)."""
         variables = [v for g in gates_of(self) for v in g.trainable_weights]
         if self.budget is not None:
             variables.append(self.budget_multipliers)
         return variables
+
+    def _rate_groups(self):
+        """{learning-rate multiplier: the gate variables that take it}."""
+        groups = {}
+        for gate in gates_of(self):
+            groups.setdefault(gate.lr_multiplier, []).extend(gate.trainable_weights)
+        if self.budget is not None:
+            groups.setdefault(BUDGET_LR_MULTIPLIER, []).append(self.budget_multipliers)
+        return groups
+
+    def _optimizer_groups(self):
+        """[(optimizer, (multiplier, variables))]: each gate optimizer with
+        the variables it trains."""
+        optimizers = {1.0: self.gate_optimizer}
+        optimizers.update(zip(self._boosted_rates, self.boosted_gate_optimizers))
+        out = []
+        for multiplier, variables in self._rate_groups().items():
+            optimizer = optimizers.get(multiplier)
+            if optimizer is None:
+                raise ValueError(
+                    f"A gate's lr_multiplier={multiplier} has no optimizer: "
+                    "compile the model again after adding gates."
+                )
+            out.append((optimizer, (multiplier, variables)))
+        return out
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Building only needs the shapes of one batch: take this worker's
@@ -249,32 +291,22 @@ class SparseModel(keras.Model):
         # forward pass reads for the gates' gradients only
         # (tests/test_arm_order.py checks both graphs).
         with tf.control_dependencies([scaled_loss] + ([second_loss] if paired else [])):
-            self._apply_updates(gates, weights, weight_gradients, gate_variables, gate_gradients)
+            self._apply_updates(weights, weight_gradients, gate_variables, gate_gradients)
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         if cost is not None:
             logs = {**logs, "cost": cost, "cost_target": tf.identity(self.budget_target)}
         return logs
 
-    def _apply_updates(self, gates, weights, weight_gradients, gate_variables, gate_gradients):
-        boosted = [
-            (v, g.lr_multiplier)
-            for g in gates
-            if g.lr_multiplier != 1.0
-            for v in g.trainable_weights
-        ]
-        if self.budget is not None:
-            boosted.append((self.budget_multipliers, BUDGET_LR_MULTIPLIER))
-        before = [tf.identity(v) for v, _ in boosted]
+    def _apply_updates(self, weights, weight_gradients, gate_variables, gate_gradients):
+        gradient_of = {id(v): g for v, g in zip(gate_variables, gate_gradients)}
+        for optimizer, (_, variables) in self._optimizer_groups():
+            present = [
+                (gradient_of[id(v)], v) for v in variables if gradient_of.get(id(v)) is not None
+            ]
+            if present:
+                optimizer.apply_gradients(present)
         if weights:
             self.optimizer.apply_gradients(zip(weight_gradients, weights))
-        present = [(g, v) for g, v in zip(gate_gradients, gate_variables) if g is not None]
-        if present:
-            self.gate_optimizer.apply_gradients(present)
-        for (variable, multiplier), old in zip(boosted, before):
-            new = old + multiplier * (variable - old)
-            if variable.constraint is not None:
-                new = variable.constraint(new)
-            variable.assign(new)
 
     def _unscaled(self, gradients):
         """Gate gradients without a mixed-precision loss scale (the gates'
@@ -316,6 +348,19 @@ def _default_gate_optimizer(optimizer):
         config["name"] = "gate_adam"
         return keras.optimizers.Adam.from_config(config)
     return keras.optimizers.Adam(1e-3, name="gate_adam")
+
+
+def _scaled_optimizer(optimizer, factor):
+    """A copy of `optimizer` (fresh state) whose learning rate is `factor` times its own."""
+    config = optimizer.get_config()
+    rate = config["learning_rate"]
+    config["learning_rate"] = (
+        rate * factor
+        if isinstance(rate, (int, float))
+        else schedules.ScaledLearningRate(rate, factor)
+    )
+    config["name"] = f"{config['name']}_x{factor:g}"
+    return type(optimizer).from_config(config)
 
 
 def _multi_worker(strategy):

@@ -62,6 +62,9 @@ class RunConfig:
         verbose: Keras `fit` verbosity (0, 1 or 2).
         weight_decay: an L2 penalty ½·weight_decay·Σw² on every kernel (what
             PyTorch's `weight_decay` does to plain gradients; the papers' codes use it).
+        average_weights: momentum of a moving average of every trainable variable
+            that replaces them when each phase's `fit` ends (0: none; the L0
+            paper's code uses 0.999).
         settings: the method's own settings (`tfsparse.recipes.recipe`'s keywords,
             e.g. `{"lam": 0.1}`).
         target_flops, target_params: a budget instead of a penalty weight: keep this
@@ -89,6 +92,7 @@ class RunConfig:
     run_name: str | None = None
     verbose: int = 1
     weight_decay: float = 0.0
+    average_weights: float = 0.0
     settings: dict[str, Any] = dataclasses.field(default_factory=dict)
     target_flops: float | None = None
     target_params: float | None = None
@@ -106,6 +110,7 @@ class RunConfig:
         _checks.number("batch_size", self.batch_size, low=1, integer=True)
         _checks.number("lr", self.lr, low=0, low_open=True)
         _checks.number("weight_decay", self.weight_decay, low=0)
+        _checks.number("average_weights", self.average_weights, low=0, high=1, high_open=True)
         _checks.choice("lr_schedule", self.lr_schedule, recipes.LR_SCHEDULES)
         _checks.number("seed", self.seed, integer=True)
         _checks.number("validation_split", self.validation_split, low=0, high=1, high_open=True)
@@ -211,7 +216,9 @@ def compile_model(
     if splits is not None:
         total_steps = config.epochs * data.steps_per_epoch(len(splits.train[0]), config.batch_size)
     model.compile(
-        optimizer=recipes.optimizer(config.lr, config.lr_schedule, total_steps),
+        optimizer=recipes.optimizer(
+            config.lr, config.lr_schedule, total_steps, config.average_weights
+        ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
