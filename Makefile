@@ -5,7 +5,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-full lint bench bench-full docs package
+.PHONY: demo test test-full lint bench bench-full docs package torch-env
 
 # digits gives 12 steps per epoch: per-example masks (lower-variance gradients) prune
 # 37-118-29 units at 3.06 % error where the default one-mask-per-batch keeps 39-200-37 at 3.61 %.
@@ -44,6 +44,16 @@ $(STAMP): setup.cfg pyproject.toml | $(PY)
 bench-full: $(STAMP)
 	$(VENV)/bin/pip install -q -e '.[bench]'
 	$(PY) -m bench
+
+# Torch-Pruning's side of `python -m bench.arch`, in its own environment: torch
+# 2.13.0 is the CPU build on this machine's disk (plain `torch` pulls a CUDA build).
+TORCH_VENV := .venv-torch
+torch-env: $(TORCH_VENV)/.installed
+
+$(TORCH_VENV)/.installed: bench/torch_side/requirements.txt
+	$(PYTHON) -m venv $(TORCH_VENV)
+	$(TORCH_VENV)/bin/pip install -q -r bench/torch_side/requirements.txt
+	touch $@
 
 # The documentation site (docs/ and the docstrings) into site/; a broken link,
 # a missing page or a docstring that does not render fails the build.

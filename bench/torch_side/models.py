@@ -1,0 +1,120 @@
+"""tfsparse's ResNet-20 and MobileNetV2 written again in PyTorch, layer for layer.
+
+Same layers, channels, strides and order as `tfsparse.models.resnet20` and
+`tfsparse.models.mobilenet_v2` (so the multiply-adds are equal, which
+`bench/torch_side/pruning.py` checks against the count tfsparse sends), and
+Keras' batch-normalization constants (epsilon 1e-3, moving average 0.99).
+One difference the frameworks impose: Keras' "same" padding of a stride-2
+convolution pads the bottom and right only, PyTorch's symmetric padding of 1
+pads both sides; the output sizes and costs are the same.
+"""
+
+from torch import nn
+
+BN = {"eps": 1e-3, "momentum": 0.01}  # Keras' epsilon; torch's momentum is 1 - Keras' 0.99
+
+
+def _conv_bn(cin, cout, kernel, stride, groups=1, act=None):
+    layers = [
+        nn.Conv2d(cin, cout, kernel, stride, kernel // 2, groups=groups, bias=False),
+        nn.BatchNorm2d(cout, **BN),
+    ]
+    return nn.Sequential(*layers, act) if act is not None else nn.Sequential(*layers)
+
+
+class BasicBlock(nn.Module):
+    def __init__(self, cin, cout, stride):
+        super().__init__()
+        self.conv1 = _conv_bn(cin, cout, 3, stride, act=nn.ReLU())
+        self.conv2 = _conv_bn(cout, cout, 3, 1)
+        self.proj = _conv_bn(cin, cout, 1, stride) if stride != 1 or cin != cout else None
+        self.relu = nn.ReLU()
+
+    def forward(self, x):
+        shortcut = x if self.proj is None else self.proj(x)
+        return self.relu(shortcut + self.conv2(self.conv1(x)))
+
+
+class CifarResNet(nn.Module):
+    def __init__(self, blocks, in_channels, num_classes):
+        super().__init__()
+        self.stem = _conv_bn(in_channels, 16, 3, 1, act=nn.ReLU())
+        stages, cin = [], 16
+        for stage, filters in enumerate((16, 32, 64), start=1):
+            for block in range(blocks):
+                stride = 2 if stage > 1 and block == 0 else 1
+                stages.append(BasicBlock(cin, filters, stride))
+                cin = filters
+        self.blocks = nn.Sequential(*stages)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.logits = nn.Linear(64, num_classes)
+
+    def forward(self, x):
+        return self.logits(self.pool(self.blocks(self.stem(x))).flatten(1))
+
+
+def resnet20(in_channels=1, num_classes=10):
+    return CifarResNet(3, in_channels, num_classes)
+
+
+# (expansion, channels, blocks, first stride): tfsparse.models.mobilenets._BLOCKS.
+_BLOCKS = (
+    (1, 16, 1, 1),
+    (6, 24, 2, 1),
+    (6, 32, 3, 2),
+    (6, 64, 4, 2),
+    (6, 96, 3, 1),
+    (6, 160, 3, 2),
+    (6, 320, 1, 1),
+)
+
+
+def _divisible(channels, divisor=8):
+    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
+    return rounded + divisor if rounded < 0.9 * channels else rounded
+
+
+class InvertedResidual(nn.Module):
+    def __init__(self, cin, cout, expansion, stride):
+        super().__init__()
+        hidden = cin * expansion
+        layers = [] if expansion == 1 else [_conv_bn(cin, hidden, 1, 1, act=nn.ReLU6())]
+        layers += [
+            _conv_bn(hidden, hidden, 3, stride, groups=hidden, act=nn.ReLU6()),
+            _conv_bn(hidden, cout, 1, 1),
+        ]
+        self.body = nn.Sequential(*layers)
+        self.residual = stride == 1 and cin == cout
+
+    def forward(self, x):
+        return x + self.body(x) if self.residual else self.body(x)
+
+
+class MobileNetV2(nn.Module):
+    def __init__(self, in_channels, num_classes, width):
+        super().__init__()
+        cin = _divisible(32 * width)
+        blocks = [_conv_bn(in_channels, cin, 3, 1, act=nn.ReLU6())]
+        for expansion, channels, n, first_stride in _BLOCKS:
+            cout = _divisible(channels * width)
+            for i in range(n):
+                blocks.append(
+                    InvertedResidual(cin, cout, expansion, first_stride if i == 0 else 1)
+                )
+                cin = cout
+        last = _divisible(1280 * max(1.0, width))
+        blocks.append(_conv_bn(cin, last, 1, 1, act=nn.ReLU6()))
+        self.features = nn.Sequential(*blocks)
+        self.pool = nn.AdaptiveAvgPool2d(1)
+        self.dropout = nn.Dropout(0.2)
+        self.logits = nn.Linear(last, num_classes)
+
+    def forward(self, x):
+        return self.logits(self.dropout(self.pool(self.features(x)).flatten(1)))
+
+
+def mobilenet_v2(in_channels=1, num_classes=10, width=0.5):
+    return MobileNetV2(in_channels, num_classes, width)
+
+
+MODELS = {"resnet20": resnet20, "mobilenet_v2": mobilenet_v2}
