@@ -237,3 +237,58 @@ def test_fingerprint_comparison_names_each_configuration_that_changed():
     assert same and all(line.startswith("same") for line in lines)
     lines, same = fingerprint.compare(before, {**before, "npn {}": [0.2, "cc"]})
     assert not same and [line.split()[0] for line in lines] == ["same", "DIFFERENT"]
+
+
+def _arch_rows():
+    def row(label, error, fraction):
+        return {
+            "model": "resnet20",
+            "seed": 0,
+            "label": label,
+            "error": error,
+            "flops": int(1000 * fraction),
+            "flops_fraction": fraction,
+            "params": 10,
+            "size_bytes": 2048,
+            "latency_ms": 1.0,
+            "speedup": 1 / fraction,
+            "parity_ok": True,
+        }
+
+    return [row("dense", 8.0, 1.0), row("hard_concrete", 9.0, 0.3), row("npn", 8.5, 0.31)]
+
+
+def test_the_arch_benchmark_matches_torch_pruning_to_its_best_method_once(tmp_path, monkeypatch):
+    """Torch-Pruning is aimed at the multiply-adds of the lowest-error method,
+    and a record already made is read back instead of run again (no torch here)."""
+    from bench import arch
+
+    measured = _arch_rows()
+    assert arch.best(measured)["label"] == "npn"
+    done = {
+        "tfsparse_model": "resnet20",
+        "seed": 0,
+        "data": "f.npz",
+        "method": "magnitude",
+        "matched": "npn",
+        "error": 0.1,
+        "dense_error": 0.08,
+        "macs": 300,
+        "dense_macs": 1000,
+        "params": 5,
+        "latency_ms": 0.5,
+        "speedup": 2.0,
+    }
+    (tmp_path / "arch_torch.jsonl").write_text(json.dumps(done) + "\n")
+    monkeypatch.setattr(arch, "TORCH_PYTHON", str(tmp_path / "no-python"))
+    assert arch.torch_record("resnet20", 0, measured, str(tmp_path), "x/f.npz", 1, 1) == done
+    with pytest.raises(SystemExit, match="make torch-env"):
+        arch.torch_record("resnet20", 1, measured, str(tmp_path), "x/f.npz", 1, 1)
+    table = arch.to_markdown(measured, [done])
+    assert "| resnet20 | npn | 0 | 8.50 | 0.310 (310) |" in table
+    assert (
+        "Torch-Pruning (magnitude, at npn's multiply-adds; dense 8.00 %) | 0 | 10.00 | 0.300"
+        in table
+    )
+    path = arch.plot("resnet20", measured, [done], str(tmp_path / "arch.png"))
+    assert (tmp_path / "arch.png").stat().st_size > 0 and path.endswith("arch.png")

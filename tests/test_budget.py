@@ -150,6 +150,33 @@ def test_targeted_dropout_takes_its_rate_from_the_budget():
     assert abs(fraction - 0.25) < 0.05, fraction
 
 
+def test_a_targeted_dropout_budget_on_the_short_path_ends_pruned_at_its_target():
+    # γ comes from the budget; the recipe's hardening prunes the γ fraction of
+    # each layer's weakest units (before, `fit` ended with every unit kept).
+    splits = data.load("digits", validation_split=0.1, seed=0)
+    dense = models.lenet_300_100(splits.input_shape, 10)
+    sparse = tfsparse.sparsify(dense, "targeted_dropout", target_flops=0.3, seed=0, verbose=0)
+    sparse.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    history = sparse.fit(
+        *splits.train,
+        validation_data=splits.val,
+        epochs=4,
+        batch_size=128,
+        verbose=0,
+        callbacks=[tfsparse.SparsityScheduler()],
+    )
+    fraction = (
+        tfsparse.summary(tfsparse.compact(sparse), print_fn=None)["total"]["flops_kept"]
+        / tfsparse.summary(dense, print_fn=None)["total"]["flops_total"]
+    )
+    assert abs(fraction - 0.3) <= 0.05, fraction
+    assert history.history["val_accuracy"][-1] > 0.8
+
+
 def test_the_budget_survives_save_load_and_keeps_its_multipliers(tmp_path):
     dense = models.lenet_300_100((8, 8, 1), 10)
     sparse = tfsparse.sparsify(dense, "npn", dataset_size=100, target_params=0.4, verbose=0)
@@ -222,7 +249,10 @@ def test_a_budgeted_run_resumes_exactly(tmp_path):
             ),
             "lam",
         ),
-        (lambda m: tfsparse.sparsify(m, "targeted_dropout", target_flops=0.3), "level"),
+        (
+            lambda m: tfsparse.sparsify(m, "targeted_dropout", target_flops=0.3, level="weight"),
+            "level",
+        ),
     ],
 )
 def test_bad_budgets_name_the_argument(call, message):

@@ -23,7 +23,13 @@ def test_lenet_500_300_params():
 
 
 @pytest.mark.parametrize(
-    "name, weights", [("resnet20", 272_474), ("resnet56", 855_770), ("mobilenet_v2", 2_236_682)]
+    "name, weights",
+    [
+        ("resnet20", 272_474),
+        ("resnet56", 855_770),
+        ("mobilenet_v2", 2_236_682),
+        ("mobilenet_v2_050", 700_490),
+    ],
 )
 def test_cifar_networks_have_the_papers_sizes(name, weights):
     model = models.get(name)((32, 32, 3), 10)
@@ -83,6 +89,7 @@ EXPECTED_GATES = {
     "resnet32": ["input"] + [f"s{s}b{b}_conv1" for s in (1, 2, 3) for b in range(1, 6)],
     "resnet56": ["input"] + [f"s{s}b{b}_conv1" for s in (1, 2, 3) for b in range(1, 10)],
     "mobilenet_v2": [f"b{i}_expand" for i in range(17)],
+    "mobilenet_v2_050": [f"b{i}_expand" for i in range(17)],
     "vit": [f"block{i}_fc1" for i in range(1, 5)],
 }
 
@@ -122,7 +129,7 @@ def test_gate_factory_places(name):
                 if name.startswith("lenet_")
                 else gated.inputs[0]._keras_history.operation.name
             )
-        elif name == "mobilenet_v2":
+        elif name.startswith("mobilenet_v2"):
             expected = f"{target[: -len('_expand')]}_depthwise_relu"
         elif name in ("vgg_like", "resnet20", "resnet32", "resnet56"):
             expected = f"{target}_relu"  # After the block's BN + ReLU.

@@ -166,6 +166,8 @@ class SparsityScheduler(keras.callbacks.Callback):
     def _harden(self, budget):
         """Hardens every gate; with a budget, first closes the units with the
         lowest open probabilities until the kept cost meets the target."""
+        for family in dict.fromkeys(type(g) for g in self._gates):
+            family.prepare_hardening(self.model, [g for g in self._gates if type(g) is family])
         keep = self.model.cost_model.project(budget["target"]) if budget is not None else None
         for gate in self._gates:
             if not gate.hardened.numpy():

@@ -96,7 +96,8 @@ def sparsify(
         target_params: the same for the number of weights.
         level: `"unit"` or `"weight"`. For `hard_concrete` (default "unit"),
             "weight" gates single kernel weights; for `targeted_dropout`
-            (default "weight") it picks weight- or unit-level dropout.
+            (default "weight", "unit" under a budget) it picks weight- or
+            unit-level dropout.
         gate_features: also gate the features entering the first Dense
             layers (network input or Flatten output).
         include_classifier: kernel-gate methods also gate the classifier.
@@ -135,8 +136,9 @@ def sparsify(
     """
     graph = _graph.flattened(model)
     family = registry.family(method)
-    if level is None:
-        level = family.levels[0]
+    budget = budget_lib.check_target(target_flops, target_params)
+    if level is None:  # a budget counts units, so it defaults to unit gates
+        level = UNIT if budget is not None and UNIT in family.levels else family.levels[0]
     _checks.choice("level", level, (UNIT, WEIGHT))
     _checks.choice("group_by", group_by, ("params", "flops"))
     _checks.choice("verbose", verbose, (0, 1, 2))
@@ -146,7 +148,6 @@ def sparsify(
             f"{' or '.join(repr(v) for v in family.levels)} only; got {level!r}."
         )
     _check_settings(method, family, settings)
-    budget = budget_lib.check_target(target_flops, target_params)
     if budget is not None:
         settings = family.settings_under_budget(settings, level, budget[0])
     settings = defaults.with_recommended(

@@ -261,6 +261,13 @@ class Gate(keras.layers.Layer):
         model._attach_budget({"kind": kind, "target": target})
 
     @classmethod
+    def prepare_hardening(cls, model, gates):
+        """Called by `SparsityScheduler` with this family's `gates` of
+        `model` just before they harden; by default nothing. Targeted
+        dropout prunes there what it targeted."""
+        del model, gates
+
+    @classmethod
     def recipe_plan(cls, epochs, settings, budgeted=False, **context):
         """This family's part of `tfsparse.recipes.recipe`: `(settings for
         sparsify, keyword arguments of SparsityScheduler)` for `epochs`

@@ -170,6 +170,26 @@ class TargetedDropoutGate(Gate):
         for gate in gates_of(model):
             gate.initial_gamma = rate
             gate.gamma.assign(rate)
+            gate.harden_fraction = schedules.BUDGET_HARDEN_FRACTION
+
+    @classmethod
+    def prepare_hardening(cls, model, gates):
+        """Hardening targeted dropout prunes what it targeted, as the paper
+        prunes after training: in each gated layer the γ fraction of smallest
+        weights (per column) or units (`tfsparse.prune_by_magnitude` at the
+        gate's level). Under a budget γ was set so that the kept units cost
+        the target, and the recipe hardens after 75 % of the epochs: the
+        rest fine-tunes the pruned network."""
+        from tfsparse.pruning import prune_by_magnitude  # pruning imports the gates.
+
+        owners = {
+            id(getattr(layer, "kernel_gate", None)): layer for layer in model._flatten_layers()
+        }
+        for gate in gates:
+            layer = owners.get(id(gate))
+            if layer is None:
+                raise ValueError(f"Targeted dropout gate {gate.name!r} has no layer in the model.")
+            prune_by_magnitude(layer, float(np.asarray(gate.gamma)), level=gate.structure)
 
     @classmethod
     def recipe_plan(
@@ -189,10 +209,19 @@ class TargetedDropoutGate(Gate):
             )
         return settings, plan
 
-    def __init__(self, alpha=0.5, gamma=0.5, structure=WEIGHT, seed=None, **kwargs):
+    def __init__(
+        self, alpha=0.5, gamma=0.5, structure=WEIGHT, seed=None, harden_fraction=None, **kwargs
+    ):
         super().__init__(structure=structure, seed=seed, **kwargs)
         self.initial_alpha = float(_checks.number("alpha", alpha, low=0, high=1))
         self.initial_gamma = float(_checks.number("gamma", gamma, low=0, high=1))
+        # Set by a budget: the recipe (and `SparsityScheduler()`) then prunes
+        # and hardens the gate after this fraction of the epochs.
+        self.harden_fraction = (
+            None
+            if harden_fraction is None
+            else float(_checks.number("harden_fraction", harden_fraction, low=0, high=1))
+        )
 
     def build(self, input_shape):
         if self.built:
@@ -263,5 +292,13 @@ class TargetedDropoutGate(Gate):
 
     def get_config(self):
         config = super().get_config()
-        config.update(alpha=self.initial_alpha, gamma=self.initial_gamma)
+        config.update(
+            alpha=self.initial_alpha,
+            gamma=self.initial_gamma,
+            harden_fraction=self.harden_fraction,
+        )
         return config
+
+    def recipe_settings(self):
+        """A budget's hardening, for `SparsityScheduler()`'s plan."""
+        return {} if self.harden_fraction is None else {"harden_fraction": self.harden_fraction}

@@ -25,7 +25,7 @@ from tfsparse.models.lenets import (
     mnist_convnet,
     vgg_like,
 )
-from tfsparse.models.mobilenets import mobilenet_v2
+from tfsparse.models.mobilenets import mobilenet_v2, mobilenet_v2_050
 from tfsparse.models.resnets import resnet20, resnet32, resnet56
 from tfsparse.models.transformers import PositionEmbedding as PositionEmbedding
 from tfsparse.models.transformers import text_encoder as text_encoder
@@ -43,6 +43,7 @@ MODELS = {
     "resnet32": resnet32,
     "resnet56": resnet56,
     "mobilenet_v2": mobilenet_v2,
+    "mobilenet_v2_050": mobilenet_v2_050,
     "vit": vit,
 }
 

@@ -95,3 +95,9 @@ def mobilenet_v2(input_shape=(32, 32, 3), num_classes=10, gate_factory=None, wid
     x = layers.Dropout(0.2, name="dropout")(x)
     outputs = layers.Dense(num_classes, name="logits")(x)
     return keras.Model(inputs, outputs, name="mobilenet_v2")
+
+
+def mobilenet_v2_050(input_shape=(32, 32, 3), num_classes=10, gate_factory=None):
+    """MobileNetV2 at width 0.5 (0.70M weights, 1280 last channels): `mobilenet_v2`
+    with `width=0.5`, by name for `train.py --model` and the benchmarks."""
+    return mobilenet_v2(input_shape, num_classes, gate_factory, width=0.5)

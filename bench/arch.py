@@ -1,0 +1,234 @@
+"""Issue 19: the networks people deploy, on Fashion-MNIST, against Torch-Pruning.
+
+    python -m bench.arch [--quick] [--seeds 0] [--models resnet20 mobilenet_v2_050]
+                         [--no-torch] [--page README.md]
+
+For each network, trains the `arch` suite (`bench/suites.py`: the dense
+network and every method at a FLOPs budget through its recipe; resuming:
+configurations already in `arch.jsonl` are skipped), then compacts every
+saved model, exports it to TFLite and times it at batch 1 against the dense
+network's file in the same invocation (`bench.export_bench.measure_seed`).
+Then Torch-Pruning's side (`bench/torch_side/pruning.py`, in `.venv-torch`:
+`make torch-env`) trains the same architecture in PyTorch for the same
+epochs on the same split, prunes it to the multiply-adds that tfsparse's best
+method reached (the lowest test error among the methods), fine-tunes it and
+times it against its dense network in torch; its record goes to
+`arch_torch.jsonl` and is not repeated.
+
+Writes `arch.md` (the table), `arch_measured.jsonl` (the measured rows) and
+`arch_<model>.png` (test error against multiply-adds kept, Pareto front, the
+Torch-Pruning point marked) next to the records, and with `--page` the
+generated block of that page.
+
+`--quick` runs the whole pipeline in minutes into `bench/results/arch_quick/`:
+2,000 training and 500 test images, every schedule at a tenth of its epochs
+(at least one), 20 latency runs.
+"""
+
+import argparse
+import json
+import os
+import subprocess
+import tempfile
+
+import numpy as np
+
+from bench import export_bench, suites
+from bench.report import load_records, replace_block
+from tfsparse import plots
+
+SUITE = "arch"
+# tfsparse's model name → the same network in bench/torch_side/models.py.
+TORCH_NAMES = {"resnet20": "resnet20", "mobilenet_v2_050": "mobilenet_v2"}
+TORCH_PYTHON = os.path.join(".venv-torch", "bin", "python")
+TORCH_SCRIPT = os.path.join("bench", "torch_side", "pruning.py")
+QUICK_RECORDS = os.path.join("bench", "results", "arch_quick")
+PAGE_START = "<!-- arch:start (python -m bench.arch --page README.md) -->"
+PAGE_END = "<!-- arch:end -->"
+
+
+def quick_dataset(folder, train=2000, test=500):
+    """The first `train` and `test` Fashion-MNIST images as an .npz in `folder`."""
+    path = os.path.join(folder, "fashion-mnist-quick.npz")
+    with np.load(suites.FASHION) as f:
+        np.savez(
+            path,
+            x_train=f["x_train"][:train],
+            y_train=f["y_train"][:train],
+            x_test=f["x_test"][:test],
+            y_test=f["y_test"][:test],
+        )
+    return path
+
+
+def rows(model, seed, records, runs, dataset):
+    """The measured rows of (`model`, `seed`): label, test error (%), compact
+    multiply-adds and weights, TFLite size and latency against dense."""
+    trained = {
+        r["config"]["label"]: r
+        for r in load_records(os.path.join(records, f"{SUITE}.jsonl"))
+        if (r["config"]["model"], r["config"]["seed"]) == (model, seed)
+    }
+    measured = export_bench.measure_seed(
+        model, seed, records, runs, dataset=dataset, files=(f"{SUITE}.jsonl",)
+    )
+    out = []
+    for m in measured:
+        record = trained[m["label"]]
+        out.append(
+            {
+                "model": model,
+                "seed": seed,
+                "label": m["label"],
+                "error": 100 * record["test_error"],
+                "flops": m["flops"],
+                "params": m["params"],
+                "size_bytes": m["size_bytes"],
+                "latency_ms": m["latency_ms"],
+                "speedup": m["speedup"],
+                "parity_ok": m["parity_ok"],
+                "epochs": record["epochs"],
+            }
+        )
+    dense = next(r for r in out if r["label"] == "dense")
+    for r in out:
+        r["flops_fraction"] = r["flops"] / dense["flops"]
+    return out
+
+
+def best(measured):
+    """tfsparse's best method: the lowest test error among the gated rows."""
+    return min((r for r in measured if r["label"] != "dense"), key=lambda r: r["error"])
+
+
+def torch_record(model, seed, measured, records, dataset, epochs, finetune_epochs):
+    """Torch-Pruning's record for (`model`, `seed`), run once (its own
+    environment) at the multiply-adds of tfsparse's best method."""
+    path = os.path.join(records, f"{SUITE}_torch.jsonl")
+    for r in load_records(path, missing_ok=True):
+        if (r["tfsparse_model"], r["seed"], r["data"]) == (model, seed, os.path.basename(dataset)):
+            return r
+    if not os.path.exists(TORCH_PYTHON):
+        raise SystemExit(f"{TORCH_PYTHON} is missing: run `make torch-env` (or pass --no-torch).")
+    dense = next(r for r in measured if r["label"] == "dense")
+    with tempfile.TemporaryDirectory() as folder:
+        out = os.path.join(folder, "record.jsonl")
+        subprocess.run(
+            [
+                TORCH_PYTHON,
+                TORCH_SCRIPT,
+                "--model",
+                TORCH_NAMES[model],
+                "--data",
+                dataset,
+                "--epochs",
+                str(epochs),
+                "--finetune-epochs",
+                str(finetune_epochs),
+                "--target-macs",
+                str(best(measured)["flops"]),
+                "--dense-macs",
+                str(dense["flops"]),
+                "--seed",
+                str(seed),
+                "--out",
+                out,
+            ],
+            check=True,
+        )
+        (record,) = load_records(out)
+    record.update(
+        tfsparse_model=model, data=os.path.basename(dataset), matched=best(measured)["label"]
+    )
+    with open(path, "a") as f:
+        f.write(json.dumps(record) + "\n")
+    return record
+
+
+def to_markdown(measured, torch_records):
+    lines = [
+        "| network | method | seed | test error (%) | multiply-adds kept | weights |"
+        " TFLite KB | TFLite ms (batch 1) | faster than dense |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for r in measured:
+        lines.append(
+            f"| {r['model']} | {r['label']} | {r['seed']} | {r['error']:.2f} | "
+            f"{r['flops_fraction']:.3f} ({r['flops']:,}) | {r['params']:,} | "
+            f"{r['size_bytes'] / 1024:.0f} | {r['latency_ms']:.3f} | {r['speedup']:.2f}× |"
+        )
+    for t in torch_records:
+        lines.append(
+            f"| {t['tfsparse_model']} | Torch-Pruning ({t['method']}, at {t['matched']}'s "
+            f"multiply-adds; dense {100 * t['dense_error']:.2f} %) | {t['seed']} | "
+            f"{100 * t['error']:.2f} | {t['macs'] / t['dense_macs']:.3f} ({t['macs']:,}) | "
+            f"{t['params']:,} | | {t['latency_ms']:.3f} (torch) | {t['speedup']:.2f}× (torch) |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def plot(model, measured, torch_records, path):
+    """Test error against multiply-adds kept, Pareto front of tfsparse's
+    runs, Torch-Pruning's point marked."""
+    mine = [r for r in measured if r["model"] == model]
+    theirs = [t for t in torch_records if t["tfsparse_model"] == model]
+    costs = [r["flops_fraction"] for r in mine] + [t["macs"] / t["dense_macs"] for t in theirs]
+    errors = [r["error"] for r in mine] + [100 * t["error"] for t in theirs]
+    labels = [r["label"] for r in mine] + ["Torch-Pruning"] * len(theirs)
+    return plots.plot_tradeoff(
+        path, costs, errors, labels, xlabel="multiply-adds kept (fraction of dense)", title=model
+    )
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--models", nargs="+", default=list(TORCH_NAMES), choices=list(TORCH_NAMES))
+    p.add_argument("--quick", action="store_true", help="the whole pipeline in minutes")
+    p.add_argument("--no-torch", action="store_true", help="leave Torch-Pruning's side out")
+    p.add_argument("--runs", type=int, default=300, help="latency repetitions")
+    p.add_argument("--records", default=None)
+    p.add_argument("--page", help="a Markdown page with the arch markers to rewrite")
+    args = p.parse_args(argv)
+    records = args.records or (QUICK_RECORDS if args.quick else suites.RECORDS)
+    os.makedirs(records, exist_ok=True)
+    scale, runs = (0.1, 20) if args.quick else (1.0, args.runs)
+    dataset = quick_dataset(records) if args.quick else suites.FASHION
+    suites.run_suite(
+        SUITE,
+        args.seeds,
+        args.models,
+        records=records,
+        dataset=dataset,
+        epochs_scale=scale,
+        runs_dir=os.path.join(records, "runs") if args.quick else None,
+    )
+    measured, torch_records = [], []
+    for model in args.models:
+        for seed in args.seeds:
+            mine = rows(model, seed, records, runs, dataset)
+            measured += mine
+            if not args.no_torch:
+                epochs, _ = suites.scaled(suites.ARCH_EPOCHS, {}, scale)
+                finetune, _ = suites.scaled(suites.ARCH_FINETUNE_EPOCHS, {}, scale)
+                torch_records.append(
+                    torch_record(model, seed, mine, records, dataset, epochs, finetune)
+                )
+    with open(os.path.join(records, f"{SUITE}_measured.jsonl"), "w") as f:
+        f.writelines(json.dumps(r) + "\n" for r in measured)
+    markdown = to_markdown(measured, torch_records)
+    with open(os.path.join(records, f"{SUITE}.md"), "w") as f:
+        f.write(markdown)
+    for model in args.models:
+        plot(model, measured, torch_records, os.path.join(records, f"{SUITE}_{model}.png"))
+    if args.page:
+        pictures = "".join(
+            f"\n![{model}: error against multiply-adds]({records}/{SUITE}_{model}.png)\n"
+            for model in args.models
+        )
+        replace_block(args.page, PAGE_START, PAGE_END, markdown + pictures)
+    print(markdown, end="")
+
+
+if __name__ == "__main__":
+    main()
