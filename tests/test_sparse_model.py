@@ -66,3 +66,25 @@ def test_parameter_averaging_covers_the_gates_and_ends_in_the_model():
     assert not np.allclose(values.steps[-1][0], average[0])
     np.testing.assert_allclose(gate.log_alpha.numpy(), average[0], rtol=1e-5, atol=1e-6)
     np.testing.assert_allclose(hidden.kernel.numpy(), average[1], rtol=1e-5, atol=1e-6)
+
+
+def test_a_loaded_model_is_compiled_with_every_optimizers_state(tmp_path):
+    # Keras does not compile a loaded model whose `compile` is overridden;
+    # SparseModel saves its compile arguments (gate optimizer too) and the
+    # optimizers' variables load back into the recompiled model.
+    x = np.random.default_rng(0).normal(size=(16, 5)).astype("float32")
+    y = np.arange(16) % 2
+    model = _model(5.0, keras.optimizers.Adam(0.01))
+    model.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    assert loaded.compiled and loaded.boosted_gate_optimizers
+    for before, after in zip(
+        [model.optimizer, *model.boosted_gate_optimizers],
+        [loaded.optimizer, *loaded.boosted_gate_optimizers],
+    ):
+        assert int(after.iterations.numpy()) == 2
+        for a, b in zip(before.variables, after.variables):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    loaded.fit(x, y, batch_size=8, epochs=1, verbose=0)
+    assert int(loaded.optimizer.iterations.numpy()) == 4

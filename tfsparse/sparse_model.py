@@ -164,6 +164,18 @@ class SparseModel(keras.Model):
                 if not optimizer.built:
                     optimizer.build(variables)
 
+    def get_compile_config(self):
+        config = super().get_compile_config()
+        if config is not None and self.gate_optimizer is not None:
+            config["gate_optimizer"] = keras.optimizers.serialize(self.gate_optimizer)
+        return config
+
+    def compile_from_config(self, config):
+        """Compiles a loaded model as it was compiled, gate optimizer included,
+        so that `keras.models.load_model` restores every optimizer's state
+        (Keras skips compiling a model whose `compile` is overridden)."""
+        self.compile(**keras.saving.deserialize_keras_object(config))
+
     # ------------------------------------------------------------ train step
     def train_step(self, data):
         return _reducible_logs(self.distribute_strategy, self._gated_train_step(data))
