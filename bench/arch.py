@@ -26,6 +26,7 @@ generated block of that page.
 """
 
 import argparse
+import hashlib
 import json
 import os
 import subprocess
@@ -35,7 +36,7 @@ import numpy as np
 
 from bench import export_bench, suites
 from bench.report import load_records, replace_block
-from tfsparse import plots
+from tfsparse import data, plots
 
 SUITE = "arch"
 # tfsparse's model name → the same network in bench/torch_side/models.py.
@@ -96,6 +97,13 @@ def rows(model, seed, records, runs, dataset):
     return out
 
 
+def train_labels_digest(dataset, seed):
+    """SHA-256 of tfsparse's training labels in order (the torch side's
+    `labels_digest` of its own split must equal it)."""
+    labels = data.load(dataset, validation_split=0.1, seed=seed).train[1]
+    return hashlib.sha256(np.asarray(labels, dtype=np.int64).tobytes()).hexdigest()
+
+
 def best(measured):
     """tfsparse's best method: the lowest test error among the gated rows."""
     return min((r for r in measured if r["label"] != "dense"), key=lambda r: r["error"])
@@ -137,6 +145,8 @@ def torch_record(model, seed, measured, records, dataset, epochs, finetune_epoch
             check=True,
         )
         (record,) = load_records(out)
+    if record["train_labels_sha256"] != train_labels_digest(dataset, seed):
+        raise RuntimeError("Torch-Pruning's side trained on another split than tfsparse's runs.")
     record.update(
         tfsparse_model=model, data=os.path.basename(dataset), matched=best(measured)["label"]
     )

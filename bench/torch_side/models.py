@@ -9,6 +9,9 @@ convolution pads the bottom and right only, PyTorch's symmetric padding of 1
 pads both sides; the output sizes and costs are the same.
 """
 
+import importlib.util
+import os
+
 from torch import nn
 
 BN = {"eps": 1e-3, "momentum": 0.01}  # Keras' epsilon; torch's momentum is 1 - Keras' 0.99
@@ -57,21 +60,24 @@ def resnet20(in_channels=1, num_classes=10):
     return CifarResNet(3, in_channels, num_classes)
 
 
-# (expansion, channels, blocks, first stride): tfsparse.models.mobilenets._BLOCKS.
-_BLOCKS = (
-    (1, 16, 1, 1),
-    (6, 24, 2, 1),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
-)
+def _mobilenet_spec():
+    """tfsparse's MobileNetV2 table, loaded by path (importing `tfsparse`
+    would import TensorFlow, which this environment does not have)."""
+    path = os.path.join(
+        os.path.dirname(os.path.abspath(__file__)),
+        "..",
+        "..",
+        "tfsparse",
+        "models",
+        "mobilenet_spec.py",
+    )
+    spec = importlib.util.spec_from_file_location("mobilenet_spec", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
-def _divisible(channels, divisor=8):
-    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * channels else rounded
+SPEC = _mobilenet_spec()
 
 
 class InvertedResidual(nn.Module):
@@ -93,16 +99,16 @@ class InvertedResidual(nn.Module):
 class MobileNetV2(nn.Module):
     def __init__(self, in_channels, num_classes, width):
         super().__init__()
-        cin = _divisible(32 * width)
+        cin = SPEC.divisible(32 * width)
         blocks = [_conv_bn(in_channels, cin, 3, 1, act=nn.ReLU6())]
-        for expansion, channels, n, first_stride in _BLOCKS:
-            cout = _divisible(channels * width)
+        for expansion, channels, n, first_stride in SPEC.BLOCKS:
+            cout = SPEC.divisible(channels * width)
             for i in range(n):
                 blocks.append(
                     InvertedResidual(cin, cout, expansion, first_stride if i == 0 else 1)
                 )
                 cin = cout
-        last = _divisible(1280 * max(1.0, width))
+        last = SPEC.divisible(SPEC.LAST * max(1.0, width))
         blocks.append(_conv_bn(cin, last, 1, 1, act=nn.ReLU6()))
         self.features = nn.Sequential(*blocks)
         self.pool = nn.AdaptiveAvgPool2d(1)

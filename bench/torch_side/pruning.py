@@ -29,6 +29,7 @@ batch-1 CPU latency against the dense one's, timed in this process.
 
 import argparse
 import copy
+import hashlib
 import json
 import os
 import platform
@@ -45,32 +46,30 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from models import MODELS  # noqa: E402
 
 
-def load(path, validation_split, seed, limit=None):
+def load(path, validation_split, seed):
     """(train, test) as NCHW float tensors in [0, 1] and int64 labels; the
-    validation images (tfsparse's split) are left out of training."""
+    validation images of `tfsparse.data.load`'s split (the same permutation,
+    written again: this process has no TensorFlow) are left out of training."""
     with np.load(path) as f:
         x_train, y_train, x_test, y_test = (
             f[k] for k in ("x_train", "y_train", "x_test", "y_test")
         )
     n = len(x_train)
     n_val = int(round(n * validation_split))
-    perm = np.random.default_rng(seed).permutation(n)
-    train = np.sort(perm[: n - n_val])
-    x_train, y_train = x_train[train], y_train[train]
-    if limit:
-        x_train, y_train, x_test, y_test = (
-            x_train[:limit],
-            y_train[:limit],
-            x_test[:limit],
-            y_test[:limit],
-        )
+    train = np.sort(np.random.default_rng(seed).permutation(n)[: n - n_val])
 
     def tensors(x, y):
         x = torch.from_numpy(x.astype(np.float32) / 255.0)
         x = x[:, None] if x.ndim == 3 else x.permute(0, 3, 1, 2)
         return x.contiguous(), torch.from_numpy(y.astype(np.int64))
 
-    return tensors(x_train, y_train), tensors(x_test, y_test)
+    return tensors(x_train[train], y_train[train]), tensors(x_test, y_test)
+
+
+def labels_digest(labels):
+    """SHA-256 of a split's labels in order: `bench/arch.py` compares it with
+    tfsparse's split to check that both sides trained on the same images."""
+    return hashlib.sha256(np.asarray(labels, dtype=np.int64).tobytes()).hexdigest()
 
 
 def multiply_adds(model, example):
@@ -200,13 +199,12 @@ def main(argv=None):
     p.add_argument("--validation-split", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", type=int, default=200, help="latency repetitions")
-    p.add_argument("--limit", type=int, help="use only this many images (smoke runs)")
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
 
     torch.manual_seed(args.seed)
     torch.set_num_threads(os.cpu_count())
-    train_data, test_data = load(args.data, args.validation_split, args.seed, args.limit)
+    train_data, test_data = load(args.data, args.validation_split, args.seed)
     example = test_data[0]
     model = MODELS[args.model](in_channels=example.shape[1])
     dense_macs = multiply_adds(model, example)
@@ -219,6 +217,7 @@ def main(argv=None):
     train(model, train_data, args.epochs, args.seed)
     dense = copy.deepcopy(model)
     record = {"model": args.model, "method": args.method, "seed": args.seed, "epochs": args.epochs}
+    record["train_labels_sha256"] = labels_digest(train_data[1].numpy())
     record["dense_error"] = error(model, test_data)
     record["steps"] = prune(
         model, example, args.target_macs, args.method, train_data, args.sparse_epochs, args.seed

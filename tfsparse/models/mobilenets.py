@@ -4,26 +4,7 @@ import keras
 from keras import layers
 
 from tfsparse.models._common import check_image_shape, gate_for
-
-# (expansion t, output channels c, blocks n, stride of the first block s). The
-# ImageNet network's strides, with the stem's and the 24-channel stage's set to
-# 1 for 32x32 inputs (the final feature map is 4x4 instead of 1x1).
-_BLOCKS = (
-    (1, 16, 1, 1),
-    (6, 24, 2, 1),
-    (6, 32, 3, 2),
-    (6, 64, 4, 2),
-    (6, 96, 3, 1),
-    (6, 160, 3, 2),
-    (6, 320, 1, 1),
-)
-_LAST = 1280
-
-
-def _divisible(channels, divisor=8):
-    """`channels` rounded to a multiple of `divisor`, never 10 % below it."""
-    rounded = max(divisor, int(channels + divisor / 2) // divisor * divisor)
-    return rounded + divisor if rounded < 0.9 * channels else rounded
+from tfsparse.models.mobilenet_spec import BLOCKS, LAST, divisible
 
 
 def _conv_bn(x, filters, kernel, strides, name, relu6=True):
@@ -67,10 +48,10 @@ def mobilenet_v2(input_shape=(32, 32, 3), num_classes=10, gate_factory=None, wid
     """
     check_image_shape(input_shape, "mobilenet_v2", 8)
     inputs = keras.Input(shape=tuple(input_shape))
-    x = _conv_bn(inputs, _divisible(32 * width), 3, 1, "stem")
+    x = _conv_bn(inputs, divisible(32 * width), 3, 1, "stem")
     index = 0
-    for expansion, channels, blocks, first_stride in _BLOCKS:
-        out = _divisible(channels * width)
+    for expansion, channels, blocks, first_stride in BLOCKS:
+        out = divisible(channels * width)
         for i in range(blocks):
             name = f"b{index}"
             strides = first_stride if i == 0 else 1
@@ -90,7 +71,7 @@ def mobilenet_v2(input_shape=(32, 32, 3), num_classes=10, gate_factory=None, wid
                 y = layers.Add(name=f"{name}_add")([x, y])
             x = y
             index += 1
-    x = _conv_bn(x, _divisible(_LAST * max(1.0, width)), 1, 1, "last")
+    x = _conv_bn(x, divisible(LAST * max(1.0, width)), 1, 1, "last")
     x = layers.GlobalAveragePooling2D(name="pool")(x)
     x = layers.Dropout(0.2, name="dropout")(x)
     outputs = layers.Dense(num_classes, name="logits")(x)
