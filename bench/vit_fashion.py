@@ -1,7 +1,7 @@
 """Issue 18's benchmark: the small ViT on Fashion-MNIST, dense against
 hard-concrete and NPN head and feed-forward gates.
 
-    python -m bench.vit_fashion [--seeds 0] [--runs 300]
+    python -m bench.vit_fashion [--seeds 0] [--runs 300] [--page docs/benchmarks.md]
 
 Trains the `vit_fashion` suite (resuming: configurations already recorded in
 `bench/records/vit_fashion.jsonl` are skipped), then compacts every saved
@@ -20,9 +20,11 @@ import keras
 
 import tfsparse
 from bench import export_bench, suites
-from bench.report import load_records
+from bench.report import load_records, replace_block
 
 SUITE = "vit_fashion"
+PAGE_START = "<!-- vit:start (python -m bench.vit_fashion --page docs/benchmarks.md) -->"
+PAGE_END = "<!-- vit:end -->"
 
 
 def blocks(small):
@@ -102,6 +104,7 @@ def main(argv=None):
     # A smoke run: `--dataset digits --epochs-scale 0.07 --records /tmp/vit`.
     p.add_argument("--dataset", default=suites.FASHION)
     p.add_argument("--epochs-scale", type=float, default=1.0)
+    p.add_argument("--page", help="a Markdown page with the vit markers to rewrite")
     args = p.parse_args(argv)
     suites.run_suite(
         SUITE,
@@ -116,6 +119,8 @@ def main(argv=None):
     markdown = to_markdown(table)
     with open(os.path.join(args.records, f"{SUITE}.md"), "w") as f:
         f.write(markdown)
+    if args.page:
+        replace_block(args.page, PAGE_START, PAGE_END, markdown)
     print(markdown, end="")
 
 
