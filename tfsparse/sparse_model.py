@@ -144,9 +144,8 @@ class SparseModel(keras.Model):
         )
         # Variables with an `lr_multiplier` get an optimizer of their own at
         # that multiple of the gates' rate: the same steps as scaling each
-        # update afterwards, without reading a variable back after its
-        # optimizer wrote it (that read raced with the write: see
-        # docs/budgets.md, "Reproducibility").
+        # update afterwards (optimizers' steps are linear in the rate), with
+        # each variable written once per step by one optimizer.
         self._boosted_rates = sorted(set(self._rate_groups()) - {1.0})
         self.boosted_gate_optimizers = [
             _scaled_optimizer(self.gate_optimizer, multiplier)
@@ -160,7 +159,7 @@ class SparseModel(keras.Model):
         if self.built:
             if not self.optimizer.built:
                 self.optimizer.build(self.trainable_variables)
-            for optimizer, (_, variables) in self._optimizer_groups():
+            for optimizer, variables in self._optimizer_groups():
                 if not optimizer.built:
                     optimizer.build(variables)
 
@@ -201,8 +200,7 @@ class SparseModel(keras.Model):
         return groups
 
     def _optimizer_groups(self):
-        """[(optimizer, (multiplier, variables))]: each gate optimizer with
-        the variables it trains."""
+        """[(optimizer, variables)]: each gate optimizer with the variables it trains."""
         optimizers = {1.0: self.gate_optimizer}
         optimizers.update(zip(self._boosted_rates, self.boosted_gate_optimizers))
         out = []
@@ -213,7 +211,7 @@ class SparseModel(keras.Model):
                     f"A gate's lr_multiplier={multiplier} has no optimizer: "
                     "compile the model again after adding gates."
                 )
-            out.append((optimizer, (multiplier, variables)))
+            out.append((optimizer, variables))
         return out
 
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
@@ -311,7 +309,7 @@ class SparseModel(keras.Model):
 
     def _apply_updates(self, weights, weight_gradients, gate_variables, gate_gradients):
         gradient_of = {id(v): g for v, g in zip(gate_variables, gate_gradients)}
-        for optimizer, (_, variables) in self._optimizer_groups():
+        for optimizer, variables in self._optimizer_groups():
             present = [
                 (gradient_of[id(v)], v) for v in variables if gradient_of.get(id(v)) is not None
             ]
