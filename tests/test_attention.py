@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 import tfsparse
-from tfsparse import models
+from tfsparse import _graph, models
 from tfsparse.gates import (
     BetaBernoulliGate,
     DependentBetaBernoulliGate,
@@ -194,3 +194,55 @@ def test_dependent_beta_bernoulli_is_refused_as_a_head_gate_by_compaction():
     model = _attention_model(DependentBetaBernoulliGate(units=4, freeze_bb=False))
     with pytest.raises(ValueError, match="attention"):
         tfsparse.compact(model)
+
+
+def _keras_hub_model(normalize_first, mask_zero=False):
+    keras_hub = pytest.importorskip("keras_hub")
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((12,), dtype="int32")
+    x = keras.layers.Embedding(100, 32, mask_zero=mask_zero)(inputs)
+    for i in (1, 2):
+        x = keras_hub.layers.TransformerEncoder(
+            intermediate_dim=48, num_heads=4, normalize_first=normalize_first, name=f"enc{i}"
+        )(x)
+    x = keras.layers.GlobalAveragePooling1D()(x)
+    return keras.Model(inputs, keras.layers.Dense(2, name="logits")(x))
+
+
+@pytest.mark.parametrize("normalize_first, method", [(False, "hard_concrete"), (True, "npn")])
+def test_keras_hub_transformer_encoders_are_replayed_gated_and_compacted(
+    normalize_first, method, tmp_path
+):
+    # keras-hub's encoder is one layer: tfsparse replays it as its parts (same
+    # weights, same outputs) and gates their heads and feed-forward units.
+    dense = _keras_hub_model(normalize_first)
+    rng = np.random.default_rng(0)
+    x, y = rng.integers(0, 100, (8, 12)), rng.integers(0, 2, 8)
+    sparse = tfsparse.sparsify(dense, method, dataset_size=8, verbose=0)
+    assert [g.name for g in gates_of(sparse)] == [
+        "enc1_attention_heads_gate",
+        "enc1_fc1_gate",
+        "enc2_attention_heads_gate",
+        "enc2_fc1_gate",
+    ]
+    # The replayed network computes what the original does, bit for bit.
+    np.testing.assert_array_equal(np.asarray(_graph.flattened(dense)(x)), np.asarray(dense(x)))
+    sparse.compile(
+        "adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True), run_eagerly=True
+    )
+    sparse.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    _set_gates(sparse)
+    small = tfsparse.compact(sparse)
+    expected, got = np.asarray(sparse(x, training=False)), np.asarray(small(x))
+    assert np.max(np.abs(expected - got)) <= 1e-5 * max(1.0, float(np.abs(expected).max()))
+    assert [small.get_layer(f"enc{i}_attention").num_heads for i in (1, 2)] == [2, 2]
+    assert small.get_layer("enc1_fc1").units == 24
+    if method == "hard_concrete":
+        report = tfsparse.export(small, tmp_path / "export", test_data=x, latency_runs=3)
+        assert report["tflite"]["parity"]["ok"]
+
+
+def test_a_masked_keras_hub_encoder_is_refused_by_name():
+    dense = _keras_hub_model(False, mask_zero=True)
+    with pytest.raises(ValueError, match="'enc1' reads the Keras mask of 'embedding"):
+        tfsparse.sparsify(dense, "hard_concrete", dataset_size=8, verbose=0)

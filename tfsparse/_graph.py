@@ -10,6 +10,8 @@ import collections
 import keras
 from keras.src.backend.common import global_state
 
+from tfsparse import composites
+
 
 def is_graph_model(op):
     """Whether `op` is a Sequential or Functional model (a graph to inline)."""
@@ -112,13 +114,18 @@ def make_model(graph, inputs, outputs, name, model_class=keras.Model):
 
 # ---------------------------------------------------------------- flattening
 def has_nested_models(graph):
-    return any(is_graph_model(node.operation) for node in nodes_in_order(graph))
+    """Whether `graph` holds a nested model or a composite layer to replay."""
+    return any(
+        is_graph_model(node.operation) or composites.unroller(node.operation)
+        for node in nodes_in_order(graph)
+    )
 
 
 def flattened(model):
-    """`model` with every nested Sequential/Functional model inlined: a
+    """`model` with every nested Sequential/Functional model inlined and every
+    composite layer replayed as its parts (`tfsparse.composites`): a
     Functional model of copies of the layers (weights copied; `model` is not
-    touched), or `model`'s own graph when nothing is nested.
+    touched), or `model`'s own graph when there is nothing to flatten.
 
     Raises:
         TypeError: a nested model is subclassed (its graph is not known).
@@ -140,16 +147,33 @@ def _inline(graph, inputs, copier, prefix=""):
         op = node.operation
         if isinstance(op, keras.Model) and not is_graph_model(op):
             functional_of(op)  # raises the subclassed-model error
+        unroll = composites.unroller(op)
         if is_graph_model(op):
             args, _ = node.arguments.fill_in(tensor_map)
             outputs = _inline(
                 functional_of(op), keras.tree.flatten(args[0]), copier, prefix=f"{op.name}_"
             )
+        elif unroll is not None:
+            _refuse_masked(node)
+            args, kwargs = node.arguments.fill_in(tensor_map)
+            outputs = unroll(op, args, kwargs, lambda layer, name: copier(layer, "", name))
         else:
             outputs = call_like(node, copier(op, prefix), tensor_map)
         for old, new in zip(node.outputs, keras.tree.flatten(outputs)):
             tensor_map[id(old)] = new
     return [tensor_map[id(t)] for t in graph.outputs]
+
+
+def _refuse_masked(node):
+    """A composite layer reads a Keras mask in its own way, which its parts
+    would not replay: refused where a masking layer feeds it directly."""
+    for tensor in node.input_tensors:
+        source = producer(tensor)
+        if getattr(source, "mask_zero", False) or isinstance(source, keras.layers.Masking):
+            raise ValueError(
+                f"{node.operation.name!r} reads the Keras mask of {source.name!r}; tfsparse "
+                "cannot replay a composite layer with a mask (use mask_zero=False)."
+            )
 
 
 class _Copier:
@@ -161,12 +185,12 @@ class _Copier:
         self.copies = {}
         self.pending = []
 
-    def __call__(self, op, prefix):
+    def __call__(self, op, prefix, name=None):
         if not isinstance(op, keras.layers.Layer):
             return op
         if id(op) not in self.copies:
             config = op.get_config()
-            name = config.get("name", op.name)
+            name = name or config.get("name", op.name)
             if prefix and name in self.taken:
                 name = prefix + name
             base, i = name, 1
