@@ -219,8 +219,8 @@ def main(argv=None):
             mine = rows(model, seed, records, runs, dataset)
             measured += mine
             if not args.no_torch:
-                epochs, _ = suites.scaled(suites.ARCH_EPOCHS, {}, scale)
-                finetune, _ = suites.scaled(suites.ARCH_FINETUNE_EPOCHS, {}, scale)
+                epochs, _ = suites.scaled(suites.ARCH_EPOCHS[model], {}, scale)
+                finetune, _ = suites.scaled(suites.ARCH_FINETUNE_EPOCHS[model], {}, scale)
                 torch_records.append(
                     torch_record(model, seed, mine, records, dataset, epochs, finetune)
                 )
