@@ -180,10 +180,11 @@ class TargetedDropoutGate(Gate):
         gate's level). Under a budget γ was set so that the kept units cost
         the target, and the recipe hardens after 75 % of the epochs: the
         rest fine-tunes the pruned network."""
-        from tfsparse.pruning import prune_by_magnitude  # pruning imports the gates.
+        from tfsparse.pruning import prunable_layers, prune_by_magnitude  # imports the gates
 
         owners = {
-            id(getattr(layer, "kernel_gate", None)): layer for layer in model._flatten_layers()
+            id(getattr(layer, "kernel_gate", None)): layer
+            for layer in prunable_layers(model, include_classifier=True)
         }
         for gate in gates:
             layer = owners.get(id(gate))
