@@ -255,12 +255,18 @@ def _arch_rows():
             "parity_ok": True,
         }
 
-    return [row("dense", 8.0, 1.0), row("hard_concrete", 9.0, 0.3), row("npn", 8.5, 0.31)]
+    return [
+        row("dense", 8.0, 1.0),
+        row("hard_concrete", 9.0, 0.3),
+        row("npn", 8.5, 0.31),
+        row("td-unit", 8.2, 0.9),  # better error, but far from the budget
+    ]
 
 
 def test_the_arch_benchmark_matches_torch_pruning_to_its_best_method_once(tmp_path, monkeypatch):
-    """Torch-Pruning is aimed at the multiply-adds of the lowest-error method,
-    and a record already made is read back instead of run again (no torch here)."""
+    """Torch-Pruning is aimed at the multiply-adds of the lowest-error method
+    within a third of dense, and a record already made is read back instead of
+    run again (no torch here)."""
     from bench import arch
 
     measured = _arch_rows()
