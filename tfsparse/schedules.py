@@ -166,25 +166,23 @@ def get(schedule):
 
 @keras.saving.register_keras_serializable(package="tfsparse")
 class ScaledLearningRate(keras.optimizers.schedules.LearningRateSchedule):
-    """A learning rate (a number or a Keras schedule) times `factor`: the
-    rate of the optimizer that moves gates with an `lr_multiplier`."""
+    """A Keras learning-rate schedule (or its serialized dict) times `factor`:
+    the rate of the optimizer that moves gates with an `lr_multiplier` when
+    the gates' own rate is a schedule."""
 
-    def __init__(self, learning_rate, factor):
-        self.learning_rate = (
-            keras.optimizers.schedules.deserialize(learning_rate)
-            if isinstance(learning_rate, dict)
-            else learning_rate
+    def __init__(self, schedule, factor):
+        self.schedule = (
+            keras.optimizers.schedules.deserialize(schedule)
+            if isinstance(schedule, dict)
+            else schedule
         )
         self.factor = float(_checks.number("factor", factor, low=0, low_open=True))
 
     def __call__(self, step):
-        rate = self.learning_rate
-        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
-            rate = rate(step)
-        return rate * self.factor
+        return self.schedule(step) * self.factor
 
     def get_config(self):
-        rate = self.learning_rate
-        if isinstance(rate, keras.optimizers.schedules.LearningRateSchedule):
-            rate = keras.optimizers.schedules.serialize(rate)
-        return {"learning_rate": rate, "factor": self.factor}
+        return {
+            "schedule": keras.optimizers.schedules.serialize(self.schedule),
+            "factor": self.factor,
+        }
