@@ -1,22 +1,25 @@
 """Issue 19: the networks people deploy, on Fashion-MNIST, against Torch-Pruning.
 
-    python -m bench.arch [--quick] [--seeds 0] [--models resnet20 mobilenet_v2_050]
+    python -m bench.arch [--quick] [--seeds 0] [--models resnet20 mobilenet_v2_050 vit]
                          [--no-torch] [--page README.md]
 
-For each network, trains the `arch` suite (`bench/suites.py`: the dense
-network and every method at a FLOPs budget through its recipe; resuming:
-configurations already in `arch.jsonl` are skipped), then compacts every
+For each network, trains its suite (`bench/suites.py`; `arch` for ResNet-20
+and MobileNetV2: the dense network and every method at a FLOPs budget through
+its recipe; `vit_fashion`, issue 18's, for the ViT; resuming: configurations
+already recorded are skipped), then compacts every
 saved model, exports it to TFLite and times it at batch 1 against the dense
 network's file in the same invocation (`bench.export_bench.measure_seed`).
 Then Torch-Pruning's side (`bench/torch_side/pruning.py`, in `.venv-torch`:
-`make torch-env`) trains the same architecture in PyTorch for the same
-epochs on the same split, prunes it to the multiply-adds that tfsparse's best
-method reached (the lowest test error among the methods within a third of the
-dense multiply-adds, the issue's target), fine-tunes it and
-times it against its dense network in torch; its record goes to
-`arch_torch.jsonl` and is not repeated.
+`make torch-env`) trains the same architecture in PyTorch on the same split,
+prunes it to the multiply-adds that tfsparse's best method reached (the
+lowest test error among the methods within a third of the dense
+multiply-adds, the issue's target; the lowest of all if none is), fine-tunes
+it (`NETWORKS`: training and fine-tuning together as many epochs as
+tfsparse's runs) and times it against its dense network in torch; its record
+goes to `arch_torch.jsonl` and is not repeated.
 
-Writes `arch.md` (the table), `arch_measured.jsonl` (the measured rows) and
+Writes `arch.md` (the table), `arch_measured.jsonl` (the measured rows; the
+rows of networks and seeds not measured in this invocation are kept) and
 `arch_<model>.png` (test error against multiply-adds kept, Pareto front, the
 Torch-Pruning point marked) next to the records, and with `--page` the
 generated block of that page.
@@ -27,6 +30,7 @@ generated block of that page.
 """
 
 import argparse
+import collections
 import hashlib
 import json
 import os
@@ -40,8 +44,25 @@ from bench.report import load_records, replace_block
 from tfsparse import data, plots
 
 SUITE = "arch"
-# tfsparse's model name → the same network in bench/torch_side/models.py.
-TORCH_NAMES = {"resnet20": "resnet20", "mobilenet_v2_050": "mobilenet_v2"}
+Network = collections.namedtuple("Network", "suite torch_name epochs finetune_epochs")
+# The ViT's runs are issue 18's (15 epochs, hardened after 11): Torch-Pruning
+# trains it as long and fine-tunes the last 4, so both sides prune at the
+# same epoch and train as many in all.
+VIT_FINETUNE_EPOCHS = 4
+# tfsparse's model → the suite that trains it, the same network in
+# bench/torch_side/models.py, and Torch-Pruning's training and fine-tuning
+# epochs (together as many as tfsparse's runs train).
+NETWORKS = {
+    **{
+        model: Network(
+            SUITE, torch_name, suites.ARCH_EPOCHS[model], suites.ARCH_FINETUNE_EPOCHS[model]
+        )
+        for model, torch_name in (("resnet20", "resnet20"), ("mobilenet_v2_050", "mobilenet_v2"))
+    },
+    "vit": Network(
+        "vit_fashion", "vit", suites.VIT_EPOCHS - VIT_FINETUNE_EPOCHS, VIT_FINETUNE_EPOCHS
+    ),
+}
 TORCH_PYTHON = os.path.join(".venv-torch", "bin", "python")
 TORCH_SCRIPT = os.path.join("bench", "torch_side", "pruning.py")
 QUICK_RECORDS = os.path.join("bench", "results", "arch_quick")
@@ -66,13 +87,14 @@ def quick_dataset(folder, train=2000, test=500):
 def rows(model, seed, records, runs, dataset):
     """The measured rows of (`model`, `seed`): label, test error (%), compact
     multiply-adds and weights, TFLite size and latency against dense."""
+    suite = NETWORKS[model].suite
     trained = {
         r["config"]["label"]: r
-        for r in load_records(os.path.join(records, f"{SUITE}.jsonl"))
+        for r in load_records(os.path.join(records, f"{suite}.jsonl"))
         if (r["config"]["model"], r["config"]["seed"]) == (model, seed)
     }
     measured = export_bench.measure_seed(
-        model, seed, records, runs, dataset=dataset, files=(f"{SUITE}.jsonl",)
+        model, seed, records, runs, dataset=dataset, files=(f"{suite}.jsonl",)
     )
     out = []
     for m in measured:
@@ -134,7 +156,7 @@ def torch_record(model, seed, measured, records, dataset, epochs, finetune_epoch
                 TORCH_PYTHON,
                 TORCH_SCRIPT,
                 "--model",
-                TORCH_NAMES[model],
+                NETWORKS[model].torch_name,
                 "--data",
                 dataset,
                 "--epochs",
@@ -165,13 +187,13 @@ def torch_record(model, seed, measured, records, dataset, epochs, finetune_epoch
 
 def to_markdown(measured, torch_records):
     lines = [
-        "| network | method | seed | test error (%) | multiply-adds kept | weights |"
+        "| network | method | seed | epochs | test error (%) | multiply-adds kept | weights |"
         " TFLite KB | TFLite ms (batch 1) | faster than dense |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for r in measured:
         lines.append(
-            f"| {r['model']} | {r['label']} | {r['seed']} | {r['error']:.2f} | "
+            f"| {r['model']} | {r['label']} | {r['seed']} | {r['epochs']} | {r['error']:.2f} | "
             f"{r['flops_fraction']:.3f} ({r['flops']:,}) | {r['params']:,} | "
             f"{r['size_bytes'] / 1024:.0f} | {r['latency_ms']:.3f} | {r['speedup']:.2f}× |"
         )
@@ -179,6 +201,7 @@ def to_markdown(measured, torch_records):
         lines.append(
             f"| {t['tfsparse_model']} | Torch-Pruning ({t['method']}, at {t['matched']}'s "
             f"multiply-adds; dense {100 * t['dense_error']:.2f} %) | {t['seed']} | "
+            f"{t['epochs']} + {t['finetune_epochs']} | "
             f"{100 * t['error']:.2f} | {t['macs'] / t['dense_macs']:.3f} ({t['macs']:,}) | "
             f"{t['params']:,} | | {t['latency_ms']:.3f} (torch) | {t['speedup']:.2f}× (torch) |"
         )
@@ -201,7 +224,7 @@ def plot(model, measured, torch_records, path):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--models", nargs="+", default=list(TORCH_NAMES), choices=list(TORCH_NAMES))
+    p.add_argument("--models", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     p.add_argument("--quick", action="store_true", help="the whole pipeline in minutes")
     p.add_argument("--no-torch", action="store_true", help="leave Torch-Pruning's side out")
     p.add_argument("--runs", type=int, default=300, help="latency repetitions")
@@ -212,37 +235,53 @@ def main(argv=None):
     os.makedirs(records, exist_ok=True)
     scale, runs = (0.1, 20) if args.quick else (1.0, args.runs)
     dataset = quick_dataset(records) if args.quick else suites.FASHION
-    suites.run_suite(
-        SUITE,
-        args.seeds,
-        args.models,
-        records=records,
-        dataset=dataset,
-        epochs_scale=scale,
-        runs_dir=os.path.join(records, "runs") if args.quick else None,
-    )
-    measured, torch_records = [], []
     for model in args.models:
+        suites.run_suite(
+            NETWORKS[model].suite,
+            args.seeds,
+            [model],
+            records=records,
+            dataset=dataset,
+            epochs_scale=scale,
+            runs_dir=os.path.join(records, "runs") if args.quick else None,
+        )
+    measured_path = os.path.join(records, f"{SUITE}_measured.jsonl")
+    # Rows of the networks and seeds not measured now stay as they were
+    # measured (each network's latencies are compared within one invocation).
+    measured = [
+        r
+        for r in load_records(measured_path, missing_ok=True)
+        if r["model"] not in args.models or r["seed"] not in args.seeds
+    ]
+    for model in args.models:
+        network = NETWORKS[model]
         for seed in args.seeds:
             mine = rows(model, seed, records, runs, dataset)
             measured += mine
             if not args.no_torch:
-                epochs, _ = suites.scaled(suites.ARCH_EPOCHS[model], {}, scale)
-                finetune, _ = suites.scaled(suites.ARCH_FINETUNE_EPOCHS[model], {}, scale)
-                torch_records.append(
-                    torch_record(model, seed, mine, records, dataset, epochs, finetune)
-                )
-    with open(os.path.join(records, f"{SUITE}_measured.jsonl"), "w") as f:
+                epochs, _ = suites.scaled(network.epochs, {}, scale)
+                finetune, _ = suites.scaled(network.finetune_epochs, {}, scale)
+                torch_record(model, seed, mine, records, dataset, epochs, finetune)
+    order = list(NETWORKS)
+    measured.sort(key=lambda r: (order.index(r["model"]), r["seed"]))
+    with open(measured_path, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in measured)
+    shown = {(r["model"], r["seed"]) for r in measured}
+    torch_records = [
+        t
+        for t in load_records(os.path.join(records, f"{SUITE}_torch.jsonl"), missing_ok=True)
+        if (t["tfsparse_model"], t["seed"]) in shown and t["data"] == os.path.basename(dataset)
+    ]
+    models = [m for m in order if any(r["model"] == m for r in measured)]
     markdown = to_markdown(measured, torch_records)
     with open(os.path.join(records, f"{SUITE}.md"), "w") as f:
         f.write(markdown)
-    for model in args.models:
+    for model in models:
         plot(model, measured, torch_records, os.path.join(records, f"{SUITE}_{model}.png"))
     if args.page:
         pictures = "".join(
             f"\n![{model}: error against multiply-adds]({records}/{SUITE}_{model}.png)\n"
-            for model in args.models
+            for model in models
         )
         replace_block(args.page, PAGE_START, PAGE_END, markdown + pictures)
     print(markdown, end="")

@@ -253,6 +253,7 @@ def _arch_rows():
             "latency_ms": 1.0,
             "speedup": 1 / fraction,
             "parity_ok": True,
+            "epochs": 6 if label == "dense" else 9,
         }
 
     return [
@@ -284,6 +285,8 @@ def test_the_arch_benchmark_matches_torch_pruning_to_its_best_method_once(tmp_pa
         "params": 5,
         "latency_ms": 0.5,
         "speedup": 2.0,
+        "epochs": 6,
+        "finetune_epochs": 3,
     }
     (tmp_path / "arch_torch.jsonl").write_text(json.dumps(done) + "\n")
     monkeypatch.setattr(arch, "TORCH_PYTHON", str(tmp_path / "no-python"))
@@ -291,10 +294,10 @@ def test_the_arch_benchmark_matches_torch_pruning_to_its_best_method_once(tmp_pa
     with pytest.raises(SystemExit, match="make torch-env"):
         arch.torch_record("resnet20", 1, measured, str(tmp_path), "x/f.npz", 1, 1)
     table = arch.to_markdown(measured, [done])
-    assert "| resnet20 | npn | 0 | 8.50 | 0.310 (310) |" in table
+    assert "| resnet20 | npn | 0 | 9 | 8.50 | 0.310 (310) |" in table
     assert (
-        "Torch-Pruning (magnitude, at npn's multiply-adds; dense 8.00 %) | 0 | 10.00 | 0.300"
-        in table
+        "Torch-Pruning (magnitude, at npn's multiply-adds; dense 8.00 %) | 0 | 6 + 3 | "
+        "10.00 | 0.300" in table
     )
     path = arch.plot("resnet20", measured, [done], str(tmp_path / "arch.png"))
     assert (tmp_path / "arch.png").stat().st_size > 0 and path.endswith("arch.png")

@@ -1,17 +1,25 @@
-"""tfsparse's ResNet-20 and MobileNetV2 written again in PyTorch, layer for layer.
+"""tfsparse's ResNet-20, MobileNetV2 and small ViT written again in PyTorch,
+layer for layer.
 
-Same layers, channels, strides and order as `tfsparse.models.resnet20` and
-`tfsparse.models.mobilenet_v2` (so the multiply-adds are equal, which
+Same layers, channels, strides and order as `tfsparse.models.resnet20`,
+`tfsparse.models.mobilenet_v2` and `tfsparse.models.vit` (so the
+multiply-adds are equal, which
 `bench/torch_side/pruning.py` checks against the count tfsparse sends), and
 Keras' batch-normalization constants (epsilon 1e-3, moving average 0.99).
 One difference the frameworks impose: Keras' "same" padding of a stride-2
 convolution pads the bottom and right only, PyTorch's symmetric padding of 1
 pads both sides; the output sizes and costs are the same.
+
+Modules whose cost is not a convolution's, a linear layer's or a
+normalization's (the attention products, the mean over tokens) say it
+themselves: `multiply_adds(inputs, output)` per example, read by
+`pruning.multiply_adds`.
 """
 
 import importlib.util
 import os
 
+import torch
 from torch import nn
 
 BN = {"eps": 1e-3, "momentum": 0.01}  # Keras' epsilon; torch's momentum is 1 - Keras' 0.99
@@ -123,4 +131,80 @@ def mobilenet_v2(in_channels=1, num_classes=10, width=0.5):
     return MobileNetV2(in_channels, num_classes, width)
 
 
-MODELS = {"resnet20": resnet20, "mobilenet_v2": mobilenet_v2}
+class Attention(nn.Module):
+    """Self-attention as Keras' `MultiHeadAttention(heads, dim // heads)` with
+    query = key = value computes it. The query, key and value projections are
+    one `qkv` layer here (the same weights and multiply-adds), laid out
+    (3, heads, head width) as Torch-Pruning's attention pruning expects; it
+    narrows the heads, so the width is read from `qkv` at each call."""
+
+    def __init__(self, dim, heads):
+        super().__init__()
+        self.heads = heads
+        self.qkv = nn.Linear(dim, 3 * dim)
+        self.proj = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        batch, tokens, _ = x.shape
+        q, k, v = self.qkv(x).reshape(batch, tokens, 3, self.heads, -1).permute(2, 0, 3, 1, 4)
+        weights = (q @ k.transpose(-2, -1) * q.shape[-1] ** -0.5).softmax(-1)
+        return self.proj((weights @ v).transpose(1, 2).reshape(batch, tokens, -1))
+
+    def multiply_adds(self, inputs, output):
+        """The two products over tokens (scores and weighted values), as
+        tfsparse counts them; the projections count as linear layers."""
+        tokens = inputs[0].shape[1]
+        return tokens * tokens * 2 * self.qkv.out_features // 3
+
+
+class EncoderBlock(nn.Module):
+    """Pre-norm block: x + attention(LN(x)), then x + FFN(LN(x))."""
+
+    def __init__(self, dim, heads, mlp_dim):
+        super().__init__()
+        self.norm1 = nn.LayerNorm(dim, eps=1e-6)
+        self.attention = Attention(dim, heads)
+        self.norm2 = nn.LayerNorm(dim, eps=1e-6)
+        self.fc1 = nn.Linear(dim, mlp_dim)
+        self.act = nn.GELU()
+        self.fc2 = nn.Linear(mlp_dim, dim)
+
+    def forward(self, x):
+        x = x + self.attention(self.norm1(x))
+        return x + self.fc2(self.act(self.fc1(self.norm2(x))))
+
+
+class TokenMean(nn.Module):
+    """Keras' GlobalAveragePooling1D: the mean over tokens."""
+
+    def forward(self, x):
+        return x.mean(1)
+
+    def multiply_adds(self, inputs, output):
+        return inputs[0][0].numel()
+
+
+class ViT(nn.Module):
+    def __init__(self, in_channels, num_classes, image, patch, dim, depth, heads, mlp_dim):
+        super().__init__()
+        self.patch_embed = nn.Conv2d(in_channels, dim, patch, patch)
+        self.position = nn.Parameter(torch.randn(1, (image // patch) ** 2, dim) * 0.02)
+        self.blocks = nn.Sequential(*(EncoderBlock(dim, heads, mlp_dim) for _ in range(depth)))
+        self.norm = nn.LayerNorm(dim, eps=1e-6)
+        self.pool = TokenMean()
+        self.logits = nn.Linear(dim, num_classes)
+
+    def forward(self, x):
+        # NCHW → (batch, patches, dim) in row-major patch order, as Keras'
+        # Reshape of its NHWC convolution output.
+        x = self.patch_embed(x).flatten(2).transpose(1, 2) + self.position
+        return self.logits(self.pool(self.norm(self.blocks(x))))
+
+
+def vit(in_channels=1, num_classes=10, image=28):
+    """`tfsparse.models.vit` at its defaults: 4x4 patches, width 64, 4 blocks
+    of 4 heads, feed-forward 128."""
+    return ViT(in_channels, num_classes, image, patch=4, dim=64, depth=4, heads=4, mlp_dim=128)
+
+
+MODELS = {"resnet20": resnet20, "mobilenet_v2": mobilenet_v2, "vit": vit}

@@ -17,10 +17,12 @@ regularization first (DepGraph's sparse-learning recipe).
 Multiply-adds are counted as `tfsparse.summary` counts them: a convolution
 k·k·(input channels / groups) per output element, a Dense layer its input
 width per output, a batch normalization 1 per element, global average pooling
-1 per input element; additions and activations 0. `--dense-macs` (tfsparse's
+1 per input element (the ViT's mean over tokens too), attention's two
+products over tokens (scores, weighted values) tokens² · head width each per
+head; additions, activations and layer normalization 0. `--dense-macs` (tfsparse's
 count of the same dense network) makes the script check that both counts
-agree before it prunes anything: they do for both networks at 28x28x1
-(31,178,752 and 23,853,424 at width 0.5).
+agree before it prunes anything: they do for the three networks at 28x28x1
+(31,178,752, 23,853,424 at width 0.5, and 7,705,792 for the ViT).
 
 Appends one JSON record: test errors (dense, pruned before and after
 fine-tuning), multiply-adds and parameters kept, and the pruned network's
@@ -79,7 +81,9 @@ def multiply_adds(model, example):
     def hook(module, inputs, output):
         nonlocal total
         per_example = output[0].numel()
-        if isinstance(module, nn.Conv2d):
+        if hasattr(module, "multiply_adds"):
+            total += module.multiply_adds(inputs, output)
+        elif isinstance(module, nn.Conv2d):
             taps = module.kernel_size[0] * module.kernel_size[1]
             total += per_example * taps * module.in_channels // module.groups
         elif isinstance(module, nn.Linear):
@@ -90,7 +94,11 @@ def multiply_adds(model, example):
             total += inputs[0][0].numel()
 
     counted = (nn.Conv2d, nn.Linear, nn.BatchNorm2d, nn.AdaptiveAvgPool2d)
-    handles = [m.register_forward_hook(hook) for m in model.modules() if isinstance(m, counted)]
+    handles = [
+        m.register_forward_hook(hook)
+        for m in model.modules()
+        if isinstance(m, counted) or hasattr(m, "multiply_adds")
+    ]
     model.eval()
     with torch.no_grad():
         model(example[:1])
@@ -160,7 +168,14 @@ def latency_ms(model, example, runs):
 def prune(model, example, target, method, sparse_data, sparse_epochs, seed, steps=1000):
     """Prunes `model` in place, `steps` small steps towards 95 % of every
     prunable group, stopping at the first step whose multiply-adds are at
-    most `target`; returns the steps taken."""
+    most `target`; returns the steps taken. Attention keeps its heads and
+    narrows them all alike (Torch-Pruning's default for `num_heads`, pruning
+    head dimensions; its `prune_num_heads` removes at least one head per
+    step, so 4 heads are gone within the first steps of an iterative run),
+    and the model's own parameters (the ViT's position table) lose channels
+    with the stream they are added to."""
+    attention = [m for m in model.modules() if hasattr(m, "heads") and hasattr(m, "qkv")]
+    own = [(p, p.dim() - 1) for p in model.parameters(recurse=False)]
     importance = tp.importance.GroupMagnitudeImportance(p=2)
     pruner_class = (
         tp.pruner.GroupNormPruner if method == "group_norm" else tp.pruner.MagnitudePruner
@@ -172,6 +187,8 @@ def prune(model, example, target, method, sparse_data, sparse_epochs, seed, step
         pruning_ratio=0.95,
         iterative_steps=steps,
         ignored_layers=[model.logits],
+        num_heads={m.qkv: m.heads for m in attention},
+        unwrapped_parameters=own or None,
     )
     if method == "group_norm" and sparse_epochs:
         pruner.update_regularizer()
