@@ -39,7 +39,13 @@ ERROR_MARGIN = 0.2
 # (MLP: input pixels, hidden 1, hidden 2; LeNet-5-Caffe: conv1 and conv2
 # channels, fc1's 800 inputs, fc2's 500 inputs), `error` in %. None: not read.
 # The primary tables were not readable from this machine's sources; the
-# figures below are the papers' rows as other papers quote them.
+# figures below are the papers' rows as other papers quote them, and BB's as
+# the authors' code release computes them (its FLOPs scripts list the units
+# kept by the run of median accuracy per setting; the errors are only
+# plotted, so the verdict compares units alone).
+BB_RELEASE = (
+    "the BB authors' code release, OpenXAIProject/Variational_Dropouts, src/experiments/flops/"
+)
 PAPER_ROWS = (
     {
         "paper": "L0 (Louizos et al. 2018, Table 1)",
@@ -89,21 +95,39 @@ PAPER_ROWS = (
     },
     {
         "paper": "BB / DBB (Lee et al. 2018)",
-        "row": "DBB",
+        "row": "BB (gate learning rate 1e-2; 13.3× fewer FLOPs)",
+        "model": "lenet_500_300",
+        "label": "bb+dbb",
+        "units": (294, 110, 71),
+        "error": None,
+        "source": BB_RELEASE + " (`compute_flops_lenet_dense.py`); errors only plotted there",
+    },
+    {
+        "paper": "BB / DBB (Lee et al. 2018)",
+        "row": "DBB on that BB network: 94-15-13 units active per example (39.6× fewer FLOPs)",
         "model": "lenet_500_300",
         "label": "bb+dbb",
         "units": None,
         "error": None,
-        "source": "table not readable here",
+        "source": BB_RELEASE + "; tfsparse does not record units per example",
     },
     {
         "paper": "BB / DBB (Lee et al. 2018)",
-        "row": "DBB",
+        "row": "BB (gate learning rate 1e-2; 2.9× fewer FLOPs)",
+        "model": "lenet5_caffe",
+        "label": "bb+dbb",
+        "units": (13, 25, 156, 54),
+        "error": None,
+        "source": BB_RELEASE + " (`compute_flops_lenet_conv.py`); errors only plotted there",
+    },
+    {
+        "paper": "BB / DBB (Lee et al. 2018)",
+        "row": "DBB on that BB network: 10-15-33-10 units active per example (3.6× fewer FLOPs)",
         "model": "lenet5_caffe",
         "label": "bb+dbb",
         "units": None,
         "error": None,
-        "source": "table not readable here",
+        "source": BB_RELEASE + "; tfsparse does not record units per example",
     },
 )
 
@@ -145,9 +169,12 @@ def our_rows(records_dir):
 
 def verdict(paper, ours):
     """reproduced / better / short (by how much), against one paper row."""
-    if paper["units"] is None or paper["error"] is None:
+    if paper["units"] is None:
         return "no paper figure to compare"
     more_units = sum(ours["units"]) - sum(paper["units"])
+    if paper["error"] is None:
+        counted = f"{abs(more_units)} {'more' if more_units > 0 else 'fewer'} units"
+        return f"{counted}; no published error to compare"
     over = ours["error"] - paper["error"]
     if more_units <= 0 and over <= ERROR_MARGIN:
         return "better" if more_units < 0 and over < 0 else "reproduced"

@@ -225,6 +225,13 @@ def test_the_paper_table_compares_each_row_with_the_runs_of_its_label(tmp_path, 
     assert paper.verdict(sep, {**ours, "units": (20, 18, 65, 25), "error": 1.5}) == (
         "short: 11 more units, +0.50 points of error"
     )
+    bb = next(
+        p for p in paper.PAPER_ROWS if p["model"] == "lenet5_caffe" and p["label"] == "bb+dbb"
+    )
+    assert bb["error"] is None  # the code release only plots its errors
+    assert paper.verdict(bb, {**ours, "units": (13, 25, 150, 54)}) == (
+        "6 fewer units; no published error to compare"
+    )
     table = paper.to_markdown(str(tmp_path))
     assert "9-17-60-25 | 1.10 ± 0.07" in table and "not run yet" in table
 
