@@ -1,7 +1,7 @@
 """Issue 19: the networks people deploy, on Fashion-MNIST, against Torch-Pruning.
 
     python -m bench.arch [--quick] [--seeds 0] [--models resnet20 mobilenet_v2_050 vit]
-                         [--no-torch] [--page README.md]
+                         [--no-torch] [--render-only] [--page README.md]
 
 For each network, trains its suite (`bench/suites.py`; `arch` for ResNet-20
 and MobileNetV2: the dense network and every method at a FLOPs budget through
@@ -222,20 +222,11 @@ def plot(model, measured, torch_records, path):
     )
 
 
-def main(argv=None):
-    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    p.add_argument("--seeds", nargs="+", type=int, default=[0])
-    p.add_argument("--models", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
-    p.add_argument("--quick", action="store_true", help="the whole pipeline in minutes")
-    p.add_argument("--no-torch", action="store_true", help="leave Torch-Pruning's side out")
-    p.add_argument("--runs", type=int, default=300, help="latency repetitions")
-    p.add_argument("--records", default=None)
-    p.add_argument("--page", help="a Markdown page with the arch markers to rewrite")
-    args = p.parse_args(argv)
-    records = args.records or (QUICK_RECORDS if args.quick else suites.RECORDS)
-    os.makedirs(records, exist_ok=True)
-    scale, runs = (0.1, 20) if args.quick else (1.0, args.runs)
-    dataset = quick_dataset(records) if args.quick else suites.FASHION
+def measure(args, records, dataset, scale, runs, measured):
+    """Trains what the suites lack for `args.models` and `args.seeds`,
+    measures those rows (replacing them in `measured`; the others stay as
+    they were measured: each network's latencies are compared within one
+    invocation) and runs Torch-Pruning's side; returns the rows."""
     for model in args.models:
         suites.run_suite(
             NETWORKS[model].suite,
@@ -246,13 +237,8 @@ def main(argv=None):
             epochs_scale=scale,
             runs_dir=os.path.join(records, "runs") if args.quick else None,
         )
-    measured_path = os.path.join(records, f"{SUITE}_measured.jsonl")
-    # Rows of the networks and seeds not measured now stay as they were
-    # measured (each network's latencies are compared within one invocation).
     measured = [
-        r
-        for r in load_records(measured_path, missing_ok=True)
-        if r["model"] not in args.models or r["seed"] not in args.seeds
+        r for r in measured if r["model"] not in args.models or r["seed"] not in args.seeds
     ]
     for model in args.models:
         network = NETWORKS[model]
@@ -264,28 +250,57 @@ def main(argv=None):
                 finetune, _ = suites.scaled(network.finetune_epochs, {}, scale)
                 torch_record(model, seed, mine, records, dataset, epochs, finetune)
     order = list(NETWORKS)
-    measured.sort(key=lambda r: (order.index(r["model"]), r["seed"]))
-    with open(measured_path, "w") as f:
-        f.writelines(json.dumps(r) + "\n" for r in measured)
+    return sorted(measured, key=lambda r: (order.index(r["model"]), r["seed"]))
+
+
+def render(records, dataset, measured, page=None):
+    """`arch.md`, the plots and the `page` block from the measured rows and
+    Torch-Pruning's records of the same networks and seeds."""
     shown = {(r["model"], r["seed"]) for r in measured}
     torch_records = [
         t
         for t in load_records(os.path.join(records, f"{SUITE}_torch.jsonl"), missing_ok=True)
         if (t["tfsparse_model"], t["seed"]) in shown and t["data"] == os.path.basename(dataset)
     ]
-    models = [m for m in order if any(r["model"] == m for r in measured)]
+    models = [m for m in NETWORKS if any(r["model"] == m for r in measured)]
     markdown = to_markdown(measured, torch_records)
     with open(os.path.join(records, f"{SUITE}.md"), "w") as f:
         f.write(markdown)
     for model in models:
         plot(model, measured, torch_records, os.path.join(records, f"{SUITE}_{model}.png"))
-    if args.page:
+    if page:
         pictures = "".join(
             f"\n![{model}: error against multiply-adds]({records}/{SUITE}_{model}.png)\n"
             for model in models
         )
-        replace_block(args.page, PAGE_START, PAGE_END, markdown + pictures)
-    print(markdown, end="")
+        replace_block(page, PAGE_START, PAGE_END, markdown + pictures)
+    return markdown
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    p.add_argument("--seeds", nargs="+", type=int, default=[0])
+    p.add_argument("--models", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
+    p.add_argument("--quick", action="store_true", help="the whole pipeline in minutes")
+    p.add_argument("--no-torch", action="store_true", help="leave Torch-Pruning's side out")
+    p.add_argument(
+        "--render-only", action="store_true", help="table and plots of the rows measured before"
+    )
+    p.add_argument("--runs", type=int, default=300, help="latency repetitions")
+    p.add_argument("--records", default=None)
+    p.add_argument("--page", help="a Markdown page with the arch markers to rewrite")
+    args = p.parse_args(argv)
+    records = args.records or (QUICK_RECORDS if args.quick else suites.RECORDS)
+    os.makedirs(records, exist_ok=True)
+    scale, runs = (0.1, 20) if args.quick else (1.0, args.runs)
+    dataset = quick_dataset(records) if args.quick else suites.FASHION
+    measured_path = os.path.join(records, f"{SUITE}_measured.jsonl")
+    measured = load_records(measured_path, missing_ok=True)
+    if not args.render_only:
+        measured = measure(args, records, dataset, scale, runs, measured)
+        with open(measured_path, "w") as f:
+            f.writelines(json.dumps(r) + "\n" for r in measured)
+    print(render(records, dataset, measured, args.page), end="")
 
 
 if __name__ == "__main__":

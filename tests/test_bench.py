@@ -309,3 +309,37 @@ def test_the_arch_benchmark_matches_torch_pruning_to_its_best_method_once(tmp_pa
     )
     path = arch.plot("resnet20", measured, [done], str(tmp_path / "arch.png"))
     assert (tmp_path / "arch.png").stat().st_size > 0 and path.endswith("arch.png")
+
+
+def test_the_arch_table_renders_from_the_rows_measured_before(tmp_path):
+    """`--render-only` writes the table, plots and page block from the
+    recorded rows without training or timing anything."""
+    from bench import arch
+
+    measured = _arch_rows()
+    torch_done = {
+        "tfsparse_model": "resnet20",
+        "seed": 0,
+        "data": "fashion-mnist.npz",
+        "method": "magnitude",
+        "matched": "npn",
+        "error": 0.1,
+        "dense_error": 0.08,
+        "macs": 300,
+        "dense_macs": 1000,
+        "params": 5,
+        "latency_ms": 0.5,
+        "speedup": 2.0,
+        "epochs": 6,
+        "finetune_epochs": 3,
+    }
+    (tmp_path / "arch_measured.jsonl").write_text("".join(json.dumps(r) + "\n" for r in measured))
+    (tmp_path / "arch_torch.jsonl").write_text(json.dumps(torch_done) + "\n")
+    page = tmp_path / "page.md"
+    page.write_text(f"intro\n{arch.PAGE_START}\nold\n{arch.PAGE_END}\nend\n")
+    arch.main(["--render-only", "--records", str(tmp_path), "--page", str(page)])
+    text = page.read_text()
+    assert "old" not in text and text.startswith("intro") and text.endswith("end\n")
+    assert "| resnet20 | dense-long | 0 | 9 | 7.50 |" in text
+    assert "Torch-Pruning (magnitude, at npn's multiply-adds" in text
+    assert (tmp_path / "arch_resnet20.png").stat().st_size > 0
