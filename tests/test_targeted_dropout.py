@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from tfsparse.callbacks import SparsityScheduler
 from tfsparse.gates.targeted_dropout import TargetedDropoutGate, candidate_count
-from tfsparse.layers import SparseConv2D, SparseDense
+from tfsparse.layers import SparseConv2D, SparseDense, effective_kernel
 from tfsparse.pruning import prune_by_magnitude
 from tfsparse.schedules import targeted_dropout_ramp
 
@@ -331,3 +331,82 @@ def test_targeted_dropout_makes_the_mlp_robust_to_pruning():
         td_pruned,
     )
     assert td_pruned > 0.95
+
+
+def _unit_level_resnet(target_flops):
+    import tfsparse
+    from tfsparse.models import resnets
+
+    keras.utils.set_random_seed(0)
+    dense = resnets.resnet20(input_shape=(16, 16, 1))
+    sparse = tfsparse.sparsify(
+        dense, "targeted_dropout", level="unit", target_flops=target_flops, seed=0, verbose=0
+    )
+    sparse.compile(keras.optimizers.Adam(1e-3), "sparse_categorical_crossentropy")
+    return dense, sparse
+
+
+def test_unit_level_hardening_removes_whole_channel_groups_of_a_resnet():
+    """On ResNet-20 a zeroed kernel column is no zero channel (BatchNorm adds
+    β − γμ/σ; the residual stream is written by several convolutions): the
+    hardening closes the weakest channels of each group with its
+    ChannelKeepGate and in every producer, so compaction removes them and
+    stays exact, also after more training moved BatchNorm's β."""
+    import tfsparse
+    from tfsparse.gates.channel_keep import ChannelKeepGate
+
+    dense, sparse = _unit_level_resnet(target_flops=0.4)
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 16, 16, 1), dtype="float32")
+    y = rng.integers(0, 10, 32)
+    sparse.fit(x, y, epochs=4, batch_size=16, verbose=0, callbacks=[SparsityScheduler()])
+    gamma = float(sparse.get_layer("stem").kernel_gate.gamma.numpy())
+    keeps = [g for g in sparse.layers if isinstance(g, ChannelKeepGate)]
+    assert len(keeps) == 12  # the three streams and the nine inner convolutions
+    for keep in keeps:
+        units = keep.mask_shape[0]
+        assert int(np.sum(keep.mask().numpy() == 0)) == candidate_count(gamma, units)
+    # The first stream: the stem and every block's second convolution lose
+    # the channels the stream's gate closed.
+    closed = sparse.get_layer("stem_keep").mask().numpy() == 0
+    for name in ("stem", "s1b1_conv2", "s1b2_conv2", "s1b3_conv2"):
+        kernel = effective_kernel(sparse.get_layer(name)).reshape(-1, 16)
+        assert np.all(kernel[:, closed] == 0) and np.all(np.any(kernel[:, ~closed], axis=0))
+
+    def compacted_flops():
+        small = tfsparse.compact(sparse)
+        np.testing.assert_allclose(
+            small.predict(x, verbose=0), sparse.predict(x, verbose=0), rtol=1e-5, atol=1e-5
+        )
+        return (
+            tfsparse.summary(small, print_fn=None)["total"]["flops_kept"]
+            / tfsparse.summary(dense, print_fn=None)["total"]["flops_total"]
+        )
+
+    fraction = compacted_flops()
+    assert abs(fraction - 0.4) < 0.05, fraction
+    sparse.fit(x, y, epochs=1, batch_size=16, verbose=0)  # β moves, the channels stay closed
+    assert compacted_flops() == fraction
+
+
+def test_group_pruning_of_a_plain_chain_is_the_per_layer_rule():
+    """Where each channel group has one producer (an MLP), pruning by groups
+    removes what the paper's per-layer unit pruning removes."""
+    import tfsparse
+    from tfsparse import models
+    from tfsparse.pruning import prune_unit_groups
+
+    keras.utils.set_random_seed(0)
+    sparse = tfsparse.sparsify(
+        models.lenet_300_100((64,), 10), "targeted_dropout", level="unit", verbose=0
+    )
+    weights = sparse.get_weights()
+    prune_by_magnitude(sparse, 0.3, level="unit")
+    per_layer = [layer.kernel.numpy() for layer in sparse.layers if hasattr(layer, "kernel")]
+    sparse.set_weights(weights)
+    prune_unit_groups(sparse, lambda layer: 0.3)
+    by_group = [layer.kernel.numpy() for layer in sparse.layers if hasattr(layer, "kernel")]
+    assert len(per_layer) == 3
+    for a, b in zip(per_layer, by_group):
+        np.testing.assert_array_equal(a, b)
+    assert np.mean(per_layer[0] == 0) > 0.29

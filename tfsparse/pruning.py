@@ -59,7 +59,10 @@ def prune_by_magnitude(
     ⌊rate·rows⌋ weights with the smallest |w| become exact zeros. Unit level:
     the ⌊rate·units⌋ columns with the smallest L2 norm become zero, and so do
     their biases, so that a unit whose activation maps 0 to 0 outputs exactly
-    0 and `tfsparse.compact` can take it out. Counts are floors, as in the
+    0 and `tfsparse.compact` can take it out (in a model where `sparsify`
+    put ChannelKeepGates, unit-level targeted dropout's, the units are ranked
+    per channel group instead: `prune_unit_groups`, so that a residual stream
+    or a BatchNormalized layer loses whole channels). Counts are floors, as in the
     official code (`int(rate·n)`); ties are broken by position so the counts
     are exact. Zeros already in a kernel rank first, so pruning at 0.5 and then
     at 0.75 gives the same zeros as pruning at 0.75.
@@ -111,12 +114,97 @@ def prune_by_magnitude(
     _checks.choice("level", level, LEVELS)
     if not isinstance(include_classifier, bool):
         raise TypeError(f"`include_classifier` must be a bool; got {include_classifier!r}.")
+    if level == UNIT and _has_channel_keeps(model):
+        return prune_unit_groups(model, lambda layer: rate, include_classifier)
     layers = prunable_layers(model, include_classifier)
     for layer in layers:
         _check_layer(layer)
     for layer in layers:
         _prune_layer(layer, float(rate), level)
     return model
+
+
+def prune_unit_groups(model: keras.Model, rate_of, include_classifier: bool = True) -> keras.Model:
+    """Unit-level magnitude pruning of channel groups, in place: what
+    hardening unit-level targeted dropout removes.
+
+    Where `sparsify` put a `ChannelKeepGate` on a channel group (the channels
+    of one or more kernel-gated layers together with every tensor that carries
+    them: through BatchNormalization, depthwise convolutions, residual sums),
+    the group loses its ⌊rate·units⌋ units of smallest L2 norm, the norm
+    taken over the kernel columns of every gated layer that writes the unit
+    (for a group with one producer, the paper's per-layer rule). The gate
+    closes them, so they are exactly 0 wherever they are read and
+    `tfsparse.compact` removes them; the producers' columns and biases are
+    zeroed and held there by their gates. A gated layer whose channels belong
+    to no such group (the classifier, channels a LayerNormalization reads) is
+    pruned on its own, as `prune_by_magnitude` prunes every layer of a model
+    without channel groups. `prune_by_magnitude(model, rate, level="unit")`
+    comes here when `model` has ChannelKeepGates.
+
+    Args:
+        model: a model built by `tfsparse.sparsify` with unit-level kernel gates.
+        rate_of: function of a gated layer → its fraction of units to remove;
+            a group removes the largest fraction among its producers.
+        include_classifier: also prune a gated classifier (the last prunable
+            layer), which is in no group.
+
+    Returns:
+        `model` itself, pruned.
+    """
+    from tfsparse import _graph
+    from tfsparse.channels.gate import coverage
+    from tfsparse.channels.groups import ChannelGroups
+    from tfsparse.gates.channel_keep import ChannelKeepGate
+
+    groups = ChannelGroups(_graph.functional_of(model))
+    producers = [
+        node
+        for node in groups.nodes
+        if getattr(getattr(node.operation, "kernel_gate", None), "structure", None) == UNIT
+    ]
+    columns = {id(node): groups.comps(node.outputs[0]) for node in producers}
+    energy = {}  # component → Σ of its squared column norms over the producers
+    for node in producers:
+        _check_layer(node.operation)
+        units = node.operation.kernel.shape[-1]
+        norms = np.square(effective_kernel(node.operation).reshape(-1, units)).sum(axis=0)
+        for comp, value in zip(columns[id(node)].tolist(), norms):
+            energy[comp] = energy.get(comp, 0.0) + float(value)
+    closed, covered = set(), set()
+    for node in groups.nodes:
+        gate = node.operation
+        if not isinstance(gate, ChannelKeepGate):
+            continue
+        offset, repeat = coverage(node)
+        units = int(gate.mask_shape[0])
+        comps = groups.comps(node.input_tensors[0])[offset + np.arange(units) * repeat]
+        writers = [n for n in producers if np.isin(columns[id(n)], comps).any()]
+        rate = max(float(rate_of(n.operation)) for n in writers)
+        # A unit no gated layer writes cannot be ranked: it stays.
+        norms = np.sqrt([energy.get(c, np.inf) for c in comps.tolist()])
+        order = np.argsort(norms, kind="stable")
+        shut = np.zeros(units, bool)
+        shut[order[: candidate_count(rate, units)]] = True
+        gate.close(shut)
+        closed.update(comps[shut].tolist())
+        covered.update(comps.tolist())
+    alone = {id(layer) for layer in prunable_layers(model, include_classifier)}
+    for node in producers:
+        comps = columns[id(node)]
+        if np.isin(comps, list(covered)).any():
+            _zero_columns(node.operation, ~np.isin(comps, list(closed)))
+        elif id(node.operation) in alone:
+            _prune_layer(node.operation, float(rate_of(node.operation)), UNIT)
+    return model
+
+
+def _has_channel_keeps(model):
+    from tfsparse.gates.channel_keep import ChannelKeepGate
+
+    return isinstance(model, keras.Model) and any(
+        isinstance(layer, ChannelKeepGate) for layer in model._flatten_layers(include_self=False)
+    )
 
 
 def magnitude_sparsity(model: keras.Model, include_classifier: bool = True) -> dict[str, float]:
@@ -162,16 +250,24 @@ def _prune_layer(layer, rate, level):
         order = np.argsort(np.linalg.norm(matrix, axis=0), kind="stable")
         column_keep = np.ones(units, dtype=bool)
         column_keep[order[:count]] = False
-        keep = np.broadcast_to(column_keep, matrix.shape)
+        _zero_columns(layer, column_keep)
+        return
     kernel = np.asarray(layer.kernel).reshape(-1, units) * keep
     layer.kernel.assign(kernel.reshape(shape).astype(layer.kernel.dtype))
-    if column_keep is not None and getattr(layer, "bias", None) is not None:
+    gate = getattr(layer, "kernel_gate", None)
+    if gate is not None and gate.structure == WEIGHT:
+        gate.hold_pruned(keep.reshape(shape))
+    # else: a unit-level gate cannot hold single weights
+
+
+def _zero_columns(layer, column_keep):
+    """Zeroes the kernel columns and biases of the units not in `column_keep`
+    and tells the layer's gate (which holds them at zero)."""
+    shape = tuple(layer.kernel.shape)
+    kernel = np.asarray(layer.kernel).reshape(-1, shape[-1]) * column_keep
+    layer.kernel.assign(kernel.reshape(shape).astype(layer.kernel.dtype))
+    if getattr(layer, "bias", None) is not None:
         layer.bias.assign(np.asarray(layer.bias) * column_keep)
     gate = getattr(layer, "kernel_gate", None)
-    if gate is None:
-        return
-    if gate.structure == WEIGHT:
-        gate.hold_pruned(keep.reshape(shape))
-    elif column_keep is not None:
+    if gate is not None:
         gate.hold_pruned(column_keep)
-    # else: a unit-level gate cannot hold single weights

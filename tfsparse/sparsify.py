@@ -19,7 +19,9 @@ Placement:
 - kernel-gate methods (`targeted_dropout`, `hard_concrete` with
   `level="weight"`) replace each hidden `Dense`/`Conv2D` by a
   `tfsparse.layers.SparseDense`/`SparseConv2D` whose kernel passes through
-  the gate.
+  the gate. Unit-level targeted dropout also gets a `ChannelKeepGate` on each
+  channel group, where a unit gate would go: its hardening closes whole
+  channels there (`Gate.group_keep_levels`).
 
 Groups whose channels reach a model output (the classifier's) or a layer that
 needs all of them (a LayerNormalization, a layer tfsparse does not know) are
@@ -43,6 +45,7 @@ from tfsparse.channels.groups import ChannelGroups
 from tfsparse.channels.linear import LinearHandler
 from tfsparse.gates import registry
 from tfsparse.gates.base import UNIT, WEIGHT
+from tfsparse.gates.channel_keep import ChannelKeepGate
 from tfsparse.layers import SparseConv2D, SparseDense
 from tfsparse.sparse_model import SparseModel
 
@@ -229,6 +232,8 @@ class _Plan:
             return
         if self.kernel_gates:
             self._place_kernel_gates()
+            if level in gate_class.group_keep_levels:
+                self._place_channel_keeps()
         else:
             self._place_unit_gates(gate_features)
         if not self.placed:
@@ -343,6 +348,16 @@ class _Plan:
             if twin is not None:
                 self.replacements[id(op)] = twin
                 self.placed.append(twin.kernel_gate.name)
+
+    def _place_channel_keeps(self):
+        """A `ChannelKeepGate` on each channel group that a kernel-gated layer
+        writes, called where a unit gate would be (before every reader)."""
+        for group in self.groups.groups:
+            if not any(id(node.operation) in self.replacements for node in group.producers):
+                continue
+            keep = ChannelKeepGate(units=len(group.units), name=f"{group.name}_keep")
+            for tensor, offset, repeat, readers in group.sites.values():
+                self._gate_edges(tensor, readers, keep, offset, repeat)
 
     def _kernel_gate(self, op):
         return self.gate_class(

@@ -10,6 +10,7 @@ from tfsparse.gates.beta_bernoulli import (
     DependentBetaBernoulliGate,
     DynamicBetaBernoulliMask,
 )
+from tfsparse.gates.channel_keep import ChannelKeepGate
 from tfsparse.gates.hard_concrete import HardConcreteGate
 from tfsparse.gates.npn import NPNGate
 from tfsparse.gates.targeted_dropout import TargetedDropoutGate
@@ -22,6 +23,7 @@ __all__ = [
     "HardConcreteGate",
     "NPNGate",
     "TargetedDropoutGate",
+    "ChannelKeepGate",
     "BetaBernoulliGate",
     "DependentBetaBernoulliGate",
     "DynamicBetaBernoulliMask",

@@ -98,6 +98,11 @@ class Gate(keras.layers.Layer):
     # The levels whose gates go on kernels (`tfsparse.layers.SparseDense`,
     # `SparseConv2D`) instead of on channel groups.
     kernel_levels = (WEIGHT,)
+    # Kernel levels at which `sparsify` also puts a `ChannelKeepGate` on each
+    # channel group the gated layers write: the family closes whole channels
+    # through it (a zeroed kernel column is not a zero channel after a
+    # BatchNormalization or in a residual sum).
+    group_keep_levels = ()
     # Whether the penalty needs N (`sparsify`'s `dataset_size`).
     needs_dataset_size = True
     # The library's settings for this family (`tfsparse.defaults`): what

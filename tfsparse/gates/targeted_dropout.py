@@ -129,6 +129,9 @@ class TargetedDropoutGate(Gate):
     # kernel columns.
     levels = (WEIGHT, UNIT)
     kernel_levels = (WEIGHT, UNIT)
+    # At unit level a `ChannelKeepGate` on each channel group closes the units
+    # hardening prunes (see `prepare_hardening`).
+    group_keep_levels = (UNIT,)
     needs_dataset_size = False
     # The paper's α = γ = 0.5.
     recommended = {"alpha": 0.5, "gamma": 0.5}
@@ -167,7 +170,7 @@ class TargetedDropoutGate(Gate):
 
         kind, target = budget
         rate = budget_lib.targeted_dropout_rate(model, target, kind)
-        for gate in gates_of(model):
+        for gate in (g for g in gates_of(model) if isinstance(g, cls)):
             gate.initial_gamma = rate
             gate.gamma.assign(rate)
             gate.harden_fraction = schedules.BUDGET_HARDEN_FRACTION
@@ -176,21 +179,30 @@ class TargetedDropoutGate(Gate):
     def prepare_hardening(cls, model, gates):
         """Hardening targeted dropout prunes what it targeted, as the paper
         prunes after training: in each gated layer the γ fraction of smallest
-        weights (per column) or units (`tfsparse.prune_by_magnitude` at the
-        gate's level). Under a budget γ was set so that the kept units cost
-        the target, and the recipe hardens after 75 % of the epochs: the
-        rest fine-tunes the pruned network."""
-        from tfsparse.pruning import prunable_layers, prune_by_magnitude  # imports the gates
+        weights (per column, `tfsparse.prune_by_magnitude`) or, at unit
+        level, of weakest units, ranked over each channel group together
+        (`tfsparse.pruning.prune_unit_groups`: the layers of a residual
+        stream lose the same channels, and a `ChannelKeepGate` closes them
+        after BatchNormalization, so that compaction removes them). Under a
+        budget γ was set so that the kept units cost the target, and the
+        recipe hardens after 75 % of the epochs: the rest fine-tunes the
+        pruned network."""
+        from tfsparse import pruning  # pruning imports the gates.
 
         owners = {
             id(getattr(layer, "kernel_gate", None)): layer
-            for layer in prunable_layers(model, include_classifier=True)
+            for layer in pruning.prunable_layers(model, include_classifier=True)
         }
         for gate in gates:
-            layer = owners.get(id(gate))
-            if layer is None:
+            if id(gate) not in owners:
                 raise ValueError(f"Targeted dropout gate {gate.name!r} has no layer in the model.")
-            prune_by_magnitude(layer, float(np.asarray(gate.gamma)), level=gate.structure)
+        for gate in gates:
+            if gate.structure == WEIGHT:
+                pruning.prune_by_magnitude(owners[id(gate)], float(np.asarray(gate.gamma)))
+        if any(gate.structure == UNIT for gate in gates):
+            pruning.prune_unit_groups(
+                model, lambda layer: float(np.asarray(layer.kernel_gate.gamma))
+            )
 
     @classmethod
     def recipe_plan(
