@@ -346,7 +346,7 @@ def _unit_level_resnet(target_flops):
     return dense, sparse
 
 
-def test_unit_level_hardening_removes_whole_channel_groups_of_a_resnet():
+def test_unit_level_hardening_removes_whole_channel_groups_of_a_resnet(tmp_path):
     """On ResNet-20 a zeroed kernel column is no zero channel (BatchNorm adds
     β − γμ/σ; the residual stream is written by several convolutions): the
     hardening closes the weakest channels of each group with its
@@ -387,6 +387,14 @@ def test_unit_level_hardening_removes_whole_channel_groups_of_a_resnet():
     assert abs(fraction - 0.4) < 0.05, fraction
     sparse.fit(x, y, epochs=1, batch_size=16, verbose=0)  # β moves, the channels stay closed
     assert compacted_flops() == fraction
+    sparse.save(tmp_path / "td.keras")
+    loaded = keras.saving.load_model(tmp_path / "td.keras")
+    np.testing.assert_array_equal(
+        loaded.get_layer("stem_keep").mask().numpy(), sparse.get_layer("stem_keep").mask().numpy()
+    )
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), sparse.predict(x, verbose=0), rtol=1e-6
+    )
 
 
 def test_group_pruning_of_a_plain_chain_is_the_per_layer_rule():
