@@ -395,11 +395,17 @@ def test_unit_level_hardening_removes_whole_channel_groups_of_a_resnet(tmp_path)
     np.testing.assert_allclose(
         loaded.predict(x, verbose=0), sparse.predict(x, verbose=0), rtol=1e-6
     )
+    # Pruning further after hardening closes more channels in the frozen masks.
+    tfsparse.prune_by_magnitude(sparse, 0.5, level="unit")
+    assert int(np.sum(sparse.get_layer("stem_keep").mask().numpy() == 0)) == 8
+    assert compacted_flops() < fraction - 0.1
 
 
 def test_group_pruning_of_a_plain_chain_is_the_per_layer_rule():
     """Where each channel group has one producer (an MLP), pruning by groups
-    removes what the paper's per-layer unit pruning removes."""
+    removes the paper's per-layer candidates: the ⌊γ·units⌋ weakest columns
+    of each hidden layer, and the group's ChannelKeepGate closes those (also
+    when the sparse model is nested in another)."""
     import tfsparse
     from tfsparse import models
     from tfsparse.pruning import prune_unit_groups
@@ -408,13 +414,15 @@ def test_group_pruning_of_a_plain_chain_is_the_per_layer_rule():
     sparse = tfsparse.sparsify(
         models.lenet_300_100((64,), 10), "targeted_dropout", level="unit", verbose=0
     )
-    weights = sparse.get_weights()
-    prune_by_magnitude(sparse, 0.3, level="unit")
-    per_layer = [layer.kernel.numpy() for layer in sparse.layers if hasattr(layer, "kernel")]
-    sparse.set_weights(weights)
-    prune_unit_groups(sparse, lambda layer: 0.3)
-    by_group = [layer.kernel.numpy() for layer in sparse.layers if hasattr(layer, "kernel")]
-    assert len(per_layer) == 3
-    for a, b in zip(per_layer, by_group):
-        np.testing.assert_array_equal(a, b)
-    assert np.mean(per_layer[0] == 0) > 0.29
+    hidden = [layer for layer in sparse.layers if isinstance(layer, SparseDense)]
+    assert [layer.units for layer in hidden] == [300, 100]
+    expected = [_expected_unit_candidates(layer.kernel.numpy(), 0.3) for layer in hidden]
+    # Inside a model that wraps it, as a user adds preprocessing.
+    outer = keras.Sequential([keras.Input((64,)), sparse])
+    prune_unit_groups(outer, lambda layer: 0.3, hidden)
+    for layer, pruned in zip(hidden, expected):
+        assert pruned.sum() == candidate_count(0.3, layer.units)
+        kernel = effective_kernel(layer)
+        assert np.all(kernel[:, pruned] == 0) and np.all(np.any(kernel[:, ~pruned], axis=0))
+        keep = sparse.get_layer(f"{layer.name}_keep").mask().numpy()
+        np.testing.assert_array_equal(keep == 0, pruned)

@@ -277,17 +277,26 @@ class CostModel:
 
 def targeted_dropout_rate(model, target, kind="flops"):
     """γ for unit-level targeted dropout such that dropping that fraction of
-    the units of every kernel-gated layer keeps `target` of the dense cost
-    (of the layers whose inputs and outputs both shrink, the cost scales as
-    (1 − γ)²; of the others as 1 − γ)."""
-    from tfsparse.layers import _KernelGated
+    the units of every channel group that can shrink (those `sparsify` gave a
+    `ChannelKeepGate`) keeps `target` of the dense cost (of the layers whose
+    inputs and outputs both shrink, the cost scales as (1 − γ)²; of the
+    others as 1 − γ)."""
+    from tfsparse.channels.gate import coverage
+    from tfsparse.gates.channel_keep import ChannelKeepGate
 
     groups = ChannelGroups(_graph.functional_of(model))
-    shrinking = {id(n.outputs[0]) for n in groups.nodes if isinstance(n.operation, _KernelGated)}
     owned = set()
     for node in groups.nodes:
-        if id(node.outputs[0]) in shrinking:
-            owned.update(groups.comps(node.outputs[0]).tolist())
+        if isinstance(node.operation, ChannelKeepGate):
+            offset, repeat = coverage(node)
+            end = offset + int(node.operation.mask_shape[0]) * repeat
+            owned.update(groups.comps(node.input_tensors[0])[offset:end].tolist())
+    if not owned:
+        raise ValueError(
+            "No channel group of the model can shrink, so no targeted-dropout rate "
+            "meets a budget (a group is left whole where its channels reach a model "
+            "output or a layer that needs all of them)."
+        )
     fixed, linear, square = 0.0, 0.0, 0.0
     for node in groups.nodes:
         for term in groups.handler[id(node)].cost_terms(node):

@@ -114,9 +114,9 @@ def prune_by_magnitude(
     _checks.choice("level", level, LEVELS)
     if not isinstance(include_classifier, bool):
         raise TypeError(f"`include_classifier` must be a bool; got {include_classifier!r}.")
-    if level == UNIT and _has_channel_keeps(model):
-        return prune_unit_groups(model, lambda layer: rate, include_classifier)
     layers = prunable_layers(model, include_classifier)
+    if level == UNIT and _holders_of_channel_keeps(model):
+        return prune_unit_groups(model, lambda layer: rate, layers)
     for layer in layers:
         _check_layer(layer)
     for layer in layers:
@@ -124,49 +124,62 @@ def prune_by_magnitude(
     return model
 
 
-def prune_unit_groups(model: keras.Model, rate_of, include_classifier: bool = True) -> keras.Model:
+def prune_unit_groups(model: keras.Model, rate_of, layers=None) -> keras.Model:
     """Unit-level magnitude pruning of channel groups, in place: what
     hardening unit-level targeted dropout removes.
 
     Where `sparsify` put a `ChannelKeepGate` on a channel group (the channels
-    of one or more kernel-gated layers together with every tensor that carries
-    them: through BatchNormalization, depthwise convolutions, residual sums),
-    the group loses its ⌊rate·units⌋ units of smallest L2 norm, the norm
-    taken over the kernel columns of every gated layer that writes the unit
-    (for a group with one producer, the paper's per-layer rule). The gate
-    closes them, so they are exactly 0 wherever they are read and
-    `tfsparse.compact` removes them; the producers' columns and biases are
-    zeroed and held there by their gates. A gated layer whose channels belong
+    of one or more layers together with every tensor that carries them:
+    through BatchNormalization, depthwise convolutions, residual sums), the
+    group loses its ⌊rate·units⌋ units of smallest L2 norm, the norm taken
+    over the kernel columns of every pruned layer that writes the unit (for a
+    group with one producer, the paper's per-layer rule). The gate closes
+    them, so every layer that reads the group through its kernel sees 0 there
+    and `tfsparse.compact` removes them; the producers' columns and biases
+    are zeroed and held there by their gates. A layer whose channels belong
     to no such group (the classifier, channels a LayerNormalization reads) is
     pruned on its own, as `prune_by_magnitude` prunes every layer of a model
-    without channel groups. `prune_by_magnitude(model, rate, level="unit")`
-    comes here when `model` has ChannelKeepGates.
+    without groups. `prune_by_magnitude(model, rate, level="unit")` comes
+    here when `model` has ChannelKeepGates.
 
     Args:
-        model: a model built by `tfsparse.sparsify` with unit-level kernel gates.
-        rate_of: function of a gated layer → its fraction of units to remove;
-            a group removes the largest fraction among its producers.
-        include_classifier: also prune a gated classifier (the last prunable
-            layer), which is in no group.
+        model: a model built by `tfsparse.sparsify` with unit-level kernel
+            gates (or a model that holds one).
+        rate_of: function of a layer → its fraction of units to remove; a
+            group removes the largest fraction among its producers.
+        layers: the layers to prune (default: `prunable_layers(model)`, every
+            Dense/Conv layer but the classifier).
 
     Returns:
         `model` itself, pruned.
     """
+    layers = prunable_layers(model) if layers is None else list(layers)
+    for layer in layers:
+        _check_layer(layer)
+    chosen = {id(layer) for layer in layers}
+    grouped = set()
+    for owner in _holders_of_channel_keeps(model):
+        grouped |= _prune_groups(owner, rate_of, chosen)
+    for layer in layers:
+        if id(layer) not in grouped:
+            _prune_layer(layer, float(rate_of(layer)), UNIT)
+    return model
+
+
+def _prune_groups(owner, rate_of, chosen):
+    """Closes the weakest units of each group `owner`'s ChannelKeepGates
+    cover, ranked over the `chosen` layers that write them; returns the ids
+    of the layers whose columns it zeroed."""
     from tfsparse import _graph
     from tfsparse.channels.gate import coverage
     from tfsparse.channels.groups import ChannelGroups
     from tfsparse.gates.channel_keep import ChannelKeepGate
 
-    groups = ChannelGroups(_graph.functional_of(model))
-    producers = [
-        node
-        for node in groups.nodes
-        if getattr(getattr(node.operation, "kernel_gate", None), "structure", None) == UNIT
-    ]
+    groups = ChannelGroups(_graph.functional_of(owner))
+    producers = [node for node in groups.nodes if id(node.operation) in chosen]
     columns = {id(node): groups.comps(node.outputs[0]) for node in producers}
     energy = {}  # component → Σ of its squared column norms over the producers
     for node in producers:
-        _check_layer(node.operation)
         units = node.operation.kernel.shape[-1]
         norms = np.square(effective_kernel(node.operation).reshape(-1, units)).sum(axis=0)
         for comp, value in zip(columns[id(node)].tolist(), norms):
@@ -180,31 +193,37 @@ def prune_unit_groups(model: keras.Model, rate_of, include_classifier: bool = Tr
         units = int(gate.mask_shape[0])
         comps = groups.comps(node.input_tensors[0])[offset + np.arange(units) * repeat]
         writers = [n for n in producers if np.isin(columns[id(n)], comps).any()]
+        if not writers:
+            continue  # no layer being pruned writes the group
         rate = max(float(rate_of(n.operation)) for n in writers)
-        # A unit no gated layer writes cannot be ranked: it stays.
+        # A unit none of them writes cannot be ranked: it stays.
         norms = np.sqrt([energy.get(c, np.inf) for c in comps.tolist()])
-        order = np.argsort(norms, kind="stable")
         shut = np.zeros(units, bool)
-        shut[order[: candidate_count(rate, units)]] = True
+        shut[np.argsort(norms, kind="stable")[: candidate_count(rate, units)]] = True
         gate.close(shut)
         closed.update(comps[shut].tolist())
         covered.update(comps.tolist())
-    alone = {id(layer) for layer in prunable_layers(model, include_classifier)}
+    done = set()
     for node in producers:
         comps = columns[id(node)]
         if np.isin(comps, list(covered)).any():
             _zero_columns(node.operation, ~np.isin(comps, list(closed)))
-        elif id(node.operation) in alone:
-            _prune_layer(node.operation, float(rate_of(node.operation)), UNIT)
-    return model
+            done.add(id(node.operation))
+    return done
 
 
-def _has_channel_keeps(model):
+def _holders_of_channel_keeps(model):
+    """`model` and the models inside it that hold ChannelKeepGates directly."""
     from tfsparse.gates.channel_keep import ChannelKeepGate
 
-    return isinstance(model, keras.Model) and any(
-        isinstance(layer, ChannelKeepGate) for layer in model._flatten_layers(include_self=False)
-    )
+    if not isinstance(model, keras.Model):
+        return []
+    candidates = [model] + [
+        layer
+        for layer in model._flatten_layers(include_self=False, recursive=True)
+        if isinstance(layer, keras.Model)
+    ]
+    return [m for m in candidates if any(isinstance(layer, ChannelKeepGate) for layer in m.layers)]
 
 
 def magnitude_sparsity(model: keras.Model, include_classifier: bool = True) -> dict[str, float]:
@@ -270,4 +289,6 @@ def _zero_columns(layer, column_keep):
         layer.bias.assign(np.asarray(layer.bias) * column_keep)
     gate = getattr(layer, "kernel_gate", None)
     if gate is not None:
-        gate.hold_pruned(column_keep)
+        # `hold_pruned` takes the gate's mask shape.
+        kept = np.broadcast_to(column_keep, kernel.shape).reshape(shape)
+        gate.hold_pruned(column_keep if gate.structure == UNIT else kept)

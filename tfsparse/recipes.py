@@ -105,7 +105,7 @@ def planned_scheduler(model: keras.Model, epochs: int) -> SparsityScheduler:
     budget the model carries sets the recipe's target."""
     gates = gates_of(model)
     method = registry.method_of(gates)
-    # The first of the method's own gates (a ChannelKeepGate belongs to none).
+    # The first gate of a method (a ChannelKeepGate belongs to none).
     owner = next(gate for gate in gates if type(gate).method is not None)
     settings = dict(owner.recipe_settings())
     budget = getattr(model, "budget", None)

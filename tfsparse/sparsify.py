@@ -355,7 +355,9 @@ class _Plan:
         for group in self.groups.groups:
             if not any(id(node.operation) in self.replacements for node in group.producers):
                 continue
-            keep = ChannelKeepGate(units=len(group.units), name=f"{group.name}_keep")
+            # A fixed seed: the gate draws nothing, and an unseeded generator
+            # would take a seed from Python's `random` and shift later layers'.
+            keep = ChannelKeepGate(units=len(group.units), seed=0, name=f"{group.name}_keep")
             for tensor, offset, repeat, readers in group.sites.values():
                 self._gate_edges(tensor, readers, keep, offset, repeat)
 

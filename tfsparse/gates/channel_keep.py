@@ -9,8 +9,9 @@ whose producers carry such gates (at unit level, `Gate.group_keep_levels`),
 where the unit-gate methods put theirs: before every layer that reads the
 group. It multiplies by ones until its family's hardening closes units
 (`TargetedDropoutGate.prepare_hardening`); the closed channels are then exactly
-0 wherever they are read, whatever BatchNormalization's β does in later
-training, and `tfsparse.compact` removes them from every producer and reader.
+0 for every layer that reads the group through its kernel, whatever
+BatchNormalization's β does in later training, and `tfsparse.compact` removes
+them from every producer and reader.
 """
 
 import keras
@@ -22,7 +23,7 @@ from tfsparse.gates.base import UNIT, Gate
 @keras.saving.register_keras_serializable(package="tfsparse")
 class ChannelKeepGate(Gate):
     """A unit gate that holds a non-trainable 0/1 `keep` mask (ones when
-    built). It learns nothing, draws nothing and adds no penalty; it belongs
+    built). It learns nothing, draws nothing and its penalty is 0; it belongs
     to no method (it is placed beside a method's kernel gates).
 
     Args:
@@ -37,8 +38,12 @@ class ChannelKeepGate(Gate):
         )
 
     def close(self, closed):
-        """Sets `keep` to 0 on the units where `closed` (bool, one per unit) is true."""
+        """Sets `keep` to 0 on the units where `closed` (bool, one per unit)
+        is true, and the frozen mask too once the gate is hardened (pruning
+        again after hardening)."""
         self.keep.assign(ops.where(closed, 0.0, self.keep))
+        if float(ops.convert_to_numpy(self.hardened)) > 0:
+            self.hard_mask.assign(ops.where(closed, 0.0, self.hard_mask))
 
     def sample_mask(self, inputs):
         del inputs

@@ -199,9 +199,10 @@ class TargetedDropoutGate(Gate):
         for gate in gates:
             if gate.structure == WEIGHT:
                 pruning.prune_by_magnitude(owners[id(gate)], float(np.asarray(gate.gamma)))
-        if any(gate.structure == UNIT for gate in gates):
+        units = [owners[id(gate)] for gate in gates if gate.structure == UNIT]
+        if units:
             pruning.prune_unit_groups(
-                model, lambda layer: float(np.asarray(layer.kernel_gate.gamma))
+                model, lambda layer: float(np.asarray(layer.kernel_gate.gamma)), units
             )
 
     @classmethod
