@@ -322,6 +322,11 @@ MNIST_FULL = os.environ.get(
 ARCH_EPOCHS = {"resnet20": 6, "mobilenet_v2_050": 3}
 ARCH_FINETUNE_EPOCHS = {"resnet20": 3, "mobilenet_v2_050": 2}
 ARCH_TARGET = 0.3
+# At 0.3 of the FLOPs the compact ResNet-20 ran 1.55-1.88x faster than dense
+# in TFLite at batch 1, short of the 2x (a small network's fixed
+# per-operator cost does not shrink with its channels); NPN, the lowest error
+# at 0.3, runs again at this lower budget for the latency target.
+ARCH_LOW_TARGET = 0.2
 
 
 def _arch_runs(model):
@@ -344,6 +349,12 @@ def _arch_runs(model):
             {**budget, "harden_fraction": pruning / (total - 1), "continue_epochs": 1},
         ),
         ("td-unit", "targeted_dropout", total, {**budget, "harden_fraction": pruning / total}),
+        (
+            f"npn@{ARCH_LOW_TARGET}",
+            "npn",
+            total,
+            {"target_flops": ARCH_LOW_TARGET, "stage2": pruning},
+        ),
     )
 
 
