@@ -244,6 +244,10 @@ def test_a_layer_normalization_keeps_its_group_whole_and_says_so(capsys):
     sparse = tfsparse.sparsify(dense, "npn", dataset_size=10)
     assert [g.name for g in gates_of(sparse)] == ["conv2_gate"]
     assert "LayerNormalization" in capsys.readouterr().out
+    # Unit-level targeted dropout removes channels too, and says so as well.
+    sparse = tfsparse.sparsify(dense, "targeted_dropout", level="unit")
+    assert [g.name for g in gates_of(sparse)][-1] == "conv2_keep"
+    assert "LayerNormalization" in capsys.readouterr().out
 
 
 def test_no_removable_group_is_an_error_that_says_why():

@@ -226,6 +226,7 @@ class _Plan:
         self.replacements = {}  # id(op) → new layer that takes the op's place
         self.copies = []  # (new layer, old layer, how to copy)
         self.placed = []  # gate names, for the report
+        self.channel_keeps = []  # ChannelKeepGates (unit-level kernel gates)
         self._count = 0
         self._unit_gate_index = 0
         if gate_class.continues is not None and self._continue_previous_gates():
@@ -358,6 +359,7 @@ class _Plan:
             # A fixed seed: the gate draws nothing, and an unseeded generator
             # would take a seed from Python's `random` and shift later layers'.
             keep = ChannelKeepGate(units=len(group.units), seed=0, name=f"{group.name}_keep")
+            self.channel_keeps.append(keep)
             for tensor, offset, repeat, readers in group.sites.values():
                 self._gate_edges(tensor, readers, keep, offset, repeat)
 
@@ -426,7 +428,7 @@ class _Plan:
                 f"sparsify({model_name!r}, {self.method!r}): {len(self.placed)} gates: "
                 + ", ".join(self.placed)
             )
-        if whole and not self.kernel_gates:
+        if whole and (not self.kernel_gates or self.channel_keeps):
             by_reason = collections.defaultdict(list)
             for name, why in whole.items():
                 by_reason[re.sub(r" '[^']*'", "", why)].append(name)
