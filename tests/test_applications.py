@@ -141,6 +141,38 @@ def test_keras_applications(name, method, tmp_path):
     _whole_path(dense, method, x * 255, y, tmp_path if exported else None)
 
 
+@pytest.mark.parametrize("name", ["MobileNetV2", "EfficientNetB0", "DenseNet121"])
+def test_unit_level_targeted_dropout_compacts_to_its_budget(name):
+    """Targeted dropout's hardening closes the weakest units of each channel
+    group (depthwise, squeeze-and-excitation, concatenated and residual
+    groups alike) after BatchNormalization: compaction is exact and keeps the
+    budget's FLOPs. β is randomised so that a zeroed kernel column alone
+    would leave a non-zero channel."""
+    from tfsparse.gates import TargetedDropoutGate
+
+    keras.utils.set_random_seed(0)
+    dense = _application(name)
+    x, _ = _data((SIZE, SIZE, 3))
+    sparse = tfsparse.sparsify(
+        dense, "targeted_dropout", level="unit", target_flops=0.3, verbose=0
+    )
+    rng = np.random.default_rng(0)
+    for layer in sparse.layers:
+        if isinstance(layer, keras.layers.BatchNormalization):
+            layer.beta.assign(rng.normal(0, 0.1, layer.beta.shape).astype("float32"))
+    gates = [g for g in gates_of(sparse) if isinstance(g, TargetedDropoutGate)]
+    TargetedDropoutGate.prepare_hardening(sparse, gates)
+    small = tfsparse.compact(sparse)
+    expected = np.asarray(sparse(x * 255, training=False))
+    got = np.asarray(small(x * 255, training=False))
+    assert np.max(np.abs(expected - got)) <= 1e-5 * float(np.abs(expected).max())
+    fraction = (
+        tfsparse.summary(small, print_fn=None)["total"]["flops_kept"]
+        / tfsparse.summary(dense, print_fn=None)["total"]["flops_total"]
+    )
+    assert abs(fraction - 0.3) < 0.03, fraction
+
+
 def test_application_inside_a_new_head_is_flattened_and_gated():
     base = _application("MobileNetV2", include_top=False, pooling="avg")
     dense = keras.Sequential(
