@@ -281,16 +281,13 @@ def targeted_dropout_rate(model, target, kind="flops"):
     `ChannelKeepGate`) keeps `target` of the dense cost (of the layers whose
     inputs and outputs both shrink, the cost scales as (1 − γ)²; of the
     others as 1 − γ)."""
-    from tfsparse.channels.gate import coverage
     from tfsparse.gates.channel_keep import ChannelKeepGate
 
     groups = ChannelGroups(_graph.functional_of(model))
     owned = set()
     for node in groups.nodes:
         if isinstance(node.operation, ChannelKeepGate):
-            offset, repeat = coverage(node)
-            end = offset + int(node.operation.mask_shape[0]) * repeat
-            owned.update(groups.comps(node.input_tensors[0])[offset:end].tolist())
+            owned.update(groups.gate_units(node).tolist())
     if not owned:
         raise ValueError(
             "No channel group of the model can shrink, so no targeted-dropout rate "

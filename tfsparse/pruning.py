@@ -171,7 +171,6 @@ def _prune_groups(owner, rate_of, chosen):
     cover, ranked over the `chosen` layers that write them; returns the ids
     of the layers whose columns it zeroed."""
     from tfsparse import _graph
-    from tfsparse.channels.gate import coverage
     from tfsparse.channels.groups import ChannelGroups
     from tfsparse.gates.channel_keep import ChannelKeepGate
 
@@ -189,9 +188,8 @@ def _prune_groups(owner, rate_of, chosen):
         gate = node.operation
         if not isinstance(gate, ChannelKeepGate):
             continue
-        offset, repeat = coverage(node)
-        units = int(gate.mask_shape[0])
-        comps = groups.comps(node.input_tensors[0])[offset + np.arange(units) * repeat]
+        comps = groups.gate_units(node)
+        units = len(comps)
         writers = [n for n in producers if np.isin(columns[id(n)], comps).any()]
         if not writers:
             continue  # no layer being pruned writes the group

@@ -24,6 +24,7 @@ from scipy.sparse.csgraph import connected_components
 from tfsparse import _graph
 from tfsparse.channels import table
 from tfsparse.channels.base import LINEAR, MAP, OPAQUE
+from tfsparse.channels.gate import coverage
 
 
 class Group:
@@ -122,6 +123,12 @@ class ChannelGroups:
 
     def comps(self, tensor):
         return self.comp[self._slots(tensor)]
+
+    def gate_units(self, node):
+        """The unit (component) behind each mask value of a unit-gate call."""
+        offset, repeat = coverage(node)
+        units = int(node.operation.mask_shape[0])
+        return self.comps(node.input_tensors[0])[offset + np.arange(units) * repeat]
 
     def _block(self):
         """Units that some reader needs whole."""
