@@ -30,8 +30,9 @@ class SparsityScheduler(keras.callbacks.Callback):
 
     With a budget (`tfsparse.sparsify(..., target_flops=t)`), the target the
     Lagrangian drives to is lowered linearly, step by step, from the
-    expected cost when training starts to t until `budget_reached_at` (an epoch; default half-way to `harden_at`, or
-    half-way through the fit without hardening); at `harden_at` the gates'
+    expected cost when training starts to t until `budget_reached_at` (an
+    epoch; default half-way to `harden_at`, or half-way through the fit
+    without hardening); at `harden_at` the gates'
     units with the lowest open probabilities are closed until the compact
     model's cost is at most t (`tfsparse.budget.CostModel.project`), then
     every gate is hardened. `cost_kept` (the cost of the units the gates keep
@@ -188,8 +189,10 @@ class SparsityScheduler(keras.callbacks.Callback):
         # multipliers up while the cost lagged, and the cost overshot to 0.21
         # with the training loss at 6.6 (MobileNetV2, 3 pruning epochs).
         steps = self.params.get("steps")
-        if getattr(self.model, "budget", None) is not None and steps and (
-            self._epoch < self._budget_reached_at()
+        if (
+            getattr(self.model, "budget", None) is not None
+            and steps
+            and (self._epoch < self._budget_reached_at())
         ):
             self._assign_budget_target(self._epoch + batch / steps)
         if any(s.unit == schedules_lib.STEP for s in self.schedules.values()):
