@@ -273,9 +273,8 @@ def test_a_gate_without_open_probability_says_budgets_need_it():
 
 
 def test_the_budget_target_falls_every_step_until_it_is_reached():
-    # A target that dropped once an epoch left the multipliers winding up
-    # against a sudden gap (MobileNetV2 with 3 pruning epochs overshot its
-    # budget from 0.89 to 0.21); the ramp is linear in steps instead.
+    # With few pruning epochs a target that dropped once an epoch was a
+    # cliff for the multipliers; the ramp is linear in steps instead.
     x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
     y = np.zeros(64, "int32")
     dense = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Dense(2)])

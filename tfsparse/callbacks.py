@@ -184,10 +184,9 @@ class SparsityScheduler(keras.callbacks.Callback):
                 gate.hard_mask.assign(np.where(kept, np.where(mask > 0, mask, 1.0), 0.0))
 
     def on_train_batch_begin(self, batch, logs=None):
-        # The budget's target falls every step, not once an epoch: a target
-        # that dropped from 0.9 to 0.3 at an epoch boundary wound the
-        # multipliers up while the cost lagged, and the cost overshot to 0.21
-        # with the training loss at 6.6 (MobileNetV2, 3 pruning epochs).
+        # The budget's target falls every step, not once an epoch: with few
+        # pruning epochs a per-epoch target is a cliff the multipliers wind
+        # up against.
         steps = self.params.get("steps")
         if (
             getattr(self.model, "budget", None) is not None
