@@ -19,7 +19,7 @@ weights). Two pieces make that happen:
   over budget λ₁ grows and pushes the gates closed; under budget it turns
   negative and lets units reopen. The target is lowered from 1 to t over a
   warm-up (the scheduler assigns it), and at hardening the units with the
-  lowest open probabilities are closed until the deterministic cost is
+  lowest keep scores (`Gate.keep_score`) are closed until the deterministic cost is
   within the target (`CostModel.project`), so the compact model meets it.
 
 For hard-concrete and NPN the Lagrangian replaces the L0 penalty (λ is set
@@ -188,10 +188,22 @@ class CostModel:
 
     # -------------------------------------------------------- evaluation
     def probabilities(self):
-        """The probability vector: 1, then every gate's open probabilities."""
+        """The probability vector: 1, then every gate's open probabilities
+        (a hardened gate's frozen mask: after the projection at hardening the
+        gates' own probabilities no longer say what is kept)."""
         return ops.concatenate(
             [ops.ones((1,), "float32")]
-            + [ops.reshape(ops.cast(g.open_probability(), "float32"), (-1,)) for g in self.gates],
+            + [
+                ops.reshape(
+                    ops.where(
+                        g.hardened > 0,
+                        ops.cast(g.hard_mask > 0, "float32"),
+                        ops.cast(g.open_probability(), "float32"),
+                    ),
+                    (-1,),
+                )
+                for g in self.gates
+            ],
             axis=0,
         )
 
@@ -224,24 +236,48 @@ class CostModel:
     def project(self, target):
         """The units to keep so that the deterministic cost is as close to
         `target` (a fraction) as possible from below. Over the target, the
-        kept units with the lowest open probabilities are closed until it is
-        met; then the closed units are reopened, highest open probability
-        first, each one that still fits the target. Returns one bool array
-        per gate."""
+        kept units with the lowest `Gate.keep_score` are closed until it is
+        met, never a gate's last kept unit (a gate closed whole cuts the
+        network); then the closed units are reopened, highest score first,
+        each one that still fits the target. Returns one bool array per
+        gate."""
         kept, fraction = self.deterministic()
-        probability = np.asarray(ops.convert_to_numpy(self.probabilities()), "float64")
+        score = self._keep_scores()
         if fraction > target:
-            kept = self._close_until_within(kept, probability, target)
-        return self._reopen_what_fits(kept, probability, target)
+            kept = self._close_until_within(kept, score, target)
+        return self._reopen_what_fits(kept, score, target)
+
+    def _keep_scores(self):
+        """Index 0 (the constant) first, then every gate's `keep_score`."""
+        return np.concatenate(
+            [[np.inf]]
+            + [
+                np.asarray(ops.convert_to_numpy(g.keep_score()), "float64").reshape(-1)
+                for g in self.gates
+            ]
+        )
+
+    def _last_kept_units(self, kept, score):
+        """Each gate's kept unit with the highest score (none where the gate
+        keeps nothing already)."""
+        last = []
+        for gate in self.gates:
+            start = self.start[id(gate)]
+            units = np.arange(start, start + int(gate.mask_shape[0]))
+            open_units = units[kept[units] > 0]
+            if len(open_units):
+                last.append(open_units[np.argmax(score[open_units])])
+        return np.array(last, int)
 
     def _fraction(self, kept):
         return self._evaluate_numpy(kept) / self.dense
 
-    def _close_until_within(self, kept, probability, target):
-        """Closes the fewest lowest-probability units that bring the cost
-        within `target` (the cost falls as units close: a bisection)."""
-        order = np.flatnonzero(kept[1:] > 0) + 1
-        order = order[np.argsort(probability[order], kind="stable")]
+    def _close_until_within(self, kept, score, target):
+        """Closes the fewest lowest-scoring units that bring the cost within
+        `target` (the cost falls as units close: a bisection), leaving every
+        gate its best kept unit."""
+        order = np.setdiff1d(np.flatnonzero(kept[1:] > 0) + 1, self._last_kept_units(kept, score))
+        order = order[np.argsort(score[order], kind="stable")]
 
         def closed(count):
             trial = kept.copy()
@@ -256,7 +292,7 @@ class CostModel:
             )
         return closed(low)
 
-    def _reopen_what_fits(self, kept, probability, target):
+    def _reopen_what_fits(self, kept, score, target):
         """Reopens closed units, most probable first, skipping any that would
         take the cost over `target`. Skipping (not stopping) matters when
         units differ in cost: with 4 of a first layer's 32 channels kept, one
@@ -265,7 +301,7 @@ class CostModel:
         first misfit left a convnet 10-18 % under its budget."""
         kept = kept.copy()
         closed = np.flatnonzero(kept[1:] <= 0) + 1
-        for index in closed[np.argsort(-probability[closed], kind="stable")]:
+        for index in closed[np.argsort(-score[closed], kind="stable")]:
             kept[index] = 1.0
             if self._fraction(kept) > target:
                 kept[index] = 0.0

@@ -33,7 +33,7 @@ class SparsityScheduler(keras.callbacks.Callback):
     expected cost when training starts to t until `budget_reached_at` (an
     epoch; default half-way to `harden_at`, or half-way through the fit
     without hardening); at `harden_at` the gates'
-    units with the lowest open probabilities are closed until the compact
+    units with the lowest keep scores are closed until the compact
     model's cost is at most t (`tfsparse.budget.CostModel.project`), then
     every gate is hardened. `cost_kept` (the cost of the units the gates keep
     now, as a fraction) joins the logs each epoch, next to the train step's
@@ -171,7 +171,7 @@ class SparsityScheduler(keras.callbacks.Callback):
 
     def _harden(self, budget):
         """Hardens every gate; with a budget, first closes the units with the
-        lowest open probabilities until the kept cost meets the target."""
+        lowest keep scores until the kept cost meets the target."""
         for family in dict.fromkeys(type(g) for g in self._gates):
             family.prepare_hardening(self.model, [g for g in self._gates if type(g) is family])
         keep = self.model.cost_model.project(budget["target"]) if budget is not None else None

@@ -373,6 +373,15 @@ class Gate(keras.layers.Layer):
             f"{type(self).__name__} defines no open_probability(), which budgets need."
         )
 
+    def keep_score(self):
+        """Per unit, a score that orders the units as the gate would keep
+        them (higher: kept first); the budget's projection at hardening
+        closes the lowest. Default: `open_probability()`. A gate whose
+        probability saturates (NPN's σ(k·φ) at a hardening k of thousands is
+        0 or 1 for nearly every unit) overrides it with an unsaturated score
+        in the same order."""
+        return self.open_probability()
+
     def inference_mask(self, inputs):
         """The mask used when `training=False`; per example for DBB."""
         del inputs

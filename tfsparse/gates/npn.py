@@ -204,6 +204,10 @@ class NPNGate(Gate):
     def open_probability(self):
         return self.probability()
 
+    def keep_score(self):
+        # σ(k·φ) orders the units as φ does for any k > 0; φ does not saturate.
+        return self.phi
+
     def sample_mask(self, inputs):
         if self.estimator == HARD_CONCRETE:
             return sample_hard_concrete(
