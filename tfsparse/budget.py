@@ -19,8 +19,8 @@ weights). Two pieces make that happen:
   over budget λ₁ grows and pushes the gates closed; under budget it turns
   negative and lets units reopen. The target is lowered from 1 to t over a
   warm-up (the scheduler assigns it), and at hardening the units with the
-  lowest keep scores (`Gate.keep_score`) are closed until the deterministic cost is
-  within the target (`CostModel.project`), so the compact model meets it.
+  lowest keep scores (`Gate.keep_score`) are closed until the
+  deterministic cost is within the target (`CostModel.project`), so the compact model meets it.
 
 For hard-concrete and NPN the Lagrangian replaces the L0 penalty (λ is set
 to 0); Beta-Bernoulli keeps its KL (its prior is the method) and the
@@ -257,13 +257,16 @@ class CostModel:
             ]
         )
 
+    def _units_of(self, gate):
+        """The indices of `gate`'s units in the probability vector."""
+        return self.start[id(gate)] + np.arange(int(gate.mask_shape[0]))
+
     def _last_kept_units(self, kept, score):
         """Each gate's kept unit with the highest score (none where the gate
         keeps nothing already)."""
         last = []
         for gate in self.gates:
-            start = self.start[id(gate)]
-            units = np.arange(start, start + int(gate.mask_shape[0]))
+            units = self._units_of(gate)
             open_units = units[kept[units] > 0]
             if len(open_units):
                 last.append(open_units[np.argmax(score[open_units])])
@@ -293,8 +296,8 @@ class CostModel:
         return closed(low)
 
     def _reopen_what_fits(self, kept, score, target):
-        """Reopens closed units, most probable first, skipping any that would
-        take the cost over `target`. Skipping (not stopping) matters when
+        """Reopens closed units, highest keep score first, skipping any that
+        would take the cost over `target`. Skipping (not stopping) matters when
         units differ in cost: with 4 of a first layer's 32 channels kept, one
         more of them adds a quarter of the next layer's cost, while that
         layer's own channels each add a few thousandths; stopping at the
@@ -305,10 +308,7 @@ class CostModel:
             kept[index] = 1.0
             if self._fraction(kept) > target:
                 kept[index] = 0.0
-        return [
-            kept[self.start[id(g)] : self.start[id(g)] + int(g.mask_shape[0])] > 0
-            for g in self.gates
-        ]
+        return [kept[self._units_of(g)] > 0 for g in self.gates]
 
 
 def targeted_dropout_rate(model, target, kind="flops"):

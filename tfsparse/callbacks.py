@@ -32,11 +32,11 @@ class SparsityScheduler(keras.callbacks.Callback):
     Lagrangian drives to is lowered linearly, step by step, from the
     expected cost when training starts to t until `budget_reached_at` (an
     epoch; default half-way to `harden_at`, or half-way through the fit
-    without hardening); at `harden_at` the gates'
-    units with the lowest keep scores are closed until the compact
-    model's cost is at most t (`tfsparse.budget.CostModel.project`), then
-    every gate is hardened. `cost_kept` (the cost of the units the gates keep
-    now, as a fraction) joins the logs each epoch, next to the train step's
+    without hardening); at `harden_at` the gates' units with the lowest
+    keep scores are closed until the compact model's cost is at most t
+    (`tfsparse.budget.CostModel.project`), then every gate is hardened.
+    `cost_kept` (the cost of the units the gates keep now, as a fraction)
+    joins the logs each epoch, next to the train step's
     `cost` (expected) and `cost_target`; NPN's expansion wakes no gate while
     `cost_kept` is at or over the target.
 
