@@ -329,3 +329,42 @@ def test_the_projection_ranks_saturated_npn_gates_by_phi_and_never_closes_a_gate
         gate.hard_mask.assign(kept_units.astype("float32"))
     expected = float(cost.expected()) / cost.dense
     assert expected == pytest.approx(cost.deterministic()[1], rel=1e-6)
+
+
+def test_npn_budget_engages_with_the_plastic_stage_and_releases_at_hardening():
+    # In NPN's deterministic first stage σ(k·φ) is saturated: the cost cannot
+    # follow a falling target, and multipliers ascending against that gap
+    # wound up until the plastic stage slammed LeNet-300-100 from 1.0 to 0.19
+    # of the FLOPs in one epoch (target 0.6 then), and to 0.03 later.
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 8)).astype("float32")
+    y = (x[:, 0] > 0).astype("int32")
+    dense = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Dense(2)])
+    sparse = tfsparse.sparsify(dense, "npn", dataset_size=64, target_flops=0.5, verbose=0)
+    sparse.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    seen = []
+    record = keras.callbacks.LambdaCallback(
+        on_epoch_end=lambda epoch, logs: seen.append(
+            (
+                sparse.budget_multipliers.numpy().copy(),
+                float(sparse.budget_engaged.numpy()),
+                float(sparse.budget_start.numpy()),
+                logs["cost_target"],
+            )
+        )
+    )
+    scheduler = tfsparse.SparsityScheduler()
+    sparse.fit(x, y, epochs=5, batch_size=16, verbose=0, callbacks=[scheduler, record])
+    assert (scheduler.budget_starts_at, scheduler.budget_reached_at, scheduler.harden_at) == (
+        1,
+        2,
+        4,
+    )
+    lambdas, engaged, start, target = seen[0]  # deterministic stage
+    np.testing.assert_array_equal(lambdas, [0.0, 0.0])
+    assert (engaged, target) == (0.0, 1.0) and np.isnan(start)
+    lambdas, engaged, start, target = seen[1]  # plastic: the ramp runs
+    assert engaged == 1.0 and 0.5 < target < start <= 1.0
+    assert np.all(lambdas != 0.0)
+    assert seen[2][3] == pytest.approx(0.5)
+    assert seen[4][1] == 0.0  # hardened: the Lagrangian is out of the loss

@@ -30,9 +30,14 @@ class SparsityScheduler(keras.callbacks.Callback):
 
     With a budget (`tfsparse.sparsify(..., target_flops=t)`), the target the
     Lagrangian drives to is lowered linearly, step by step, from the
-    expected cost when training starts to t until `budget_reached_at` (an
-    epoch; default half-way to `harden_at`, or half-way through the fit
-    without hardening); at `harden_at` the gates' units with the lowest
+    expected cost at `budget_starts_at` (an epoch; default 0) to t at
+    `budget_reached_at` (default half-way from there to `harden_at`, or to
+    the end of the fit without hardening). Before `budget_starts_at` and
+    from `harden_at` on the Lagrangian is out of the loss and its
+    multipliers hold still (`SparseModel.budget_engaged`): NPN's recipe
+    starts the ramp with its plastic stage, since a deterministic gate
+    cannot follow a falling target and the multipliers would only wind up
+    against it. At `harden_at` the gates' units with the lowest
     keep scores are closed until the compact model's cost is at most t
     (`tfsparse.budget.CostModel.project`), then every gate is hardened.
     `cost_kept` (the cost of the units the gates keep now, as a fraction)
@@ -61,6 +66,8 @@ class SparsityScheduler(keras.callbacks.Callback):
         monitor: the log entry watched for expansion (default `"val_loss"`).
         expand_fill: φ·k_plastic given to a woken gate (0 → π = 0.5).
         expand_size: gates each layer wakes at a time (the paper: 1).
+        budget_starts_at: epoch at which a budget's target starts falling
+            and its multipliers start moving.
         budget_reached_at: epoch by which a budget's target is reached.
 
     Examples:
@@ -79,6 +86,7 @@ class SparsityScheduler(keras.callbacks.Callback):
         expand_fill: float = 0.0,
         expand_size: int = 1,
         budget_reached_at: int | None = None,
+        budget_starts_at: int | None = None,
     ):
         super().__init__()
         if schedules is not None and not isinstance(schedules, dict):
@@ -104,7 +112,22 @@ class SparsityScheduler(keras.callbacks.Callback):
         if budget_reached_at is not None:
             _checks.number("budget_reached_at", budget_reached_at, low=0, integer=True)
         self.budget_reached_at = budget_reached_at
-        self.planned = (schedules, harden_at, expand_between, budget_reached_at) == (None,) * 4
+        if budget_starts_at is not None:
+            _checks.number("budget_starts_at", budget_starts_at, low=0, integer=True)
+            if budget_reached_at is not None and budget_starts_at > budget_reached_at:
+                raise ValueError(
+                    "`budget_starts_at` must be at most `budget_reached_at`; got "
+                    f"budget_starts_at={budget_starts_at}, "
+                    f"budget_reached_at={budget_reached_at}."
+                )
+        self.budget_starts_at = budget_starts_at
+        self.planned = (
+            schedules,
+            harden_at,
+            expand_between,
+            budget_reached_at,
+            budget_starts_at,
+        ) == (None,) * 5
 
     def get_config(self):
         if self.planned:  # Plans itself again at its next fit.
@@ -119,6 +142,7 @@ class SparsityScheduler(keras.callbacks.Callback):
             "expand_fill": self.expand_fill,
             "expand_size": self.expand_size,
             "budget_reached_at": self.budget_reached_at,
+            "budget_starts_at": self.budget_starts_at,
         }
 
     # ------------------------------------------------------------- lifecycle
@@ -141,26 +165,42 @@ class SparsityScheduler(keras.callbacks.Callback):
         self._assign(schedules_lib.EPOCH, epoch)
         self._assign(schedules_lib.STEP, self._step())
         budget = getattr(self.model, "budget", None)
+        hardening = self.harden_at is not None and epoch >= self.harden_at
         if budget is not None:
-            if np.isnan(self.model.budget_start.numpy()):
-                start = float(self.model.cost_model.expected()) / self.model.cost_model.dense
-                self.model.budget_start.assign(min(1.0, start))
-            self._assign_budget_target(epoch)
-        if self.harden_at is not None and epoch >= self.harden_at:
-            if not all(gate.hardened.numpy() for gate in self._gates):
-                self._harden(budget)
+            self._engage_budget(epoch, hardening)
+        if hardening and not all(gate.hardened.numpy() for gate in self._gates):
+            self._harden(budget)
+
+    def _engage_budget(self, epoch, hardening):
+        """Records the expected cost when the ramp starts, engages the
+        Lagrangian between the ramp's start and hardening, sets the target."""
+        ramping = epoch >= self._budget_starts_at()
+        if ramping and np.isnan(self.model.budget_start.numpy()):
+            start = float(self.model.cost_model.expected()) / self.model.cost_model.dense
+            self.model.budget_start.assign(min(1.0, start))
+        self.model.budget_engaged.assign(1.0 if ramping and not hardening else 0.0)
+        self._assign_budget_target(epoch)
+
+    def _budget_starts_at(self):
+        return self.budget_starts_at or 0
 
     def _budget_reached_at(self):
         if self.budget_reached_at is not None:
             return self.budget_reached_at
+        begin = self._budget_starts_at()
         end = self.harden_at if self.harden_at is not None else self.params.get("epochs")
-        return max(1, (end or 2) // 2)
+        return max(begin + 1, (begin + (end or begin + 2)) // 2)
 
     def _budget_target(self, epoch, start, target):
-        """`start` at epoch 0, `target` from `budget_reached_at` on, linear
-        between; `epoch` may be fractional (the ramp moves every step)."""
+        """1 (the dense cost) before `budget_starts_at`, then `start` falling
+        linearly to `target` at `budget_reached_at`; `epoch` may be
+        fractional (the ramp moves every step)."""
+        begin, end = self._budget_starts_at(), self._budget_reached_at()
+        if epoch < begin:
+            return 1.0
         start = max(start, target)
-        return start - (start - target) * min(1.0, epoch / max(1, self._budget_reached_at()))
+        progress = 1.0 if end <= begin else min(1.0, (epoch - begin) / (end - begin))
+        return start - (start - target) * progress
 
     def _assign_budget_target(self, epoch):
         self.model.budget_target.assign(
@@ -191,7 +231,7 @@ class SparsityScheduler(keras.callbacks.Callback):
         if (
             getattr(self.model, "budget", None) is not None
             and steps
-            and (self._epoch < self._budget_reached_at())
+            and self._budget_starts_at() <= self._epoch < self._budget_reached_at()
         ):
             self._assign_budget_target(self._epoch + batch / steps)
         if any(s.unit == schedules_lib.STEP for s in self.schedules.values()):
@@ -242,6 +282,7 @@ class SparsityScheduler(keras.callbacks.Callback):
             "expand_size",
             "expand_fill",
             "budget_reached_at",
+            "budget_starts_at",
         ):
             setattr(self, name, getattr(plan, name))
         if self.params.get("verbose", 1):
@@ -255,7 +296,12 @@ class SparsityScheduler(keras.callbacks.Callback):
                 f"expansion in epochs {self.expand_between[0]}-{self.expand_between[1] - 1}"
             )
         if self.budget_reached_at is not None:
-            parts.append(f"budget reached by epoch {self.budget_reached_at}")
+            begin = self._budget_starts_at()
+            parts.append(
+                f"budget target falling from epoch {begin} to {self.budget_reached_at}"
+                if begin
+                else f"budget reached by epoch {self.budget_reached_at}"
+            )
         parts.append(
             f"hardening at epoch {self.harden_at}"
             if self.harden_at is not None

@@ -49,7 +49,10 @@ class SparseModel(keras.Model):
       `tfsparse.sparsify(..., target_flops=t)` sets): the loss gets
       λ₁·(c − t) + λ₂·(c − t)², c the expected cost fraction
       (`tfsparse.budget.CostModel`), and λ₁, λ₂ ascend their gradient. The
-      logs show `cost` (c) and `cost_target` each step and epoch.
+      term is left out (and λ₁, λ₂ hold still) while `budget_engaged` is 0:
+      `SparsityScheduler` engages it when the target's ramp starts and
+      releases it at hardening. The logs show `cost` (c) and `cost_target`
+      each step and epoch.
 
     It also makes `fit` and `evaluate` work under
     `tf.distribute.MultiWorkerMirroredStrategy`, where Keras 3.15 fails for
@@ -93,13 +96,22 @@ class SparseModel(keras.Model):
             trainable=False,
             initializer=keras.initializers.Constant(target),
         )
-        # The expected cost when training started (the scheduler lowers the
-        # target from it); NaN until the scheduler records it.
+        # The expected cost when the target's ramp starts (the scheduler
+        # lowers the target from it); NaN until the scheduler records it.
         self.budget_start = self.add_weight(
             name="budget_start",
             shape=(),
             trainable=False,
             initializer=keras.initializers.Constant(float("nan")),
+        )
+        # 1 while the Lagrangian is in the loss, 0 while the gates cannot
+        # move the cost (NPN's deterministic stage, after hardening): there
+        # the multipliers would only wind up against a gap nothing closes.
+        self.budget_engaged = self.add_weight(
+            name="budget_engaged",
+            shape=(),
+            trainable=False,
+            initializer=keras.initializers.Constant(1.0),
         )
 
     @property
@@ -115,7 +127,8 @@ class SparseModel(keras.Model):
         cost = self.cost_model.expected() / self.cost_model.dense
         gap = cost - self.budget_target
         lambdas = self.budget_multipliers
-        return lambdas[0] * gap + lambdas[1] * gap * gap, cost
+        term = lambdas[0] * gap + lambdas[1] * gap * gap
+        return self.budget_engaged * term, cost
 
     def get_config(self):
         config = super().get_config()

@@ -118,6 +118,9 @@ class NPNGate(Gate):
             # threshold: the first update closes half of them, and a closed
             # woken gate stops that layer's growth for good.
             "expand_fill": settings.pop("expand_fill", OPEN_LOGIT),
+            # The target falls while the gates are plastic: a deterministic
+            # gate cannot follow it.
+            "budget_starts_at": stage1 if budgeted else None,
             "budget_reached_at": (stage1 + stage2) // 2 if budgeted else None,
         }
         return settings, plan
