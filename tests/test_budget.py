@@ -3,6 +3,7 @@
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 import tfsparse
 from tfsparse import data, models
@@ -368,3 +369,38 @@ def test_npn_budget_engages_with_the_plastic_stage_and_releases_at_hardening():
     assert np.all(lambdas != 0.0)
     assert seen[2][3] == pytest.approx(0.5)
     assert seen[4][1] == 0.0  # hardened: the Lagrangian is out of the loss
+
+
+@pytest.mark.parametrize(
+    "build, shape",
+    [
+        (models.lenet_300_100, (28, 28, 1)),
+        (models.resnet20, (16, 16, 3)),
+        (lambda s, c: models.mobilenet_v2(s, c, width=0.5), (16, 16, 3)),
+    ],
+)
+def test_the_budget_pulls_each_unit_by_its_dense_cost(build, shape):
+    sparse = tfsparse.sparsify(build(shape, 10), "hard_concrete", dataset_size=10, verbose=0)
+    cost = CostModel(sparse)
+    marginals = cost.dense_marginals()
+    ones = np.ones(cost.size)
+    for index in np.random.default_rng(0).integers(1, cost.size, 12):
+        closed = ones.copy()
+        closed[index] = 0.0
+        # The cost is bilinear, so one unit's saving at the dense point is exact.
+        assert marginals[index] == pytest.approx(
+            cost.dense - cost._evaluate_numpy(closed), rel=1e-9
+        )
+    _close_at_random(sparse)
+    with tf.GradientTape() as tape:
+        value = cost.constraint()
+    gradient = tape.gradient(value, [g.log_alpha for g in cost.gates])
+    assert float(value) == pytest.approx(float(cost.expected()) / cost.dense, rel=1e-6)
+    for gate, grad in zip(cost.gates, gradient):
+        units = cost._units_of(gate)
+        with tf.GradientTape() as inner:
+            p = gate.open_probability()
+        dp = inner.gradient(p, gate.log_alpha).numpy()
+        np.testing.assert_allclose(
+            grad.numpy(), marginals[units] / cost.dense * dp, rtol=1e-4, atol=1e-12
+        )

@@ -17,7 +17,12 @@ weights). Two pieces make that happen:
   target, and the multipliers λ₁, λ₂ are trained by gradient *ascent*
   (`SparseModel.train_step` negates their gradients). While the model is
   over budget λ₁ grows and pushes the gates closed; under budget it turns
-  negative and lets units reopen. The target is lowered from 1 to t over a
+  negative and lets units reopen. The term's value is the expected cost, but
+  its pull on each unit is the unit's cost in the dense network
+  (`CostModel.constraint`), as the L0 paper weighs a unit by the weights it
+  carries: the expected cost's own gradient shifts as layers shrink (a unit's
+  price is the kept width of its neighbours), which let NPN starve one layer
+  and keep its neighbour whole. The target is lowered from 1 to t over a
   warm-up (the scheduler assigns it), and at hardening the units with the
   lowest keep scores (`Gate.keep_score`) are closed until the
   deterministic cost is within the target (`CostModel.project`), so the compact model meets it.
@@ -77,6 +82,7 @@ class CostModel:
         self._layout_channels()
         self._collect_terms()
         self.dense = float(self._evaluate_numpy(np.ones(self.size)))
+        self._pull = self.dense_marginals() / self.dense
 
     # ------------------------------------------------------------ layout
     def _layout_gates(self):
@@ -209,12 +215,44 @@ class CostModel:
 
     def expected(self):
         """The expected cost (a float32 tensor, differentiable in the gates)."""
-        p = self.probabilities()
+        return self._expected_of(self.probabilities())
+
+    def _expected_of(self, p):
         kept = ops.take(p, self.primary) * ops.take(p, self.extra_index)
         sums = ops.segment_sum(kept, self.segments, num_segments=self.selections)
         sums = ops.concatenate([sums, ops.ones((1,), "float32")], axis=0)
         terms = ops.take(sums, self.left) * ops.take(sums, self.right)
         return ops.sum(ops.convert_to_tensor(self.coefficients, "float32") * terms)
+
+    def dense_marginals(self):
+        """∂c/∂p with every unit kept: what each unit costs in the dense
+        network (index 0, the constant, is 0). The cost is a sum of products
+        of sums linear in p (see `expected`), so at p = 1 each selection's
+        derivative is its partner's size times the term's coefficient."""
+        size = np.bincount(self.segments, minlength=self.selections).astype("float64")
+        size = np.append(size, 1.0)
+        per_selection = np.zeros(self.selections + 1)
+        np.add.at(per_selection, self.left, self.coefficients * size[self.right])
+        np.add.at(per_selection, self.right, self.coefficients * size[self.left])
+        weight = per_selection[self.segments]
+        marginals = np.bincount(self.primary, weights=weight, minlength=self.size)
+        marginals += np.bincount(self.extra_index, weights=weight, minlength=self.size)
+        marginals[0] = 0.0
+        return marginals
+
+    def constraint(self):
+        """The expected cost as a fraction (its value), with the gradient of
+        the dense marginal costs (`dense_marginals`) in the gates: the
+        Lagrangian's pull on a unit is then proportional to what it costs in
+        the dense network, as the papers' L0 penalty weighs a unit by the
+        weights it carries, instead of the expected cost's own gradient, which
+        changes as other layers shrink (under a FLOPs budget the first hidden
+        layer of an MLP shrank, the input pixels turned cheap, and NPN kept
+        nearly all of them)."""
+        p = self.probabilities()
+        cost = self._expected_of(p) / self.dense
+        pull = ops.sum(ops.convert_to_tensor(self._pull, "float32") * p)
+        return ops.stop_gradient(cost) + pull - ops.stop_gradient(pull)
 
     def _evaluate_numpy(self, p):
         kept = p[self.primary] * p[self.extra_index]

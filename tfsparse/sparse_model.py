@@ -48,7 +48,8 @@ class SparseModel(keras.Model):
     - **Budgets** (`budget={"kind": "flops" | "params", "target": t}`, as
       `tfsparse.sparsify(..., target_flops=t)` sets): the loss gets
       λ₁·(c − t) + λ₂·(c − t)², c the expected cost fraction
-      (`tfsparse.budget.CostModel`), and λ₁, λ₂ ascend their gradient. The
+      (`tfsparse.budget.CostModel`; its pull on a gate is the gate's units'
+      dense cost, `CostModel.constraint`), and λ₁, λ₂ ascend their gradient. The
       term is left out (and λ₁, λ₂ hold still) while `budget_engaged` is 0:
       `SparsityScheduler` engages it when the target's ramp starts and
       releases it at hardening. The logs show `cost` (c) and `cost_target`
@@ -124,7 +125,7 @@ class SparseModel(keras.Model):
 
     def _budget_term(self):
         """(Lagrangian term, expected cost fraction)."""
-        cost = self.cost_model.expected() / self.cost_model.dense
+        cost = self.cost_model.constraint()
         gap = cost - self.budget_target
         lambdas = self.budget_multipliers
         term = lambdas[0] * gap + lambdas[1] * gap * gap
