@@ -88,7 +88,9 @@ def _digits_run(method, optimizer="adam", epochs=40, target=0.3, **settings):
     weights = (
         keras.optimizers.Adam(1e-3)
         if optimizer == "adam"
-        else keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True)
+        # 0.1: at 0.05 SGD's 400 steps left the noisy half-open network at
+        # 0.5-0.6 validation accuracy, too near chance for a check.
+        else keras.optimizers.SGD(0.1, momentum=0.9, nesterov=True)
     )
     sparse.compile(
         weights, keras.losses.SparseCategoricalCrossentropy(from_logits=True), metrics=["accuracy"]
@@ -133,8 +135,8 @@ def test_sgd_trained_weights_reach_the_budget_as_adam_trained_ones_do():
     # to 0.19 at epoch 29 under Adam, though the projection at hardening
     # still ends at 0.298: a known limit of the controller.)
     assert abs(history.history["cost"][29] - 0.3) < 0.1
-    # It learns (10 classes), though SGD's weights lag Adam's in 40 epochs.
-    assert history.history["val_accuracy"][-1] > 0.6
+    # It learns (10 classes; 0.85-0.92 in four runs).
+    assert history.history["val_accuracy"][-1] > 0.7
 
 
 def test_targeted_dropout_takes_its_rate_from_the_budget():
