@@ -241,14 +241,9 @@ class CostModel:
         return marginals
 
     def constraint(self):
-        """The expected cost as a fraction (its value), with the gradient of
-        the dense marginal costs (`dense_marginals`) in the gates: the
-        Lagrangian's pull on a unit is then proportional to what it costs in
-        the dense network, as the papers' L0 penalty weighs a unit by the
-        weights it carries, instead of the expected cost's own gradient, which
-        changes as other layers shrink (under a FLOPs budget the first hidden
-        layer of an MLP shrank, the input pixels turned cheap, and NPN kept
-        nearly all of them)."""
+        """What the Lagrangian constrains: the expected cost as a fraction,
+        whose gradient in the gates is each unit's dense cost
+        (`dense_marginals`) in place of its own (see the module docstring)."""
         p = self.probabilities()
         cost = self._expected_of(p) / self.dense
         pull = ops.sum(ops.convert_to_tensor(self._pull, "float32") * p)

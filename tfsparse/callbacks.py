@@ -34,7 +34,7 @@ class SparsityScheduler(keras.callbacks.Callback):
     `budget_reached_at` (default half-way from there to `harden_at`, or to
     the end of the fit without hardening). Before `budget_starts_at` and
     from `harden_at` on the Lagrangian is out of the loss and its
-    multipliers hold still (`SparseModel.budget_engaged`): NPN's recipe
+    multipliers get no gradient (`SparseModel.budget_engaged`): NPN's recipe
     starts the ramp with its plastic stage, since a deterministic gate
     cannot follow a falling target and the multipliers would only wind up
     against it. At `harden_at` the gates' units with the lowest

@@ -50,7 +50,7 @@ class SparseModel(keras.Model):
       λ₁·(c − t) + λ₂·(c − t)², c the expected cost fraction
       (`tfsparse.budget.CostModel`; its pull on a gate is the gate's units'
       dense cost, `CostModel.constraint`), and λ₁, λ₂ ascend their gradient. The
-      term is left out (and λ₁, λ₂ hold still) while `budget_engaged` is 0:
+      term is left out (and λ₁, λ₂ get no gradient) while `budget_engaged` is 0:
       `SparsityScheduler` engages it when the target's ramp starts and
       releases it at hardening. The logs show `cost` (c) and `cost_target`
       each step and epoch.
