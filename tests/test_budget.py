@@ -406,3 +406,10 @@ def test_the_budget_pulls_each_unit_by_its_dense_cost(build, shape):
         np.testing.assert_allclose(
             grad.numpy(), marginals[units] / cost.dense * dp, rtol=1e-4, atol=1e-12
         )
+
+
+def test_a_budget_ramp_that_ends_before_it_starts_is_an_error():
+    with pytest.raises(ValueError, match="budget_starts_at.*budget_reached_at"):
+        tfsparse.SparsityScheduler(budget_starts_at=5, budget_reached_at=3)
+    with pytest.raises(ValueError, match="budget_starts_at"):
+        tfsparse.SparsityScheduler(budget_starts_at=-1)
