@@ -57,7 +57,8 @@ def recipe(
             weight (see `tfsparse.sparsify`): the settings carry it and drop
             λ (or γ), and the scheduler hardens after 75 % of the epochs
             (NPN: at `stage2`), having reached the target half-way there
-            (NPN: half-way through the plastic stage). Targeted dropout
+            (NPN: the target starts falling with the plastic stage and is
+            reached half-way through it). Targeted dropout
             becomes unit-level.
         pretrained: the weights start trained (a dense network trained
             before `sparsify`): BB then keeps its KL from the first epoch;
