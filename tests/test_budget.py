@@ -275,16 +275,20 @@ def test_a_gate_without_open_probability_says_budgets_need_it():
         gate.open_probability()
 
 
+def _small_budgeted_mlp(method):
+    """8 → 16 → 2 with `method`'s gates at half the FLOPs, compiled."""
+    dense = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Dense(2)])
+    sparse = tfsparse.sparsify(dense, method, dataset_size=64, target_flops=0.5, verbose=0)
+    sparse.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    return sparse
+
+
 def test_the_budget_target_falls_every_step_until_it_is_reached():
     # With few pruning epochs a target that dropped once an epoch was a
     # cliff for the multipliers; the ramp is linear in steps instead.
     x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
     y = np.zeros(64, "int32")
-    dense = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Dense(2)])
-    sparse = tfsparse.sparsify(
-        dense, "hard_concrete", dataset_size=64, target_flops=0.5, verbose=0
-    )
-    sparse.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    sparse = _small_budgeted_mlp("hard_concrete")
     seen = []
     record = keras.callbacks.LambdaCallback(
         on_train_batch_begin=lambda batch, logs: seen.append(float(sparse.budget_target.numpy()))
@@ -342,9 +346,7 @@ def test_npn_budget_engages_with_the_plastic_stage_and_releases_at_hardening():
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 8)).astype("float32")
     y = (x[:, 0] > 0).astype("int32")
-    dense = keras.Sequential([keras.Input((8,)), keras.layers.Dense(16), keras.layers.Dense(2)])
-    sparse = tfsparse.sparsify(dense, "npn", dataset_size=64, target_flops=0.5, verbose=0)
-    sparse.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    sparse = _small_budgeted_mlp("npn")
     seen = []
     record = keras.callbacks.LambdaCallback(
         on_epoch_end=lambda epoch, logs: seen.append(

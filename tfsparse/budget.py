@@ -257,14 +257,19 @@ class CostModel:
 
     def deterministic(self):
         """(probability vector of the kept units, its cost as a fraction)."""
-        p = np.concatenate(
-            [[1.0]]
+        p = self._per_unit(1.0, lambda gate: gate.active())
+        return p, self._evaluate_numpy(p) / self.dense
+
+    def _per_unit(self, constant, value_of):
+        """A numpy vector laid out as the probability vector: `constant` at
+        index 0, then `value_of(gate)` for every gate's units."""
+        return np.concatenate(
+            [[constant]]
             + [
-                np.asarray(ops.convert_to_numpy(g.active()), "float64").reshape(-1)
+                np.asarray(ops.convert_to_numpy(value_of(g)), "float64").reshape(-1)
                 for g in self.gates
             ]
         )
-        return p, self._evaluate_numpy(p) / self.dense
 
     def project(self, target):
         """The units to keep so that the deterministic cost is as close to
@@ -281,14 +286,8 @@ class CostModel:
         return self._reopen_what_fits(kept, score, target)
 
     def _keep_scores(self):
-        """Index 0 (the constant) first, then every gate's `keep_score`."""
-        return np.concatenate(
-            [[np.inf]]
-            + [
-                np.asarray(ops.convert_to_numpy(g.keep_score()), "float64").reshape(-1)
-                for g in self.gates
-            ]
-        )
+        """Every gate's `keep_score`; the constant at index 0 is never closed."""
+        return self._per_unit(np.inf, lambda gate: gate.keep_score())
 
     def _units_of(self, gate):
         """The indices of `gate`'s units in the probability vector."""
