@@ -1,12 +1,13 @@
 """Issue 19: the networks people deploy, on Fashion-MNIST, against Torch-Pruning.
 
     python -m bench.arch [--quick] [--seeds 0] [--models resnet20 mobilenet_v2_050 vit]
-                         [--no-torch] [--render-only] [--page README.md]
+                         [--no-torch] [--no-train] [--render-only] [--page README.md]
 
 For each network, trains its suite (`bench/suites.py`; `arch` for ResNet-20
 and MobileNetV2: the dense network and every method at a FLOPs budget through
 its recipe; `vit_fashion`, issue 18's, for the ViT; resuming: configurations
-already recorded are skipped), then compacts every
+already recorded are skipped; `--no-train` skips training and measures only
+what is recorded, for a suite that spans sessions), then compacts every
 saved model, exports it to TFLite and times it at batch 1 against the dense
 network's file in the same invocation (`bench.export_bench.measure_seed`).
 Then Torch-Pruning's side (`bench/torch_side/pruning.py`, in `.venv-torch`:
@@ -227,7 +228,7 @@ def measure(args, records, dataset, scale, runs, measured):
     measures those rows (replacing them in `measured`; the others stay as
     they were measured: each network's latencies are compared within one
     invocation) and runs Torch-Pruning's side; returns the rows."""
-    for model in args.models:
+    for model in [] if args.no_train else args.models:
         suites.run_suite(
             NETWORKS[model].suite,
             args.seeds,
@@ -283,6 +284,9 @@ def main(argv=None):
     p.add_argument("--models", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     p.add_argument("--quick", action="store_true", help="the whole pipeline in minutes")
     p.add_argument("--no-torch", action="store_true", help="leave Torch-Pruning's side out")
+    p.add_argument(
+        "--no-train", action="store_true", help="measure only the runs already recorded"
+    )
     p.add_argument(
         "--render-only", action="store_true", help="table and plots of the rows measured before"
     )

@@ -6,13 +6,15 @@ Reads `budgets.jsonl` (from `python -m bench.suites budgets`) and the λ-driven
 runs of the same networks (`l0_npn.jsonl`, the dashboard's rows) and writes
 `budgets.md` (reached FLOPs fraction, its deviation from the target and the
 test error, per network, method and target; then each λ row beside the budget
-runs' error interpolated at the λ row's FLOPs) and `budgets_<model>.png`
+runs at the λ row's FLOPs: those whose target is that FLOPs fraction, or else
+the curve interpolated there) and `budgets_<model>.png`
 (test error against FLOPs kept, budget runs joined by a line, λ rows as
 crosses) next to the records. `--page` also rewrites the generated block of
 the documentation's budgets page.
 """
 
 import argparse
+import collections
 import os
 import statistics
 
@@ -26,6 +28,10 @@ PAGE_START = "<!-- budgets:start (python -m bench.budget_table --page docs/budge
 PAGE_END = "<!-- budgets:end -->"
 # A budget run's family, to compare it with the λ rows of the same method.
 FAMILY = {"hard_concrete": "hard_concrete", "npn": "npn-prune"}
+# Figures over a row's seeds: the mean FLOPs kept and test error (%), the
+# error's standard deviation (0 for one seed) and the number of seeds.
+Mean = collections.namedtuple("Mean", "flops error std seeds")
+Point = collections.namedtuple("Point", "target " + " ".join(Mean._fields))
 
 
 def _target(record):
@@ -42,9 +48,18 @@ def _figures(record):
     return flops, 100 * record["test_error"]
 
 
+def _mean(figures):
+    errors = [e for _, e in figures]
+    return Mean(
+        statistics.fmean(f for f, _ in figures),
+        statistics.fmean(errors),
+        statistics.stdev(errors) if len(errors) > 1 else 0.0,
+        len(errors),
+    )
+
+
 def budget_runs(records_dir):
-    """{(model, family): [(target, flops, error)]} sorted by target, seed 0
-    and later seeds averaged."""
+    """{(model, family): [Point]} sorted by target, over the recorded seeds."""
     groups = {}
     for record in load_records(os.path.join(records_dir, BUDGETS), missing_ok=True):
         target = _target(record)
@@ -54,31 +69,26 @@ def budget_runs(records_dir):
         groups.setdefault(key, []).append(_figures(record))
     out = {}
     for (model, family, target), figures in sorted(groups.items()):
-        flops = statistics.fmean(f for f, _ in figures)
-        error = statistics.fmean(e for _, e in figures)
-        out.setdefault((model, family), []).append((target, flops, error))
+        out.setdefault((model, family), []).append(Point(target, *_mean(figures)))
     return out
 
 
 def lambda_rows(records_dir, models):
-    """{(model, label): (flops, error)} averaged over seeds: the λ-driven
-    runs and the dense baselines of `models`."""
+    """{(model, label): Mean} over seeds: the λ-driven runs and the dense
+    baselines of `models`."""
     groups = {}
     for name in LAMBDA_SUITES:
         for record in load_records(os.path.join(records_dir, name), missing_ok=True):
             if record["model"] not in models or _target(record) is not None:
                 continue
             groups.setdefault((record["model"], _label(record)), []).append(_figures(record))
-    return {
-        key: (statistics.fmean(f for f, _ in v), statistics.fmean(e for _, e in v))
-        for key, v in groups.items()
-    }
+    return {key: _mean(figures) for key, figures in groups.items()}
 
 
 def error_at(curve, flops):
     """The budget curve's error at `flops`, interpolated in log FLOPs (None
     outside the curve's range)."""
-    points = sorted((f, e) for _, f, e in curve)
+    points = sorted((p.flops, p.error) for p in curve)
     xs = np.log([f for f, _ in points])
     if not points or not xs[0] <= np.log(flops) <= xs[-1]:
         return None
@@ -91,24 +101,38 @@ def to_markdown(curves, lambdas):
         "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
     for (model, family), curve in curves.items():
-        for target, flops, error in curve:
+        for p in curve:
             lines.append(
-                f"| {model} | {family} | {target:g} | {flops:.4f} | "
-                f"{100 * (flops / target - 1):+.1f} % | {error:.2f} |"
+                f"| {model} | {family} | {p.target:g} | {p.flops:.4f} | "
+                f"{100 * (p.flops / p.target - 1):+.1f} % | {_spread(p)} |"
             )
     lines += [
         "",
-        "| model | λ row | FLOPs kept | test error (%) | budget runs at that FLOPs |",
+        "| model | λ row | FLOPs kept | test error (%) | budget runs at that FLOPs (%) |",
         "| --- | --- | ---: | ---: | ---: |",
     ]
-    for (model, label), (flops, error) in sorted(lambdas.items()):
-        curve = curves.get((model, label))
-        at = error_at(curve, flops) if curve else None
-        budget = f"{at:.2f}" if at is not None else "outside the targets' range"
-        if label == "dense":
-            budget = ""
-        lines.append(f"| {model} | {label} | {flops:.4f} | {error:.2f} | {budget} |")
+    for (model, label), row in sorted(lambdas.items()):
+        budget = "" if label == "dense" else at_lambda(curves.get((model, label), []), row.flops)
+        lines.append(f"| {model} | {label} | {row.flops:.4f} | {_spread(row)} | {budget} |")
     return "\n".join(lines) + "\n"
+
+
+def _spread(row):
+    """Error (%), ± its standard deviation and the seeds when there are several."""
+    if row.seeds == 1:
+        return f"{row.error:.2f}"
+    return f"{row.error:.2f} ± {row.std:.2f} ({row.seeds} seeds)"
+
+
+def at_lambda(curve, flops):
+    """The budget runs' error at a λ row's `flops`: the runs that targeted
+    that fraction (to the 4 decimals the suite writes), else the curve
+    interpolated there."""
+    exact = [p for p in curve if abs(p.target - flops) < 5e-5]
+    if exact:
+        return _spread(exact[0])
+    at = error_at(curve, flops) if curve else None
+    return f"{at:.2f} (interpolated)" if at is not None else "outside the targets' range"
 
 
 def plot(curves, lambdas, model, path):
@@ -122,16 +146,16 @@ def plot(curves, lambdas, model, path):
         if m != model:
             continue
         (line,) = ax.plot(
-            [f for _, f, _ in curve],
-            [e for _, _, e in curve],
+            [p.flops for p in curve],
+            [p.error for p in curve],
             "o-",
             label=f"{family}, FLOPs target",
         )
-        for label, (flops, error) in ((k[1], v) for k, v in lambdas.items() if k[0] == model):
+        for label, row in ((k[1], v) for k, v in lambdas.items() if k[0] == model):
             if label == family:
                 ax.plot(
-                    flops,
-                    error,
+                    row.flops,
+                    row.error,
                     "x",
                     color=line.get_color(),
                     markersize=10,
@@ -139,7 +163,7 @@ def plot(curves, lambdas, model, path):
                 )
     dense = lambdas.get((model, "dense"))
     if dense:
-        ax.axhline(dense[1], color="gray", linestyle=":", label="dense")
+        ax.axhline(dense.error, color="gray", linestyle=":", label="dense")
     ax.set_xscale("log")
     ax.set_xlabel("FLOPs kept (fraction of dense)")
     ax.set_ylabel("test error (%)")

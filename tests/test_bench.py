@@ -1,4 +1,5 @@
 import json
+import math
 
 import pytest
 
@@ -333,3 +334,67 @@ def test_the_arch_table_renders_from_the_rows_measured_before(tmp_path):
     assert "| resnet20 | dense-long | 0 | 9 | 7.50 |" in text
     assert "Torch-Pruning (magnitude, at npn's multiply-adds" in text
     assert (tmp_path / "arch_resnet20.png").stat().st_size > 0
+
+
+def test_the_arch_benchmark_measures_what_is_recorded_without_training(monkeypatch):
+    """`--no-train` measures the runs a partial suite holds and trains
+    nothing; without it the missing runs are trained first."""
+    import argparse
+
+    from bench import arch
+
+    trained = []
+    monkeypatch.setattr(arch.suites, "run_suite", lambda *a, **k: trained.append(a[2]))
+    monkeypatch.setattr(arch, "rows", lambda model, *rest: _arch_rows())
+    args = argparse.Namespace(models=["resnet20"], seeds=[0], quick=False, no_torch=True)
+    stale = {**_arch_rows()[0], "error": 99.0}
+    for no_train, expected in ((True, []), (False, [["resnet20"]])):
+        trained.clear()
+        args.no_train = no_train
+        measured = arch.measure(args, "records", "data.npz", 1.0, 5, [stale])
+        assert trained == expected
+        assert [r["label"] for r in measured] == [r["label"] for r in _arch_rows()]
+        assert all(r["error"] != 99.0 for r in measured)
+
+
+def test_the_budget_table_sets_runs_at_a_lambda_rows_flops_beside_it(tmp_path):
+    """Budget runs whose target is a λ row's FLOPs fraction are shown beside
+    it with their spread over seeds; without such runs the curve is
+    interpolated, and a λ row outside the targets' range says so."""
+    from bench import budget_table
+
+    def record(method, seed, flops, error, target=None, label=None):
+        options = {"target_flops": target} if target else {}
+        return {
+            "model": "lenet_300_100",
+            "method": method,
+            "config": {"label": label or f"{method}-t{target}", "options": options},
+            "args": {"seed": seed},
+            "sparsity": {"total": {"flops_fraction": flops}},
+            "test_error": error / 100,
+        }
+
+    lambda_rows = [
+        record("npn", 0, 0.0950, 4.5, label="npn-prune"),
+        record("npn", 1, 0.0966, 4.7, label="npn-prune"),
+    ]
+    budgets = [
+        record("npn", 0, 0.05, 6.0, target=0.05),
+        record("npn", 0, 0.1, 5.0, target=0.1),
+        record("npn", 0, 0.0958, 4.6, target=0.0958),
+        record("npn", 1, 0.0958, 5.0, target=0.0958),
+        record("hard_concrete", 0, 0.1, 4.0, target=0.1),
+        record("hard_concrete", 0, 0.25, 3.5, target=0.25),
+    ]
+    for name, records in (("l0_npn.jsonl", lambda_rows), ("budgets.jsonl", budgets)):
+        (tmp_path / name).write_text("".join(json.dumps(r) + "\n" for r in records))
+    curves = budget_table.budget_runs(str(tmp_path))
+    lambdas = budget_table.lambda_rows(str(tmp_path), ["lenet_300_100"])
+    table = budget_table.to_markdown(curves, lambdas)
+    beside = "| 0.0958 | 4.60 ± 0.14 (2 seeds) | 4.80 ± 0.28 (2 seeds) |"
+    assert f"| lenet_300_100 | npn-prune {beside}" in table
+    assert "| npn-prune | 0.0958 | 0.0958 | +0.0 % | 4.80 ± 0.28 (2 seeds) |" in table
+    curve = curves["lenet_300_100", "hard_concrete"]
+    interpolated = 3.5 + (4.0 - 3.5) * math.log(0.25 / 0.158) / math.log(2.5)
+    assert budget_table.at_lambda(curve, 0.158) == f"{interpolated:.2f} (interpolated)"
+    assert budget_table.at_lambda(curve, 0.5) == "outside the targets' range"
