@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 import tfsparse
-from tfsparse import data, models
+from tfsparse import data, models, recipes
 from tfsparse.budget import CostModel
 from tfsparse.gates import HardConcreteGate, TargetedDropoutGate, gates_of
 
@@ -415,3 +415,21 @@ def test_a_budget_ramp_that_ends_before_it_starts_is_an_error():
         tfsparse.SparsityScheduler(budget_starts_at=5, budget_reached_at=3)
     with pytest.raises(ValueError, match="budget_starts_at"):
         tfsparse.SparsityScheduler(budget_starts_at=-1)
+
+
+def test_a_recipe_reaches_its_budget_when_asked():
+    # A short pruning stage can ask for a longer ramp than half-way to hardening.
+    plain = recipes.recipe("hard_concrete", 5, target_flops=0.3, harden_fraction=0.6)
+    longer = recipes.recipe(
+        "hard_concrete", 5, target_flops=0.3, harden_fraction=0.6, budget_reached_fraction=0.4
+    )
+    assert plain.scheduler.harden_at == longer.scheduler.harden_at == 3
+    assert plain.scheduler.budget_reached_at is None and plain.scheduler._budget_reached_at() == 1
+    assert longer.scheduler.budget_reached_at == 2
+    assert "budget_reached_fraction" not in longer.settings
+    with pytest.raises(ValueError, match="budget_reached_fraction.*target_flops"):
+        recipes.recipe("hard_concrete", 5, budget_reached_fraction=0.4)
+    with pytest.raises(ValueError, match="budget_reached_fraction"):
+        recipes.recipe("hard_concrete", 5, target_flops=0.3, budget_reached_fraction=1.5)
+    with pytest.raises(ValueError, match="budget_starts_at.*budget_reached_at"):
+        recipes.recipe("npn", 10, target_flops=0.3, budget_reached_fraction=0.1)

@@ -43,6 +43,7 @@ def recipe(
     target_flops: float | None = None,
     target_params: float | None = None,
     pretrained: bool = False,
+    budget_reached_fraction: float | None = None,
     **settings: Any,
 ) -> Recipe:
     """The settings and scheduler for training `method` for `epochs` epochs.
@@ -60,6 +61,11 @@ def recipe(
             (NPN: the target starts falling with the plastic stage and is
             reached half-way through it). Targeted dropout
             becomes unit-level.
+        budget_reached_fraction: with a budget, reach the target after this
+            fraction of the epochs instead of half-way to hardening (a
+            longer ramp for short pruning stages: the multipliers follow a
+            target that falls 0.7 of the FLOPs within one epoch only by
+            winding up, and then overshoot it).
         pretrained: the weights start trained (a dense network trained
             before `sparsify`): BB then keeps its KL from the first epoch;
             otherwise it trains without it for the first
@@ -96,6 +102,16 @@ def recipe(
         ramp=ramp,
         steps_per_epoch=steps_per_epoch,
     )
+    if budget_reached_fraction is not None:
+        if not budget:
+            raise ValueError(
+                "`budget_reached_fraction` needs a budget: pass `target_flops` or "
+                "`target_params` with it."
+            )
+        _checks.number(
+            "budget_reached_fraction", budget_reached_fraction, low=0, high=1, low_open=True
+        )
+        plan["budget_reached_at"] = max(1, round(budget_reached_fraction * epochs))
     return Recipe(method, merged, SparsityScheduler(**plan))
 
 
