@@ -329,8 +329,9 @@ MNIST_FULL = os.environ.get(
 # of 128 images, dense and hard-concrete at 0.3), an epoch of 54,000 images
 # takes about 2.2 min for ResNet-20 (2.3 with gates) and 6.5-9.5 min for
 # MobileNetV2-0.5, so ResNet-20's 51 epochs take about 2 h and MobileNetV2's
-# 28 about 3.5 h; fewer would leave MobileNetV2 one or two epochs to prune
-# and recover in. Over the 4 hours, then, by about 2 h.
+# 28 about 3.5 h (33 and about 4.2 h with `hard_concrete-long-ramp`); fewer
+# would leave MobileNetV2 one or two epochs to prune and recover in. Over
+# the 4 hours, then, by about 2-2.5 h.
 ARCH_EPOCHS = {"resnet20": 6, "mobilenet_v2_050": 3}
 ARCH_FINETUNE_EPOCHS = {"resnet20": 3, "mobilenet_v2_050": 2}
 ARCH_TARGET = 0.3
