@@ -131,7 +131,7 @@ def at_lambda(curve, flops):
     exact = [p for p in curve if abs(p.target - flops) < 5e-5]
     if exact:
         return _spread(exact[0])
-    at = error_at(curve, flops) if curve else None
+    at = error_at(curve, flops)
     return f"{at:.2f} (interpolated)" if at is not None else "outside the targets' range"
 
 

@@ -352,13 +352,15 @@ def _arch_runs(model):
     pruning, finetune = ARCH_EPOCHS[model], ARCH_FINETUNE_EPOCHS[model]
     total = pruning + finetune
     budget = {"target_flops": ARCH_TARGET}
-    return (
+    # Gates that harden where the pruning epochs end (not NPN's: `stage2`).
+    hardened = {**budget, "harden_fraction": pruning / total}
+    runs = (
         ("dense", "dense", pruning, {}),
         # The dense network trained as long as the methods: the reference of
         # the error target (the methods train 1.5x as long as
         # `dense`, Torch-Pruning's pretrained network).
         ("dense-long", "dense", total, {}),
-        ("hard_concrete", "hard_concrete", total, {**budget, "harden_fraction": pruning / total}),
+        ("hard_concrete", "hard_concrete", total, hardened),
         ("npn", "npn", total, {**budget, "stage2": pruning}),
         (
             "bb+dbb",
@@ -366,29 +368,18 @@ def _arch_runs(model):
             total - 1,
             {**budget, "harden_fraction": pruning / (total - 1), "continue_epochs": 1},
         ),
-        ("td-unit", "targeted_dropout", total, {**budget, "harden_fraction": pruning / total}),
+        ("td-unit", "targeted_dropout", total, hardened),
         (
             f"npn@{ARCH_LOW_TARGET}",
             "npn",
             total,
             {"target_flops": ARCH_LOW_TARGET, "stage2": pruning},
         ),
-    ) + (
-        (
-            (
-                "hard_concrete-long-ramp",
-                "hard_concrete",
-                total,
-                {
-                    **budget,
-                    "harden_fraction": pruning / total,
-                    "budget_reached_fraction": (pruning - 1) / total,
-                },
-            ),
-        )
-        if model in ARCH_LONG_RAMP
-        else ()
     )
+    if model not in ARCH_LONG_RAMP:
+        return runs
+    long_ramp = {**hardened, "budget_reached_fraction": (pruning - 1) / total}
+    return runs + (("hard_concrete-long-ramp", "hard_concrete", total, long_ramp),)
 
 
 SUITES["arch"] = [

@@ -94,14 +94,6 @@ def recipe(
     }
     if budget:
         merged = _under_budget(method, settings, budget)
-    merged, plan = family.recipe_plan(
-        epochs,
-        merged,
-        budgeted=bool(budget),
-        pretrained=pretrained,
-        ramp=ramp,
-        steps_per_epoch=steps_per_epoch,
-    )
     if budget_reached_fraction is not None:
         if not budget:
             raise ValueError(
@@ -111,6 +103,15 @@ def recipe(
         _checks.number(
             "budget_reached_fraction", budget_reached_fraction, low=0, high=1, low_open=True
         )
+    merged, plan = family.recipe_plan(
+        epochs,
+        merged,
+        budgeted=bool(budget),
+        pretrained=pretrained,
+        ramp=ramp,
+        steps_per_epoch=steps_per_epoch,
+    )
+    if budget_reached_fraction is not None:
         plan["budget_reached_at"] = max(1, round(budget_reached_fraction * epochs))
     return Recipe(method, merged, SparsityScheduler(**plan))
 
