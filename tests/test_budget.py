@@ -283,9 +283,11 @@ def _small_budgeted_mlp(method):
     return sparse
 
 
-def test_the_budget_target_falls_every_step_until_it_is_reached():
+@pytest.mark.parametrize("power", [1.0, 3.0])
+def test_the_budget_target_falls_every_step_until_it_is_reached(power):
     # With few pruning epochs a target that dropped once an epoch was a
-    # cliff for the multipliers; the ramp is linear in steps instead.
+    # cliff for the multipliers; the ramp moves every step instead, along
+    # (1 - progress)^power.
     x = np.random.default_rng(0).normal(size=(64, 8)).astype("float32")
     y = np.zeros(64, "int32")
     sparse = _small_budgeted_mlp("hard_concrete")
@@ -299,10 +301,14 @@ def test_the_budget_target_falls_every_step_until_it_is_reached():
         epochs=3,
         batch_size=16,
         verbose=0,
-        callbacks=[tfsparse.SparsityScheduler(budget_reached_at=2), record],
+        callbacks=[
+            tfsparse.SparsityScheduler(budget_reached_at=2, budget_ramp_power=power),
+            record,
+        ],
     )
     start = float(sparse.budget_start.numpy())
-    ramp = start - (start - 0.5) * np.arange(8) / 8  # 4 steps an epoch, 2 epochs
+    remaining = 1 - np.arange(8) / 8  # 4 steps an epoch, 2 epochs
+    ramp = 0.5 + (start - 0.5) * remaining**power
     np.testing.assert_allclose(seen[:8], ramp, rtol=1e-6)
     np.testing.assert_allclose(seen[8:], 0.5)
 
@@ -362,16 +368,17 @@ def test_npn_budget_engages_with_the_plastic_stage_and_releases_at_hardening():
     sparse.fit(x, y, epochs=5, batch_size=16, verbose=0, callbacks=[scheduler, record])
     assert (scheduler.budget_starts_at, scheduler.budget_reached_at, scheduler.harden_at) == (
         1,
-        2,
+        3,
         4,
     )
+    assert scheduler.budget_ramp_power == 3.0
     lambdas, engaged, start, target = seen[0]  # deterministic stage
     np.testing.assert_array_equal(lambdas, [0.0, 0.0])
     assert (engaged, target) == (0.0, 1.0) and np.isnan(start)
     lambdas, engaged, start, target = seen[1]  # plastic: the ramp runs
     assert engaged == 1.0 and 0.5 < target < start <= 1.0
-    assert np.all(lambdas != 0.0)
-    assert seen[2][3] == pytest.approx(0.5)
+    assert np.any(lambdas > 0.0) and np.all(lambdas >= 0.0)
+    assert seen[3][3] == pytest.approx(0.5)
     assert seen[4][1] == 0.0  # hardened: the Lagrangian is out of the loss
 
 
@@ -415,6 +422,8 @@ def test_a_budget_ramp_that_ends_before_it_starts_is_an_error():
         tfsparse.SparsityScheduler(budget_starts_at=5, budget_reached_at=3)
     with pytest.raises(ValueError, match="budget_starts_at"):
         tfsparse.SparsityScheduler(budget_starts_at=-1)
+    with pytest.raises(ValueError, match="budget_ramp_power"):
+        tfsparse.SparsityScheduler(budget_ramp_power=0)
 
 
 def test_a_recipe_reaches_its_budget_when_asked():
@@ -433,3 +442,36 @@ def test_a_recipe_reaches_its_budget_when_asked():
         recipes.recipe("hard_concrete", 5, target_flops=0.3, budget_reached_fraction=1.5)
     with pytest.raises(ValueError, match="budget_starts_at.*budget_reached_at"):
         recipes.recipe("npn", 10, target_flops=0.3, budget_reached_fraction=0.1)
+
+
+def test_a_recipe_shapes_its_budget_ramp_when_asked():
+    cubic = recipes.recipe("npn", 10, target_flops=0.3, budget_ramp_power=3)
+    assert cubic.scheduler.budget_ramp_power == 3.0
+    assert "budget_ramp_power" not in cubic.settings
+    restored = tfsparse.SparsityScheduler(**cubic.scheduler.get_config())
+    assert restored.budget_ramp_power == 3.0
+    with pytest.raises(ValueError, match="budget_ramp_power.*target_flops"):
+        recipes.recipe("npn", 10, budget_ramp_power=3)
+
+
+def test_the_multipliers_of_the_upper_bound_stay_positive_and_restart_within_it():
+    # The budget is c ≤ t: λ₁ is projected onto λ₁ ≥ 0 and set back to 0
+    # whenever the cost is within the target (dual restarts), so that a
+    # cost that undershot the target is not pulled back up by a negative λ₁.
+    x = np.random.default_rng(0).normal(size=(16, 8)).astype("float32")
+    y = np.zeros(16, "int32")
+    sparse = _small_budgeted_mlp("hard_concrete")
+    sparse.train_on_batch(x, y)  # builds the optimizers
+    sparse.budget_target.assign(1.0)  # every cost is within it
+    sparse.budget_multipliers.assign([5.0, 2.0])
+    sparse.train_on_batch(x, y)
+    lambdas = sparse.budget_multipliers.numpy()
+    assert lambdas[0] == 0.0 and lambdas[1] > 0.0  # λ₂ is not restarted
+    sparse.budget_target.assign(0.01)  # every cost is over it
+    sparse.budget_multipliers.assign([-3.0, 0.0])
+    sparse.train_on_batch(x, y)
+    lambdas = sparse.budget_multipliers.numpy()
+    assert lambdas[0] >= 0.0 and lambdas[1] > 0.0
+    sparse.budget_multipliers.assign([1.0, 0.0])
+    sparse.train_on_batch(x, y)
+    assert sparse.budget_multipliers.numpy()[0] > 1.0  # ascends while over the target

@@ -63,9 +63,9 @@ def test_the_planned_scheduler_is_the_recipe_scheduler():
     expected = recipes.recipe("npn", 40, target_flops=0.3).scheduler
     assert method == "npn"
     assert (
-        (plan.harden_at, plan.budget_reached_at)
-        == (expected.harden_at, expected.budget_reached_at)
-        == (28, 18)
+        (plan.harden_at, plan.budget_reached_at, plan.budget_ramp_power)
+        == (expected.harden_at, expected.budget_reached_at, expected.budget_ramp_power)
+        == (28, 27, 3.0)
     )
     assert set(plan.schedules) == {"k"}
     # The unplanned scheduler round-trips as unplanned; an explicit one as it is.

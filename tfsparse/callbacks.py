@@ -29,10 +29,11 @@ class SparsityScheduler(keras.callbacks.Callback):
     `CSVLogger` and `TensorBoard` (put those after this callback).
 
     With a budget (`tfsparse.sparsify(..., target_flops=t)`), the target the
-    Lagrangian drives to is lowered linearly, step by step, from the
-    expected cost at `budget_starts_at` (an epoch; default 0) to t at
-    `budget_reached_at` (default half-way from there to `harden_at`, or to
-    the end of the fit without hardening). Before `budget_starts_at` and
+    Lagrangian drives to is lowered step by step from the expected cost at
+    `budget_starts_at` (an epoch; default 0) to t at `budget_reached_at`
+    (default half-way from there to `harden_at`, or to the end of the fit
+    without hardening), linearly or along a polynomial that slows as it
+    nears t (`budget_ramp_power`). Before `budget_starts_at` and
     from `harden_at` on the Lagrangian is out of the loss and its
     multipliers get no gradient (`SparseModel.budget_engaged`): NPN's recipe
     starts the ramp with its plastic stage, since a deterministic gate
@@ -69,6 +70,13 @@ class SparsityScheduler(keras.callbacks.Callback):
         budget_starts_at: epoch at which a budget's target starts falling
             and its multipliers start moving.
         budget_reached_at: epoch by which a budget's target is reached.
+        budget_ramp_power: shape of the target's fall: with progress p from
+            0 to 1 over the ramp, the target is t + (s − t)·(1 − p)^power
+            (s the cost at the ramp's start). 1 is linear; 3 is the gradual
+            pruning schedule of Zhu & Gupta 2017 (tfmot's
+            `PolynomialDecay`), which cuts most while the network is wide
+            and slows near the target, where a linear fall still removes
+            the most units relative to those left and the cost overshoots.
 
     Examples:
         >>> scheduler = SparsityScheduler(
@@ -87,6 +95,7 @@ class SparsityScheduler(keras.callbacks.Callback):
         expand_size: int = 1,
         budget_reached_at: int | None = None,
         budget_starts_at: int | None = None,
+        budget_ramp_power: float = 1.0,
     ):
         super().__init__()
         if schedules is not None and not isinstance(schedules, dict):
@@ -121,6 +130,9 @@ class SparsityScheduler(keras.callbacks.Callback):
                     f"budget_reached_at={budget_reached_at}."
                 )
         self.budget_starts_at = budget_starts_at
+        self.budget_ramp_power = float(
+            _checks.number("budget_ramp_power", budget_ramp_power, low=0, low_open=True)
+        )
         self.planned = (
             schedules,
             harden_at,
@@ -143,6 +155,7 @@ class SparsityScheduler(keras.callbacks.Callback):
             "expand_size": self.expand_size,
             "budget_reached_at": self.budget_reached_at,
             "budget_starts_at": self.budget_starts_at,
+            "budget_ramp_power": self.budget_ramp_power,
         }
 
     # ------------------------------------------------------------- lifecycle
@@ -193,14 +206,14 @@ class SparsityScheduler(keras.callbacks.Callback):
 
     def _budget_target(self, epoch, start, target):
         """1 (the dense cost) before `budget_starts_at`, then `start` falling
-        linearly to `target` at `budget_reached_at`; `epoch` may be
-        fractional (the ramp moves every step)."""
+        to `target` at `budget_reached_at` (`budget_ramp_power`); `epoch` may
+        be fractional (the ramp moves every step)."""
         begin, end = self._budget_starts_at(), self._budget_reached_at()
         if epoch < begin:
             return 1.0
         start = max(start, target)
         progress = 1.0 if end <= begin else min(1.0, (epoch - begin) / (end - begin))
-        return start - (start - target) * progress
+        return target + (start - target) * (1.0 - progress) ** self.budget_ramp_power
 
     def _assign_budget_target(self, epoch):
         self.model.budget_target.assign(
@@ -283,6 +296,7 @@ class SparsityScheduler(keras.callbacks.Callback):
             "expand_fill",
             "budget_reached_at",
             "budget_starts_at",
+            "budget_ramp_power",
         ):
             setattr(self, name, getattr(plan, name))
         if self.params.get("verbose", 1):
@@ -302,6 +316,9 @@ class SparsityScheduler(keras.callbacks.Callback):
                 if begin
                 else f"budget reached by epoch {self.budget_reached_at}"
             )
+            if self.budget_ramp_power != 1:
+                parts[-1] += f" (along (1 - progress)^{self.budget_ramp_power:g})"
+
         parts.append(
             f"hardening at epoch {self.harden_at}"
             if self.harden_at is not None

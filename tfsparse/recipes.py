@@ -44,6 +44,7 @@ def recipe(
     target_params: float | None = None,
     pretrained: bool = False,
     budget_reached_fraction: float | None = None,
+    budget_ramp_power: float | None = None,
     **settings: Any,
 ) -> Recipe:
     """The settings and scheduler for training `method` for `epochs` epochs.
@@ -58,14 +59,16 @@ def recipe(
             weight (see `tfsparse.sparsify`): the settings carry it and drop
             λ (or γ), and the scheduler hardens after 75 % of the epochs
             (NPN: at `stage2`), having reached the target half-way there
-            (NPN: the target starts falling with the plastic stage and is
-            reached half-way through it). Targeted dropout
+            (NPN: the target starts falling with the plastic stage, along
+            a cubic, and is reached one epoch before hardening). Targeted dropout
             becomes unit-level.
         budget_reached_fraction: with a budget, reach the target after this
             fraction of the epochs instead of half-way to hardening: a
             longer ramp for short pruning stages (MobileNetV2 with three
             pruning epochs had one to fall from 0.9 to 0.3 of the FLOPs, and
             hard-concrete's cost overshot the target in the next).
+        budget_ramp_power: with a budget, the shape of the target's fall
+            (`SparsityScheduler`'s `budget_ramp_power`; 1 is linear).
         pretrained: the weights start trained (a dense network trained
             before `sparsify`): BB then keeps its KL from the first epoch;
             otherwise it trains without it for the first
@@ -94,12 +97,16 @@ def recipe(
     }
     if budget:
         merged = _under_budget(method, settings, budget)
-    if budget_reached_fraction is not None:
-        if not budget:
+    budget_options = {
+        "budget_reached_fraction": budget_reached_fraction,
+        "budget_ramp_power": budget_ramp_power,
+    }
+    for name, value in budget_options.items():
+        if value is not None and not budget:
             raise ValueError(
-                "`budget_reached_fraction` needs a budget: pass `target_flops` or "
-                "`target_params` with it."
+                f"`{name}` needs a budget: pass `target_flops` or `target_params` with it."
             )
+    if budget_reached_fraction is not None:
         _checks.number(
             "budget_reached_fraction", budget_reached_fraction, low=0, high=1, low_open=True
         )
@@ -113,6 +120,8 @@ def recipe(
     )
     if budget_reached_fraction is not None:
         plan["budget_reached_at"] = max(1, round(budget_reached_fraction * epochs))
+    if budget_ramp_power is not None:
+        plan["budget_ramp_power"] = budget_ramp_power
     return Recipe(method, merged, SparsityScheduler(**plan))
 
 

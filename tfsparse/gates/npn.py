@@ -92,7 +92,8 @@ class NPNGate(Gate):
     def recipe_plan(cls, epochs, settings, budgeted=False, **context):
         """The paper's three stages scaled to `epochs`: k deterministic, then
         plastic from `stage1` (expansion in expand mode; with a budget the
-        target is reached half-way through), then hardening at `stage2`.
+        target falls through the plastic stage along a cubic and is reached
+        one epoch before hardening), then hardening at `stage2`.
         Recipe settings: `k_plastic` (default by mode), `stage1`, `stage2`
         (epochs), `expand_size` (gates woken per layer and improved epoch;
         the paper's 1), `expand_fill` (φ·k_plastic of a woken gate)."""
@@ -118,10 +119,14 @@ class NPNGate(Gate):
             # threshold: the first update closes half of them, and a closed
             # woken gate stops that layer's growth for good.
             "expand_fill": settings.pop("expand_fill", OPEN_LOGIT),
-            # The target falls while the gates are plastic: a deterministic
-            # gate cannot follow it.
+            # The target falls while the gates are plastic (a deterministic
+            # gate cannot follow it), fast while the network is wide and
+            # slowly near the end, as NPN's own λ-driven runs shrink: reached
+            # half-way through the stage along a line, the same FLOPs cost
+            # 0.3 point more error on LeNet-300-100 (docs/budgets.md).
             "budget_starts_at": stage1 if budgeted else None,
-            "budget_reached_at": (stage1 + stage2) // 2 if budgeted else None,
+            "budget_reached_at": max(stage1 + 1, stage2 - 1) if budgeted else None,
+            "budget_ramp_power": 3.0 if budgeted else 1.0,
         }
         return settings, plan
 
