@@ -160,7 +160,7 @@ def our_rows(records_dir):
             "seeds": len(records),
             "units": tuple(round(statistics.fmean(layer)) for layer in zip(*kept)),
             "error": statistics.fmean(errors),
-            "error_std": statistics.stdev(errors) if len(errors) > 1 else 0.0,
+            "error_std": statistics.stdev(errors) if len(errors) > 1 else None,
             "weights": statistics.fmean(t["weights_fraction"] for t in totals),
             "flops": statistics.fmean(t["flops_fraction"] for t in totals),
         }
@@ -186,6 +186,13 @@ def verdict(paper, ours):
     return "short: " + ", ".join(misses)
 
 
+def _error(mine):
+    """Mean ± standard deviation over seeds; the error alone for one seed."""
+    if mine["error_std"] is None:
+        return f"{mine['error']:.2f}"
+    return f"{mine['error']:.2f} ± {mine['error_std']:.2f}"
+
+
 def to_markdown(records_dir):
     ours = our_rows(records_dir)
     lines = [
@@ -202,8 +209,8 @@ def to_markdown(records_dir):
             tail = "not run yet | | | | 0 | |"
         else:
             tail = (
-                f"{'-'.join(map(str, mine['units']))} | {mine['error']:.2f} ± "
-                f"{mine['error_std']:.2f} | {mine['weights']:.4f} | {mine['flops']:.4f} | "
+                f"{'-'.join(map(str, mine['units']))} | {_error(mine)} | "
+                f"{mine['weights']:.4f} | {mine['flops']:.4f} | "
                 f"{mine['seeds']} | {verdict(paper, mine)} |"
             )
         lines.append(
@@ -215,8 +222,8 @@ def to_markdown(records_dir):
         if (model, label) not in covered:
             lines.append(
                 f"| {label} (no paper row) | {model} | — | — | "
-                f"{'-'.join(map(str, mine['units'])) or 'all'} | {mine['error']:.2f} ± "
-                f"{mine['error_std']:.2f} | {mine['weights']:.4f} | {mine['flops']:.4f} | "
+                f"{'-'.join(map(str, mine['units'])) or 'all'} | {_error(mine)} | "
+                f"{mine['weights']:.4f} | {mine['flops']:.4f} | "
                 f"{mine['seeds']} | | |"
             )
     return "\n".join(lines) + "\n"
