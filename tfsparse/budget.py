@@ -12,12 +12,14 @@ weights). Two pieces make that happen:
   With every unit kept it is the dense count; with the gates' deterministic
   masks it is what the compact model costs.
 - A Lagrangian (Wang et al. 2020, "Structured Pruning of Large Language
-  Models"; CoFi, Xia et al. 2022): the loss gets λ₁·(c − t) + λ₂·(c − t)²,
+  Models"; CoFi, Xia et al. 2022): the loss gets λ₁·(c − t) + λ₂·max(c − t, 0)²,
   where c is the expected cost as a fraction of the dense cost and t the
   target, and the multipliers λ₁, λ₂ are trained by gradient *ascent*
-  (`SparseModel.train_step` negates their gradients). While the model is
-  over budget λ₁ grows and pushes the gates closed; under budget it turns
-  negative and lets units reopen. The term's value is the expected cost, but
+  (`SparseModel.train_step` negates their gradients). The budget is an
+  upper bound: while the model is over it λ₁ grows and pushes the gates
+  closed; within it λ₁ is set back to 0 (dual restarts, Gallego-Posada et
+  al. 2022), so no multiplier pulls closed units open, and the square
+  counts only the excess. The term's value is the expected cost, but
   its pull on each unit is the unit's cost in the dense network
   (`CostModel.constraint`), as the L0 paper weighs a unit by the weights it
   carries: the expected cost's own gradient shifts as layers shrink (a unit's

@@ -47,9 +47,10 @@ class SparseModel(keras.Model):
       k·(f₁ − f₂)·(u − ½).
     - **Budgets** (`budget={"kind": "flops" | "params", "target": t}`, as
       `tfsparse.sparsify(..., target_flops=t)` sets): the loss gets
-      λ₁·(c − t) + λ₂·(c − t)², c the expected cost fraction
+      λ₁·(c − t) + λ₂·max(c − t, 0)², c the expected cost fraction
       (`tfsparse.budget.CostModel`; its pull on a gate is the gate's units'
-      dense cost, `CostModel.constraint`), and λ₁, λ₂ ascend their gradient. The
+      dense cost, `CostModel.constraint`), and λ₁, λ₂ ascend their gradient,
+      stay at or above 0, and λ₁ restarts at 0 whenever c ≤ t. The
       term is left out (and λ₁, λ₂ get no gradient) while `budget_engaged` is 0:
       `SparsityScheduler` engages it when the target's ramp starts and
       releases it at hardening. The logs show `cost` (c) and `cost_target`
