@@ -318,7 +318,6 @@ class SparsityScheduler(keras.callbacks.Callback):
             )
             if self.budget_ramp_power != 1:
                 parts[-1] += f" (along (1 - progress)^{self.budget_ramp_power:g})"
-
         parts.append(
             f"hardening at epoch {self.harden_at}"
             if self.harden_at is not None

@@ -143,11 +143,8 @@ class SparseModel(keras.Model):
         below it (NPN on LeNet-300-100: 0.066 against 0.096), λ₁ turned
         negative, and Adam, which normalises the tiny pull on a closed gate
         to a full step, reopened closed units by the dozen (fc1: 69 → 106)."""
-        lambdas = tf.nn.relu(self.budget_multipliers)
-        within = cost <= self.budget_target
-        self.budget_multipliers.assign(
-            tf.stack([tf.where(within, tf.zeros_like(lambdas[0]), lambdas[0]), lambdas[1]])
-        )
+        over = tf.cast(cost > self.budget_target, self.budget_multipliers.dtype)
+        self.budget_multipliers.assign(tf.nn.relu(self.budget_multipliers) * tf.stack([over, 1.0]))
 
     def get_config(self):
         config = super().get_config()
@@ -335,7 +332,7 @@ class SparseModel(keras.Model):
         with tf.control_dependencies([scaled_loss] + ([second_loss] if paired else [])):
             self._apply_updates(weights, weight_gradients, gate_variables, gate_gradients)
         if cost is not None:
-            self._restart_multipliers(tf.stop_gradient(cost))
+            self._restart_multipliers(cost)
         logs = self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
         if cost is not None:
             logs = {**logs, "cost": cost, "cost_target": tf.identity(self.budget_target)}
