@@ -1,8 +1,10 @@
 import json
 import math
 
+import numpy as np
 import pytest
 
+import tfsparse
 from bench import report, run, settings_grid
 
 
@@ -211,7 +213,7 @@ def test_the_paper_table_compares_each_row_with_the_runs_of_its_label(tmp_path, 
             "test_error": error / 100,
             "sparsity": {
                 "units_kept": units,
-                "total": {"weights_fraction": 0.1, "flops_fraction": 0.2},
+                "total": {"weights_fraction": 0.1, "flops_fraction": 0.16},
             },
         }
 
@@ -226,15 +228,46 @@ def test_the_paper_table_compares_each_row_with_the_runs_of_its_label(tmp_path, 
     assert paper.verdict(sep, {**ours, "units": (20, 18, 65, 25), "error": 1.5}) == (
         "short: 11 more units, +0.50 points of error"
     )
+    # Fewer units, but the paper's 9-18-65-25 costs 0.1720 of the dense FLOPs.
+    assert paper.verdict(sep, {**ours, "flops": 0.2}) == "short: +0.0280 of the dense FLOPs"
     bb = next(
         p for p in paper.PAPER_ROWS if p["model"] == "lenet5_caffe" and p["label"] == "bb+dbb"
     )
     assert bb["error"] is None  # the code release only plots its errors
     assert paper.verdict(bb, {**ours, "units": (13, 25, 150, 54)}) == (
-        "6 fewer units; no published error to compare"
+        "6 fewer units, −0.1543 of the dense FLOPs; no published error to compare"
     )
     table = paper.to_markdown(str(tmp_path))
     assert "9-17-60-25 | 1.10 ± 0.07" in table and "not run yet" in table
+    assert "| 9-18-65-25 | 0.1720 | 1.0 |" in table
+
+
+@pytest.mark.parametrize("model", ["lenet5_caffe", "lenet_300_100"])
+def test_the_paper_flops_count_is_summarys_count(model):
+    """The FLOPs a paper row's units cost are counted by hand; they must equal
+    what `tfsparse.summary` counts for the suite's gated network with as many
+    units open."""
+    from bench import paper
+
+    rng = np.random.default_rng(0)
+    net = tfsparse.sparsify(
+        tfsparse.models.get(model)(), "hard_concrete", dataset_size=1000, verbose=0
+    )
+    closed = {}
+    for gate in tfsparse.gates.gates_of(net):
+        n = gate.mask_shape[0]
+        closed[gate.name] = rng.permutation(n)[: rng.integers(1, n - 1)]
+        if model == "lenet5_caffe" and gate.name == "flatten_gate":
+            # fc1's inputs from conv2's closed channels are closed too, as a
+            # paper counts them (channels last: feature i is channel i % 50).
+            in_closed_channels = np.isin(np.arange(n) % 50, closed["conv2_gate"])
+            closed[gate.name] = np.union1d(closed[gate.name], np.flatnonzero(in_closed_channels))
+        values = np.full(n, 4.6)
+        values[closed[gate.name]] = -4.6
+        gate.log_alpha.assign(values)
+    figures = tfsparse.summary(net, print_fn=lambda *_: None)
+    units = figures["units_kept"]
+    assert paper.flops_fraction(model, units) == pytest.approx(figures["total"]["flops_fraction"])
 
 
 def test_fingerprint_comparison_names_each_configuration_that_changed():
