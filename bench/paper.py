@@ -98,6 +98,7 @@ PAPER_ROWS = (
         "row": "BB (gate learning rate 1e-2; 13.3× fewer FLOPs)",
         "model": "lenet_500_300",
         "label": "bb+dbb",
+        "phase": "first",
         "units": (294, 110, 71),
         "error": None,
         "source": BB_RELEASE + " (`compute_flops_lenet_dense.py`); errors only plotted there",
@@ -108,14 +109,16 @@ PAPER_ROWS = (
         "model": "lenet_500_300",
         "label": "bb+dbb",
         "units": None,
+        "units_per_example": (94, 15, 13),
         "error": None,
-        "source": BB_RELEASE + "; tfsparse does not record units per example",
+        "source": BB_RELEASE,
     },
     {
         "paper": "BB / DBB (Lee et al. 2018)",
         "row": "BB (gate learning rate 1e-2; 2.9× fewer FLOPs)",
         "model": "lenet5_caffe",
         "label": "bb+dbb",
+        "phase": "first",
         "units": (13, 25, 156, 54),
         "error": None,
         "source": BB_RELEASE + " (`compute_flops_lenet_conv.py`); errors only plotted there",
@@ -126,8 +129,9 @@ PAPER_ROWS = (
         "model": "lenet5_caffe",
         "label": "bb+dbb",
         "units": None,
+        "units_per_example": (10, 15, 33, 10),
         "error": None,
-        "source": BB_RELEASE + "; tfsparse does not record units per example",
+        "source": BB_RELEASE,
     },
 )
 
@@ -179,38 +183,74 @@ def run(seeds=None, only=None, models=None, records=suites.RECORDS):
             suites.run_suite(SUITE, chosen, models=[model], only=[label], records=records)
 
 
+def _figures(runs):
+    """Figures averaged over the seeds of one configuration; `runs` hold a
+    `test_error` and a `sparsity` (a record, or its `first_phase`)."""
+    errors = [100 * r["test_error"] for r in runs]
+    totals = [r["sparsity"]["total"] for r in runs]
+    kept = [r["sparsity"]["units_kept"] for r in runs]
+    expected = [t.get("flops_expected_fraction") for t in totals]
+    active = [[g.get("avg_active_units") for g in r["sparsity"].get("gates", [])] for r in runs]
+    return {
+        "units_per_example": None
+        if any(None in a or not a for a in active)
+        else tuple(round(statistics.fmean(layer)) for layer in zip(*active)),
+        "seeds": len(runs),
+        "units": tuple(round(statistics.fmean(layer)) for layer in zip(*kept)),
+        "error": statistics.fmean(errors),
+        "error_std": statistics.stdev(errors) if len(errors) > 1 else None,
+        "weights": statistics.fmean(t["weights_fraction"] for t in totals),
+        "flops": statistics.fmean(t["flops_fraction"] for t in totals),
+        "flops_per_example": None if None in expected else statistics.fmean(expected),
+    }
+
+
 def our_rows(records_dir):
-    """{(model, label): figures averaged over the recorded seeds}."""
+    """{(model, label, phase): figures averaged over the recorded seeds};
+    phase "final" is the run's end, "first" the first phase of a two-phase
+    run (BB, before it continues as DBB)."""
     groups = {}
     path = os.path.join(records_dir, f"{SUITE}.jsonl")
     for record in load_records(path, missing_ok=True):
         groups.setdefault((record["model"], record["config"]["label"]), []).append(record)
     out = {}
-    for key, records in groups.items():
-        errors = [100 * r["test_error"] for r in records]
-        totals = [r["sparsity"]["total"] for r in records]
-        kept = [r["sparsity"]["units_kept"] for r in records]
-        out[key] = {
-            "seeds": len(records),
-            "units": tuple(round(statistics.fmean(layer)) for layer in zip(*kept)),
-            "error": statistics.fmean(errors),
-            "error_std": statistics.stdev(errors) if len(errors) > 1 else None,
-            "weights": statistics.fmean(t["weights_fraction"] for t in totals),
-            "flops": statistics.fmean(t["flops_fraction"] for t in totals),
-        }
+    for (model, label), records in groups.items():
+        out[model, label, "final"] = _figures(records)
+        if all("first_phase" in r for r in records):
+            out[model, label, "first"] = _figures([r["first_phase"] for r in records])
     return out
+
+
+def paper_flops(paper):
+    """The FLOPs fraction of a paper row's units on tfsparse's count, and
+    whether it is per example (DBB's active units); None without units."""
+    if paper.get("units_per_example"):
+        return flops_fraction(paper["model"], paper["units_per_example"]), True
+    if paper["units"]:
+        return flops_fraction(paper["model"], paper["units"]), False
+    return None, False
 
 
 def verdict(paper, ours):
     """reproduced / better / short (by how much), against one paper row:
     no more units and FLOPs (counted alike, `flops`) than the paper, at no
-    more than its error + `ERROR_MARGIN`."""
-    if paper["units"] is None:
+    more than its error + `ERROR_MARGIN`. A row of units active per example
+    (DBB) is compared by units and FLOPs per example."""
+    theirs, per_example = paper_flops(paper)
+    if theirs is None:
         return "no paper figure to compare"
-    more_units = sum(ours["units"]) - sum(paper["units"])
-    more_flops = ours["flops"] - flops_fraction(paper["model"], paper["units"])
+    if per_example:
+        if ours["flops_per_example"] is None or ours["units_per_example"] is None:
+            return "no units per example recorded"
+        more_flops = ours["flops_per_example"] - theirs
+        more_units = sum(ours["units_per_example"]) - sum(paper["units_per_example"])
+    else:
+        more_flops = ours["flops"] - theirs
+        more_units = sum(ours["units"]) - sum(paper["units"])
     units = f"{abs(more_units)} {'more' if more_units > 0 else 'fewer'} units"
     flops_change = f"{'+' if more_flops > 0 else '−'}{abs(more_flops):.4f} of the dense FLOPs"
+    if per_example:
+        units, flops_change = f"{units} per example", f"{flops_change} per example"
     if paper["error"] is None:
         return f"{units}, {flops_change}; no published error to compare"
     size = [units] * (more_units > 0) + [flops_change] * (more_flops > 0)
@@ -238,28 +278,34 @@ def to_markdown(records_dir):
         "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for paper in PAPER_ROWS:
-        mine = ours.get((paper["model"], paper["label"]))
-        units = "-".join(map(str, paper["units"])) if paper["units"] else "—"
-        paper_flops = (
-            f"{flops_fraction(paper['model'], paper['units']):.4f}" if paper["units"] else "—"
-        )
+        mine = ours.get((paper["model"], paper["label"], paper.get("phase", "final")))
+        theirs, per_example = paper_flops(paper)
+        if per_example:
+            units = "-".join(map(str, paper["units_per_example"])) + " per example"
+        else:
+            units = "-".join(map(str, paper["units"])) if paper["units"] else "—"
+        paper_flops_cell = "—" if theirs is None else f"{theirs:.4f}"
         error = f"{paper['error']:.1f}" if paper["error"] is not None else "—"
         if mine is None:
             tail = "not run yet | | | | 0 | |"
         else:
+            units_cell = "-".join(map(str, mine["units"]))
+            flops_cell = f"{mine['flops']:.4f}"
+            if per_example and mine["units_per_example"] is not None:
+                units_cell = "-".join(map(str, mine["units_per_example"])) + " per example"
+                flops_cell += f" ({mine['flops_per_example']:.4f} per example)"
             tail = (
-                f"{'-'.join(map(str, mine['units']))} | {_error(mine)} | "
-                f"{mine['weights']:.4f} | {mine['flops']:.4f} | "
+                f"{units_cell} | {_error(mine)} | "
+                f"{mine['weights']:.4f} | {flops_cell} | "
                 f"{mine['seeds']} | {verdict(paper, mine)} |"
             )
         lines.append(
-            f"| {paper['paper']}: {paper['row']} | {paper['model']} | {units} | {paper_flops} | "
-            f"{error} | "
-            f"{tail} {paper['source']} |"
+            f"| {paper['paper']}: {paper['row']} | {paper['model']} | {units} | "
+            f"{paper_flops_cell} | {error} | {tail} {paper['source']} |"
         )
     covered = {(paper["model"], paper["label"]) for paper in PAPER_ROWS}
-    for (model, label), mine in sorted(ours.items()):
-        if (model, label) not in covered:
+    for (model, label, phase), mine in sorted(ours.items()):
+        if (model, label) not in covered and phase == "final":
             lines.append(
                 f"| {label} (no paper row) | {model} | — | — | — | "
                 f"{'-'.join(map(str, mine['units'])) or 'all'} | {_error(mine)} | "

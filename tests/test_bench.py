@@ -219,7 +219,7 @@ def test_the_paper_table_compares_each_row_with_the_runs_of_its_label(tmp_path, 
 
     rows = [record(0, [9, 18, 60, 25], 1.05), record(1, [9, 16, 60, 25], 1.15)]
     (tmp_path / "paper.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
-    ours = paper.our_rows(str(tmp_path))[("lenet5_caffe", "l0-sep")]
+    ours = paper.our_rows(str(tmp_path))[("lenet5_caffe", "l0-sep", "final")]
     assert ours["units"] == (9, 17, 60, 25) and ours["seeds"] == 2
     assert ours["error"] == pytest.approx(1.10)
     sep = next(p for p in paper.PAPER_ROWS if p["label"] == "l0-sep")  # 9-18-65-25 at 1.0 %
@@ -237,9 +237,46 @@ def test_the_paper_table_compares_each_row_with_the_runs_of_its_label(tmp_path, 
     assert paper.verdict(bb, {**ours, "units": (13, 25, 150, 54)}) == (
         "6 fewer units, −0.1543 of the dense FLOPs; no published error to compare"
     )
+    dbb = next(p for p in paper.PAPER_ROWS if p.get("units_per_example") == (10, 15, 33, 10))
+    # 10-15-33-10 units per example cost 0.1695 of the dense FLOPs on tfsparse's count.
+    assert paper.verdict(
+        dbb, {**ours, "units_per_example": (10, 15, 30, 10), "flops_per_example": 0.2}
+    ) == (
+        "3 fewer units per example, +0.0305 of the dense FLOPs per example; "
+        "no published error to compare"
+    )
     table = paper.to_markdown(str(tmp_path))
     assert "9-17-60-25 | 1.10 ± 0.07" in table and "not run yet" in table
     assert "| 9-18-65-25 | 0.1720 | 1.0 |" in table
+
+
+def test_the_paper_table_sets_bb_beside_the_first_phase_and_dbb_per_example(tmp_path):
+    from bench import paper
+
+    def sparsity(units, flops, per_example=None, active=None):
+        total = {"weights_fraction": 0.1, "flops_fraction": flops}
+        if per_example is not None:
+            total["flops_expected_fraction"] = per_example
+        gates = [{"avg_active_units": a} for a in active or [None] * len(units)]
+        return {"units_kept": units, "total": total, "gates": gates}
+
+    record = {
+        "model": "lenet_500_300",
+        "config": {"label": "bb+dbb", "seed": 0},
+        "test_error": 0.015,
+        "sparsity": sparsity([200, 100, 60], 0.05, per_example=0.004, active=[90, 20.4, 9.6]),
+        "first_phase": {"test_error": 0.014, "sparsity": sparsity([250, 100, 60], 0.06)},
+    }
+    (tmp_path / "paper.jsonl").write_text(json.dumps(record) + "\n")
+    ours = paper.our_rows(str(tmp_path))
+    assert ours["lenet_500_300", "bb+dbb", "first"]["units"] == (250, 100, 60)
+    assert ours["lenet_500_300", "bb+dbb", "final"]["flops_per_example"] == 0.004
+    rows = paper.to_markdown(str(tmp_path)).splitlines()
+    bb = next(r for r in rows if "lenet_500_300 | 294-110-71" in r)
+    assert "| 250-100-60 | 1.40 |" in bb and "65 fewer units" in bb
+    dbb = next(r for r in rows if "94-15-13 per example" in r)
+    assert "| 90-20-10 per example | 1.50 |" in dbb and "0.0500 (0.0040 per example)" in dbb
+    assert "2 fewer units per example, +0.0008 of the dense FLOPs per example" in dbb
 
 
 @pytest.mark.parametrize("model", ["lenet5_caffe", "lenet_300_100"])

@@ -31,8 +31,9 @@ Counting conventions:
 For input-dependent gates (DBB) the kept units are those of the static part;
 given a batch `x`, `summary` also reports the average number of units active
 per example (from the gate's per-example inference mask) and the *expected
-FLOPs per example*, which is how the DBB paper counts FLOPs (with the
-per-example active units):
+FLOPs per example*, counted with the per-example active units on both sides
+of each layer. (The BB authors' FLOPs script counts a DBB layer's outputs at
+its static units, since its gate reads them; that count is higher.)
 
 - p(c), for each channel c of each tensor, is the fraction of the examples of
   `x` for which channel c is non-zero after the input-dependent gate on that
