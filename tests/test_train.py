@@ -1,5 +1,6 @@
 import json
 import os
+import subprocess
 
 import keras
 import numpy as np
@@ -56,7 +57,11 @@ def test_main_digits_one_epoch(tmp_path):
         "keras",
         "tensorflow_probability",
         "ai_edge_litert",
+        "tfsparse_commit",
     }
+    # Run from this checkout, the record names its commit.
+    head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True).stdout
+    assert saved["versions"]["tfsparse_commit"].split("+")[0] == head.strip()
     assert saved["args"]["batch_size"] == 128 and saved["args"]["lr"] == 1e-3
 
     # The saved model reproduces the trained model's predictions.
