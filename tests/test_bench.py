@@ -427,6 +427,44 @@ def test_the_arch_benchmark_measures_what_is_recorded_without_training(monkeypat
         assert all(r["error"] != 99.0 for r in measured)
 
 
+def test_the_arch_rows_of_a_seed_without_its_dense_run_take_the_recorded_dense_count(
+    tmp_path, monkeypatch
+):
+    """A seed whose dense network was not trained is measured against an
+    untrained reference (no dense row); its fractions use the dense count
+    every run records."""
+    from bench import arch
+
+    def record(label, flops_total=1000):
+        return {
+            "config": {"model": "mobilenet_v2_050", "seed": 1, "label": label},
+            "test_error": 0.12,
+            "epochs": 5,
+            "sparsity": {"total": {"flops_total": flops_total}},
+        }
+
+    (tmp_path / "arch.jsonl").write_text(json.dumps(record("npn")) + "\n")
+    measured = [
+        {
+            "label": "npn",
+            "flops": 300,
+            "params": 10,
+            "size_bytes": 40,
+            "latency_ms": 0.2,
+            "speedup": 2.0,
+            "parity_ok": True,
+        }
+    ]
+    monkeypatch.setattr(arch.export_bench, "measure_seed", lambda *a, **k: measured)
+    (row,) = arch.rows("mobilenet_v2_050", 1, str(tmp_path), 5, "data.npz")
+    assert row["flops_fraction"] == 0.3 and row["speedup"] == 2.0 and row["error"] == 12.0
+    # Runs of one network that disagree on the dense count are an error.
+    with open(tmp_path / "arch.jsonl", "a") as f:
+        f.write(json.dumps(record("hard_concrete", flops_total=999)) + "\n")
+    with pytest.raises(ValueError, match=r"dense counts \[999, 1000\]"):
+        arch.rows("mobilenet_v2_050", 1, str(tmp_path), 5, "data.npz")
+
+
 def test_the_budget_table_sets_runs_at_a_lambda_rows_flops_beside_it(tmp_path):
     """Budget runs whose target is a λ row's FLOPs fraction are shown beside
     it with their spread over seeds; without such runs the curve is
