@@ -191,12 +191,13 @@ def _figures(runs):
     kept = [r["sparsity"]["units_kept"] for r in runs]
     expected = [t.get("flops_expected_fraction") for t in totals]
     active = [[g.get("avg_active_units") for g in r["sparsity"].get("gates", [])] for r in runs]
+    recorded_active = all(a and None not in a for a in active)
     return {
-        "units_per_example": None
-        if any(None in a or not a for a in active)
-        else tuple(round(statistics.fmean(layer)) for layer in zip(*active)),
         "seeds": len(runs),
         "units": tuple(round(statistics.fmean(layer)) for layer in zip(*kept)),
+        "units_per_example": tuple(round(statistics.fmean(layer)) for layer in zip(*active))
+        if recorded_active
+        else None,
         "error": statistics.fmean(errors),
         "error_std": statistics.stdev(errors) if len(errors) > 1 else None,
         "weights": statistics.fmean(t["weights_fraction"] for t in totals),
