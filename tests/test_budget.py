@@ -194,6 +194,34 @@ def test_the_budget_survives_save_load_and_keeps_its_multipliers(tmp_path):
     )
 
 
+def test_a_budgeted_model_saved_before_the_engaged_flag_still_loads(tmp_path):
+    """Models saved before `budget_engaged` existed (the arch benchmark's
+    ResNet-20 runs) hold three budget variables; they load, and the flag
+    keeps its initial value."""
+    import zipfile
+
+    import h5py
+
+    dense = models.lenet_300_100((8, 8, 1), 10)
+    sparse = tfsparse.sparsify(dense, "npn", dataset_size=100, target_flops=0.4, verbose=0)
+    sparse.budget_multipliers.assign([0.5, 2.0])
+    sparse.budget_start.assign(0.9)
+    sparse.save(tmp_path / "new.keras")
+    with zipfile.ZipFile(tmp_path / "new.keras") as archive:
+        archive.extractall(tmp_path / "unpacked")
+    with h5py.File(tmp_path / "unpacked" / "model.weights.h5", "r+") as weights:
+        own = weights["vars"]  # the model's own variables, in Keras' order
+        assert sorted(own) == ["0", "1", "2", "3"]
+        del own["3"]  # budget_engaged, the last one
+    with zipfile.ZipFile(tmp_path / "old.keras", "w") as archive:
+        for path in (tmp_path / "unpacked").iterdir():
+            archive.write(path, path.name)
+    reloaded = keras.models.load_model(tmp_path / "old.keras")
+    np.testing.assert_array_equal(reloaded.budget_multipliers.numpy(), [0.5, 2.0])
+    assert float(reloaded.budget_start.numpy()) == pytest.approx(0.9)
+    assert float(reloaded.budget_engaged.numpy()) == 1.0
+
+
 def test_a_budgeted_run_resumes_exactly(tmp_path):
     from test_resume import Interrupt
 

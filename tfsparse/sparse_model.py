@@ -116,6 +116,18 @@ class SparseModel(keras.Model):
             initializer=keras.initializers.Constant(1.0),
         )
 
+    def load_own_variables(self, store):
+        # A budgeted model saved before `budget_engaged` existed holds the
+        # other three budget variables in the same order; the flag keeps its
+        # initial value (engaged), which inference never reads.
+        own = self._trainable_variables + self._non_trainable_variables
+        if self.budget is not None and len(store.keys()) == len(own) - 1:
+            if own[-1] is self.budget_engaged:
+                for i, variable in enumerate(own[:-1]):
+                    variable.assign(store[str(i)])
+                return
+        super().load_own_variables(store)
+
     @property
     def cost_model(self):
         """The `tfsparse.budget.CostModel` of the budget's kind (built once)."""
