@@ -121,12 +121,10 @@ class SparseModel(keras.Model):
         # other three budget variables in the same order; the flag keeps its
         # initial value (engaged), which inference never reads.
         own = self._trainable_variables + self._non_trainable_variables
-        if self.budget is not None and len(store.keys()) == len(own) - 1:
-            if own[-1] is self.budget_engaged:
-                for i, variable in enumerate(own[:-1]):
-                    variable.assign(store[str(i)])
-                return
-        super().load_own_variables(store)
+        if self.budget is None or len(store.keys()) != len(own) - 1:
+            return super().load_own_variables(store)
+        for i, variable in enumerate(own[:-1]):  # budget_engaged is the last
+            variable.assign(store[str(i)])
 
     @property
     def cost_model(self):
