@@ -79,6 +79,12 @@ def parse_args(argv=None):
     )
     p.add_argument("--out", default="saved_models", help="parent folder of the run folder")
     p.add_argument("--run-name", default=None, help="default: <model>-<dataset>-<timestamp>")
+    p.add_argument(
+        "--resume",
+        action="store_true",
+        help="checkpoint every epoch; the same command started again continues "
+        "where it stopped (needs --run-name)",
+    )
     p.add_argument("--verbose", type=int, default=1, choices=(0, 1, 2), help="Keras fit verbosity")
     m = p.add_argument_group("sparsity methods")
     m.add_argument(

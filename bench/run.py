@@ -2,6 +2,7 @@
 
 import dataclasses
 import datetime
+import hashlib
 import json
 import os
 import platform
@@ -19,6 +20,7 @@ _RUN_OPTIONS = {f.name for f in dataclasses.fields(training.RunConfig)} - {
     "epochs",
     "run_name",
     "settings",
+    "resume",
 }
 DEFAULT_OUT = os.path.join("bench", "results", "runs")
 METHODS = training.methods()
@@ -41,6 +43,10 @@ def run_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **se
             `prune_level`, `continue_epochs`, `target_flops`, `target_params`, `ramp`,
             `export`) and the method's own settings.
 
+    The run checkpoints every epoch (`RunConfig.resume`) in a folder named by
+    its configuration: started again after an interruption, it continues
+    from its last finished epoch.
+
     Returns:
         The record that was appended: the run's results plus `config`
         (the arguments above) and `host` (hostname, CPU count, platform, date).
@@ -50,19 +56,24 @@ def run_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **se
     settings = dict(settings)
     label = label or method
     stem = os.path.splitext(os.path.basename(str(dataset)))[0]
-    stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S-%f")
     # Where the run goes and how it logs: not part of the recorded configuration.
     logistics = {"out": settings.pop("out", DEFAULT_OUT), "verbose": settings.pop("verbose", 2)}
     options = {key: settings.pop(key) for key in sorted(_RUN_OPTIONS) if key in settings}
     method_settings = dict(settings)
+    # The folder is named by everything the run computes (and the records it
+    # goes to), so that an interrupted run started again resumes from its
+    # checkpoints and a changed configuration starts afresh.
+    what = [os.path.basename(str(out_jsonl)), method, epochs, method_settings, options]
+    digest = hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:10]
     config = training.RunConfig(
         model=model,
         dataset=str(dataset),
         method=method,
         seed=seed,
         epochs=epochs,
-        run_name=f"{model}-{label}-{stem}-s{seed}-{stamp}",
+        run_name=f"{model}-{label}-{stem}-s{seed}-{digest}",
         settings=method_settings,
+        resume=True,
         **logistics,
         **options,
     )

@@ -30,6 +30,7 @@ from tfsparse.compact import compact
 from tfsparse.export import export
 from tfsparse.gates import registry
 from tfsparse.pruning import prune_by_magnitude
+from tfsparse.resume import PhaseCheckpoints
 from tfsparse.sparsify import sparsify
 from tfsparse.summary import summary
 
@@ -77,6 +78,10 @@ class RunConfig:
         continue_epochs: then train for this many epochs the method that starts from
             this one's gates (`registry.successor`: DBB after BB).
         export: compact the trained model and export SavedModel + TFLite.
+        resume: checkpoint every epoch under `<out>/<run_name>/checkpoints`, so
+            that the same configuration started again with the same `run_name`
+            continues from the last finished epoch (`tfsparse.resume`); needs a
+            `run_name`.
     """
 
     model: str
@@ -102,6 +107,7 @@ class RunConfig:
     prune_level: str | None = None
     continue_epochs: int = 0
     export: bool = False
+    resume: bool = False
 
     def __post_init__(self):
         _checks.choice("model", self.model, tuple(models.MODELS))
@@ -129,6 +135,11 @@ class RunConfig:
             raise ValueError(
                 f"`continue_epochs` needs a method that another continues from ({followed}); "
                 f"got `method` {self.method!r}."
+            )
+        if self.resume and self.run_name is None:
+            raise ValueError(
+                "`resume` continues the run named `run_name`: give one (the default "
+                "name has the time in it, so a second start would not find the first)."
             )
         if self.run_name is None:
             stem = os.path.splitext(os.path.basename(str(self.dataset)))[0]
@@ -185,7 +196,7 @@ def build_sparse(
     dense = build_model(config, splits)
     if config.pretrain_epochs:
         pretrain = config.replace(epochs=config.pretrain_epochs)
-        fit(compile_model(dense, pretrain, splits), splits, pretrain)
+        fit(compile_model(dense, pretrain, splits), splits, pretrain, phase="pretrain")
     plan = recipes.recipe(
         config.method,
         config.epochs,
@@ -225,41 +236,39 @@ def compile_model(
     return model
 
 
-class EpochTimer(keras.callbacks.Callback):
-    """Records the wall time of every epoch (training plus validation), in seconds."""
-
-    def __init__(self):
-        super().__init__()
-        self.times = []
-        self._start = None
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._start = time.perf_counter()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self.times.append(time.perf_counter() - self._start)
-
-
 def fit(
     model: keras.Model,
     splits: data.Splits,
     config: RunConfig,
     callbacks: tuple[keras.callbacks.Callback, ...] | list = (),
+    phase: str = "train",
 ) -> tuple[keras.callbacks.History, list[float]]:
     """Trains a compiled model for `config.epochs` on `splits.train`, validating on
     `splits.val` (none when it is empty); returns the `History` and each epoch's
-    wall time in seconds."""
-    timer = EpochTimer()
-    x_val, y_val = splits.val
-    history = model.fit(
-        *splits.train,
-        batch_size=config.batch_size,
-        epochs=config.epochs,
-        validation_data=(x_val, y_val) if len(x_val) else None,
-        callbacks=[*callbacks, timer],
-        verbose=config.verbose,
-    )
-    return history, timer.times
+    wall time in seconds. With `config.resume` the run's `phase` is checkpointed
+    every epoch, resumes where it stopped and, once finished, is loaded instead
+    of trained again (`tfsparse.resume`)."""
+    checkpoints = PhaseCheckpoints(config)
+    recorder = checkpoints.recorder(phase)
+    history = keras.callbacks.History()
+    if checkpoints.finished(phase):
+        checkpoints.restore(phase, model)
+        recorder.load_all()
+    else:
+        x_val, y_val = splits.val
+        model.fit(
+            *splits.train,
+            batch_size=config.batch_size,
+            epochs=config.epochs,
+            validation_data=(x_val, y_val) if len(x_val) else None,
+            # The backup first, so that it restores before the scheduler plans;
+            # the recorder last, so that it sees the scheduler's logs.
+            callbacks=[*checkpoints.callbacks(phase), *callbacks, recorder],
+            verbose=config.verbose,
+        )
+        checkpoints.finish(phase, model)
+    history.history = recorder.history
+    return history, recorder.times
 
 
 def continue_training(
@@ -274,9 +283,9 @@ def continue_training(
         dataset_size=len(splits.train[0]),
         seed=config.seed,
     )
-    phase = config.replace(epochs=config.continue_epochs, continue_epochs=0)
-    compile_model(following, phase, splits)
-    history, times = fit(following, splits, phase, [SparsityScheduler()])
+    continued = config.replace(epochs=config.continue_epochs, continue_epochs=0)
+    compile_model(following, continued, splits)
+    history, times = fit(following, splits, continued, [SparsityScheduler()], phase="continue")
     return following, history, times
 
 
@@ -302,6 +311,7 @@ def run(config: RunConfig) -> dict[str, Any]:
         `export` the before/after export reports as `export`.
     """
     keras.utils.set_random_seed(config.seed)
+    checkpoints = PhaseCheckpoints.start(config)
     splits = data.load(config.dataset, validation_split=config.validation_split, seed=config.seed)
     if config.method == DENSE:
         model, callbacks = compile_model(build_model(config, splits), config, splits), []
@@ -318,6 +328,9 @@ def run(config: RunConfig) -> dict[str, Any]:
             history.history.setdefault(key, []).extend(values)
         epoch_times += more_times
     total_time = time.perf_counter() - start
+    if checkpoints.resumed:
+        # This process trained only part of the run: count every epoch's time.
+        total_time = sum(epoch_times)
     if config.prune_rate is not None:
         level = config.prune_level or config.settings.get("level", "weight")
         prune_by_magnitude(model, config.prune_rate, level=level)
@@ -351,12 +364,15 @@ def run(config: RunConfig) -> dict[str, Any]:
         # With a batch, input-dependent gates (DBB) also report per-example figures.
         "sparsity": summary(model, print_fn=None, x=splits.test[0][:1000]),
     }
+    if checkpoints.resumed:
+        results["resumed"] = True
     if first_phase is not None:
         results["first_phase"] = first_phase
     if config.export:
         results["export"] = export_before_after(model, splits, run_dir)
     with open(os.path.join(run_dir, "results.json"), "w") as f:
         json.dump(results, f, indent=2, default=_jsonable)
+    checkpoints.remove()
     return results
 
 

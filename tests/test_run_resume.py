@@ -1,0 +1,121 @@
+"""`RunConfig(resume=True)`: a run stopped in any phase continues where it stopped
+when started again, without training its finished phases again."""
+
+import json
+import os
+
+import keras
+import pytest
+
+from tfsparse import resume, training
+
+
+class Interrupt(keras.callbacks.Callback):
+    def __init__(self, at_epoch):
+        super().__init__()
+        self.at_epoch = at_epoch
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if epoch == self.at_epoch:
+            raise KeyboardInterrupt("simulated interruption")
+
+
+class CountEpochs(keras.callbacks.Callback):
+    def __init__(self, counts, phase):
+        super().__init__()
+        self.counts, self.phase = counts, phase
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.counts[self.phase] = self.counts.get(self.phase, 0) + 1
+
+
+BACKUP = resume.PhaseCheckpoints.callbacks
+
+
+def _config(tmp_path, **changes):
+    # BB after dense pretraining, then DBB: all three phases.
+    settings = dict(
+        model="lenet_300_100",
+        dataset="digits",
+        method="bb",
+        epochs=3,
+        pretrain_epochs=1,
+        continue_epochs=2,
+        out=str(tmp_path),
+        run_name="stopped",
+        verbose=0,
+        resume=True,
+    )
+    return training.RunConfig(**{**settings, **changes})
+
+
+def _run(config, monkeypatch, interrupt=None):
+    """Runs `config`, stopping at (phase, epoch) `interrupt`; returns the
+    results (None when stopped) and the epochs each phase trained."""
+    counts = {}
+
+    def callbacks(self, phase):
+        extra = [CountEpochs(counts, phase)]
+        if interrupt and interrupt[0] == phase:
+            extra.append(Interrupt(interrupt[1]))
+        return BACKUP(self, phase) + extra
+
+    monkeypatch.setattr(resume.PhaseCheckpoints, "callbacks", callbacks)
+    if interrupt:
+        with pytest.raises(KeyboardInterrupt):
+            training.run(config)
+        return None, counts
+    return training.run(config), counts
+
+
+@pytest.mark.parametrize("phase, epoch", [("train", 2), ("continue", 1)])
+def test_a_stopped_run_continues_where_it_stopped(tmp_path, monkeypatch, phase, epoch):
+    reference, _ = _run(_config(tmp_path, run_name="whole"), monkeypatch)
+    _, before = _run(_config(tmp_path), monkeypatch, interrupt=(phase, epoch))
+    results, after = _run(_config(tmp_path), monkeypatch)
+
+    # The finished phases are loaded, the stopped one trains its remaining epochs.
+    wanted = {"pretrain": 1, "train": 3, "continue": 2}
+    assert before[phase] == epoch
+    left = {p: wanted[p] - before.get(p, 0) for p in wanted}
+    assert after == {p: n for p, n in left.items() if n}
+    # Every epoch's log and time is kept across the stop.
+    assert results["epochs"] == 5 and len(results["time_per_epoch"]) == 5
+    lengths = {key: len(values) for key, values in results["history"].items()}
+    assert lengths == {key: len(values) for key, values in reference["history"].items()}
+    assert lengths["loss"] == 5
+    assert results["resumed"] is True and "resumed" not in reference
+    if phase == "continue":
+        # The BB phase was restored as it was trained (same seed, same arithmetic).
+        assert results["first_phase"]["test_error"] == reference["first_phase"]["test_error"]
+        assert results["first_phase"]["sparsity"] == reference["first_phase"]["sparsity"]
+    # The checkpoints go once the results are saved.
+    run_dir = tmp_path / "stopped"
+    assert (run_dir / "results.json").is_file()
+    assert not (run_dir / "checkpoints").exists()
+
+
+def test_checkpoints_of_another_configuration_are_refused(tmp_path, monkeypatch):
+    _run(_config(tmp_path), monkeypatch, interrupt=("train", 1))
+    with pytest.raises(ValueError, match="differs in lr"):
+        training.run(_config(tmp_path, lr=2e-3))
+    with open(tmp_path / "stopped" / "checkpoints" / resume.CONFIG_FILE) as f:
+        assert json.load(f)["lr"] == 1e-3
+
+
+def test_resume_needs_a_run_name():
+    with pytest.raises(ValueError, match="`run_name`"):
+        training.RunConfig(model="lenet_300_100", dataset="digits", resume=True)
+
+
+def test_the_recorder_drops_epochs_logged_after_the_last_checkpoint(tmp_path):
+    path = os.path.join(tmp_path, "train-epochs.jsonl")
+    with open(path, "w") as f:
+        for epoch in range(3):
+            f.write(json.dumps({"epoch": epoch, "time": 1.0, "logs": {"loss": epoch}}) + "\n")
+    recorder = resume.EpochRecorder(path)
+    # The backup had saved after epoch 1 (index 1), so the fit resumes at 2.
+    recorder.on_epoch_begin(2)
+    recorder.on_epoch_end(2, {"loss": 9.0})
+    assert recorder.history == {"loss": [0.0, 1.0, 9.0]}
+    assert [e["logs"]["loss"] for e in recorder.read()] == [0.0, 1.0, 9.0]
