@@ -231,9 +231,10 @@ def plot(model, measured, torch_records, path):
 
 def measure(args, records, dataset, scale, runs, measured):
     """Trains what the suites lack for `args.models` and `args.seeds`,
-    measures those rows (replacing them in `measured`; the others stay as
-    they were measured: each network's latencies are compared within one
-    invocation) and runs Torch-Pruning's side; returns the rows."""
+    measures the saved models of those (replacing their rows in `measured`;
+    the others stay as they were measured: each row's latency is compared
+    with the dense file's in its own invocation) and runs Torch-Pruning's
+    side; returns the rows."""
     for model in [] if args.no_train else args.models:
         suites.run_suite(
             NETWORKS[model].suite,
@@ -244,18 +245,20 @@ def measure(args, records, dataset, scale, runs, measured):
             epochs_scale=scale,
             runs_dir=os.path.join(records, "runs") if args.quick else None,
         )
-    measured = [
-        r for r in measured if r["model"] not in args.models or r["seed"] not in args.seeds
-    ]
     for model in args.models:
         network = NETWORKS[model]
         for seed in args.seeds:
             mine = rows(model, seed, records, runs, dataset)
+            # A row whose saved model is not in this checkout stays as it was
+            # measured (its ratio is to the dense file timed in its invocation).
+            again = {(r["model"], r["seed"], r["label"]) for r in mine}
+            measured = [r for r in measured if (r["model"], r["seed"], r["label"]) not in again]
             measured += mine
             if not args.no_torch:
                 epochs, _ = suites.scaled(network.epochs, {}, scale)
                 finetune, _ = suites.scaled(network.finetune_epochs, {}, scale)
-                torch_record(model, seed, mine, records, dataset, epochs, finetune)
+                ours = [r for r in measured if (r["model"], r["seed"]) == (model, seed)]
+                torch_record(model, seed, ours, records, dataset, epochs, finetune)
     order = list(NETWORKS)
     return sorted(measured, key=lambda r: (order.index(r["model"]), r["seed"]))
 

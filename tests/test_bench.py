@@ -427,6 +427,25 @@ def test_the_arch_benchmark_measures_what_is_recorded_without_training(monkeypat
         assert all(r["error"] != 99.0 for r in measured)
 
 
+def test_the_arch_benchmark_keeps_the_rows_of_models_it_cannot_measure_again(monkeypatch):
+    """Measuring a seed where only some runs' saved models are present (a
+    new checkout, one new run) replaces those rows and keeps the others."""
+    import argparse
+
+    from bench import arch
+
+    earlier = _arch_rows()
+    new = {**earlier[2], "label": "npn@0.2", "error": 7.0}
+    monkeypatch.setattr(arch, "rows", lambda *a: [new, {**earlier[1], "error": 9.5}])
+    args = argparse.Namespace(models=["resnet20"], seeds=[0], no_train=True, no_torch=True)
+    measured = arch.measure(args, "records", "data.npz", 1.0, 5, earlier)
+    by_label = {r["label"]: r for r in measured}
+    assert sorted(by_label) == sorted([r["label"] for r in earlier] + ["npn@0.2"])
+    assert len(measured) == len(earlier) + 1
+    assert by_label["hard_concrete"]["error"] == 9.5 and by_label["npn@0.2"]["error"] == 7.0
+    assert by_label["npn"] == earlier[2]
+
+
 def test_the_arch_rows_of_a_seed_without_its_dense_run_take_the_recorded_dense_count(
     tmp_path, monkeypatch
 ):
