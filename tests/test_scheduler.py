@@ -101,6 +101,24 @@ def test_cosine_optimizer_settles_weights_and_gates_by_the_last_step():
     assert float(recipes.optimizer(4e-3).learning_rate) == pytest.approx(4e-3)  # constant
 
 
+def test_the_step_rate_drops_tenfold_at_half_and_at_80_percent_for_weights_and_gates():
+    x, y = _digits_like(64)
+    model = tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=64, seed=0, lr_multiplier=10.0)
+    model.compile(
+        recipes.optimizer(1e-2, "step", total_steps=20),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    rates = []
+    for _ in range(5):  # 4 steps an epoch
+        rates.append(float(model.optimizer.learning_rate))
+        model.fit(x, y, batch_size=16, epochs=1, verbose=0)
+    # Read at steps 0, 4, 8, 12, 16 of 20: drops after step 10 and step 16.
+    np.testing.assert_allclose(rates, [1e-2, 1e-2, 1e-2, 1e-3, 1e-3], rtol=1e-6)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-4)  # step 20
+    (boosted,) = model.boosted_gate_optimizers
+    assert float(boosted.learning_rate) == pytest.approx(1e-3)  # 10× the weights' rate
+
+
 def test_step_schedule_follows_optimizer_iterations():
     x, y = _digits_like(64)
     model = _compile(tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=64))
