@@ -372,6 +372,30 @@ def test_the_projection_ranks_saturated_npn_gates_by_phi_and_never_closes_a_gate
     assert expected == pytest.approx(cost.deterministic()[1], rel=1e-6)
 
 
+def test_the_projection_reopens_the_best_unit_of_a_gate_that_training_closed_whole():
+    # MobileNetV2-0.5 on Fashion-MNIST, NPN at 0.3, seed 2: the plastic
+    # stage closed every channel of the stream after block 1 and the
+    # hardened network ended at 90 % error.
+    sparse = tfsparse.sparsify(
+        models.mobilenet_v2((16, 16, 3), 10, width=0.5), "npn", dataset_size=10, verbose=0
+    )
+    rng = np.random.default_rng(0)
+    gates = gates_of(sparse)
+    for gate in gates:
+        gate.phi.assign(rng.uniform(0.01, 1.0, gate.mask_shape))
+        gate.k.assign(5000.0)
+    closed = gates[2]
+    phi = rng.uniform(-1.0, -0.01, closed.mask_shape)
+    closed.phi.assign(phi)
+    cost = CostModel(sparse)
+    assert not cost.deterministic()[0][cost._units_of(closed)].any()
+    keep = cost.project(0.3)
+    assert cost._fraction(_kept_vector(cost, keep)) <= 0.3
+    (reopened,) = np.flatnonzero(keep[2])
+    assert reopened == np.argmax(phi)
+    assert all(kept_units.any() for kept_units in keep)
+
+
 def test_npn_budget_engages_with_the_plastic_stage_and_releases_at_hardening():
     # In NPN's deterministic first stage σ(k·φ) is saturated: the cost cannot
     # follow a falling target, and multipliers ascending against that gap

@@ -279,13 +279,24 @@ class CostModel:
         kept units with the lowest `Gate.keep_score` are closed until it is
         met, never a gate's last kept unit (a gate closed whole cuts the
         network); then the closed units are reopened, highest score first,
-        each one that still fits the target. Returns one bool array per
-        gate."""
-        kept, fraction = self.deterministic()
+        each one that still fits the target. A gate that training closed
+        whole first gets its best unit back, for the same reason. Returns one
+        bool array per gate."""
+        kept, _ = self.deterministic()
         score = self._keep_scores()
-        if fraction > target:
+        kept = self._reopen_closed_gates(kept, score)
+        if self._fraction(kept) > target:
             kept = self._close_until_within(kept, score, target)
         return self._reopen_what_fits(kept, score, target)
+
+    def _reopen_closed_gates(self, kept, score):
+        """`kept` with the highest-scoring unit of every gate that keeps none."""
+        kept = kept.copy()
+        for gate in self.gates:
+            units = self._units_of(gate)
+            if not np.any(kept[units] > 0):
+                kept[units[np.argmax(score[units])]] = 1.0
+        return kept
 
     def _keep_scores(self):
         """Every gate's `keep_score`; the constant at index 0 is never closed."""
