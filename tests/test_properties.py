@@ -25,7 +25,11 @@ def _check(gate, x):
     assert np.all((mask >= 0) & (mask <= 1))
     penalty = float(gate.penalty())
     assert np.isfinite(penalty) and penalty >= -1e-6
-    np.testing.assert_array_equal(gate(x, training=False).numpy(), gate(x, training=False).numpy())
+    # No sampling at inference: two calls agree up to float32 rounding (under
+    # load, a BB gate's two calls once differed in the last bit).
+    np.testing.assert_allclose(
+        gate(x, training=False).numpy(), gate(x, training=False).numpy(), rtol=1e-5, atol=0
+    )
 
 
 def _x(scale):
