@@ -341,11 +341,9 @@ def test_the_budget_target_falls_every_step_until_it_is_reached(power):
     np.testing.assert_allclose(seen[8:], 0.5)
 
 
-def test_the_projection_ranks_saturated_npn_gates_by_phi_and_never_closes_a_gate_whole():
-    # At hardening NPN's k is in the thousands, so σ(k·φ) is 1 for every open
-    # unit: ranked by it, ties fell in graph order and a MobileNetV2 projected
-    # from 0.70 to 0.3 of the FLOPs lost its stem and first 12 blocks whole
-    # (test error 90 %).
+def _saturated_npn_mobilenet():
+    """A gated MobileNetV2-0.5 at hardening: k = 5000 and random positive φ,
+    so σ(k·φ) is 1 for every unit. Returns (model, gates, the generator)."""
     sparse = tfsparse.sparsify(
         models.mobilenet_v2((16, 16, 3), 10, width=0.5), "npn", dataset_size=10, verbose=0
     )
@@ -354,6 +352,15 @@ def test_the_projection_ranks_saturated_npn_gates_by_phi_and_never_closes_a_gate
     for gate in gates:
         gate.phi.assign(rng.uniform(0.01, 1.0, gate.mask_shape))
         gate.k.assign(5000.0)
+    return sparse, gates, rng
+
+
+def test_the_projection_ranks_saturated_npn_gates_by_phi_and_never_closes_a_gate_whole():
+    # At hardening NPN's k is in the thousands, so σ(k·φ) is 1 for every open
+    # unit: ranked by it, ties fell in graph order and a MobileNetV2 projected
+    # from 0.70 to 0.3 of the FLOPs lost its stem and first 12 blocks whole
+    # (test error 90 %).
+    sparse, gates, _ = _saturated_npn_mobilenet()
     cost = CostModel(sparse)
     keep = cost.project(0.3)
     kept = _kept_vector(cost, keep)
@@ -376,14 +383,7 @@ def test_the_projection_reopens_the_best_unit_of_a_gate_that_training_closed_who
     # MobileNetV2-0.5 on Fashion-MNIST, NPN at 0.3, seed 2: the plastic
     # stage closed every channel of the stream after block 1 and the
     # hardened network ended at 90 % error.
-    sparse = tfsparse.sparsify(
-        models.mobilenet_v2((16, 16, 3), 10, width=0.5), "npn", dataset_size=10, verbose=0
-    )
-    rng = np.random.default_rng(0)
-    gates = gates_of(sparse)
-    for gate in gates:
-        gate.phi.assign(rng.uniform(0.01, 1.0, gate.mask_shape))
-        gate.k.assign(5000.0)
+    sparse, gates, rng = _saturated_npn_mobilenet()
     closed = gates[2]
     phi = rng.uniform(-1.0, -0.01, closed.mask_shape)
     closed.phi.assign(phi)

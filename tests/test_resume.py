@@ -6,17 +6,8 @@ import numpy as np
 import pytest
 
 import tfsparse
+from tests.helpers.interrupt import Interrupt
 from tfsparse import recipes
-
-
-class Interrupt(keras.callbacks.Callback):
-    def __init__(self, at_epoch):
-        super().__init__()
-        self.at_epoch = at_epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.at_epoch:
-            raise KeyboardInterrupt("simulated interruption")
 
 
 def _data():

@@ -7,17 +7,8 @@ import os
 import keras
 import pytest
 
+from tests.helpers.interrupt import Interrupt
 from tfsparse import resume, training
-
-
-class Interrupt(keras.callbacks.Callback):
-    def __init__(self, at_epoch):
-        super().__init__()
-        self.at_epoch = at_epoch
-
-    def on_epoch_begin(self, epoch, logs=None):
-        if epoch == self.at_epoch:
-            raise KeyboardInterrupt("simulated interruption")
 
 
 class CountEpochs(keras.callbacks.Callback):
