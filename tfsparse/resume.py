@@ -11,7 +11,9 @@ finished phase leaves its weights in `<phase>.weights.h5`; started again with
 the same configuration and `run_name`, the run loads the finished phases
 instead of training them and resumes the unfinished one at its last finished
 epoch. The data's shuffling order restarts with the process, so a resumed
-run is not bit-identical to an uninterrupted one.
+run is not bit-identical to an uninterrupted one. The backup is written
+before the epoch's log line, so a stop between the two loses that line (the
+epoch's logs and time), not its training.
 """
 
 from __future__ import annotations
