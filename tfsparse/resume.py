@@ -39,27 +39,40 @@ class EpochRecorder(keras.callbacks.Callback):
     def __init__(self, path: str | None = None):
         super().__init__()
         self.path = path
-        self.history: dict[str, list[float]] = {}
-        self.times: list[float] = []
+        self.entries: list[dict] = []  # {"epoch", "time", "logs"}, as in the file
         self._start = None
         self._loaded = False
+
+    @property
+    def history(self) -> dict[str, list[float]]:
+        history = {}
+        for entry in self.entries:
+            for key, value in entry["logs"].items():
+                history.setdefault(key, []).append(value)
+        return history
+
+    @property
+    def times(self) -> list[float]:
+        return [entry["time"] for entry in self.entries]
 
     def on_epoch_begin(self, epoch, logs=None):
         if not self._loaded:
             self._loaded = True
             # An epoch logged after the last checkpoint runs again: drop it.
-            for entry in [e for e in self.read() if e["epoch"] < epoch]:
-                self._add(entry["logs"], entry["time"])
-            self._rewrite()
+            self.entries = [e for e in self.read() if e["epoch"] < epoch]
+            if self.path:
+                with open(self.path, "w") as f:
+                    f.writelines(json.dumps(e) + "\n" for e in self.entries)
         self._start = time.perf_counter()
 
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._start
         logs = {key: float(value) for key, value in (logs or {}).items()}
-        self._add(logs, seconds)
+        entry = {"epoch": epoch, "time": seconds, "logs": logs}
+        self.entries.append(entry)
         if self.path:
             with open(self.path, "a") as f:
-                f.write(json.dumps({"epoch": epoch, "time": seconds, "logs": logs}) + "\n")
+                f.write(json.dumps(entry) + "\n")
 
     def read(self) -> list[dict]:
         if not self.path or not os.path.exists(self.path):
@@ -69,20 +82,7 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def load_all(self):
         """Reads back every recorded epoch (a finished phase's)."""
-        for entry in self.read():
-            self._add(entry["logs"], entry["time"])
-
-    def _add(self, logs, seconds):
-        for key, value in logs.items():
-            self.history.setdefault(key, []).append(value)
-        self.times.append(seconds)
-
-    def _rewrite(self):
-        if self.path:
-            with open(self.path, "w") as f:
-                for i, seconds in enumerate(self.times):
-                    logs = {key: values[i] for key, values in self.history.items()}
-                    f.write(json.dumps({"epoch": i, "time": seconds, "logs": logs}) + "\n")
+        self.entries = self.read()
 
 
 class PhaseCheckpoints:
