@@ -1,7 +1,8 @@
 """Issue 19: the networks people deploy, on Fashion-MNIST, against Torch-Pruning.
 
     python -m bench.arch [--quick] [--seeds 0] [--models resnet20 mobilenet_v2_050 vit]
-                         [--no-torch] [--no-train] [--render-only] [--page README.md]
+                         [--no-torch] [--torch-at LABEL ...] [--no-train] [--render-only]
+                         [--page README.md]
 
 For each network, trains its suite (`bench/suites.py`; `arch` for ResNet-20
 and MobileNetV2: the dense network and every method at a FLOPs budget through
@@ -14,10 +15,11 @@ Then Torch-Pruning's side (`bench/torch_side/pruning.py`, in `.venv-torch`:
 `make torch-env`) trains the same architecture in PyTorch on the same split,
 prunes it to the multiply-adds that tfsparse's best method reached (the
 lowest test error among the methods within a third of the dense
-multiply-adds, the issue's target; the lowest of all if none is), fine-tunes
+multiply-adds, the issue's target; the lowest of all if none is; or those
+of the rows `--torch-at` names), fine-tunes
 it (`NETWORKS`: training and fine-tuning together as many epochs as
 tfsparse's runs) and times it against its dense network in torch; its record
-goes to `arch_torch.jsonl` and is not repeated.
+goes to `arch_torch.jsonl`, one per row matched, and is not repeated.
 
 Writes `arch.md` (the table), `arch_measured.jsonl` (the measured rows; the
 rows of networks and seeds not measured in this invocation are kept) and
@@ -147,12 +149,27 @@ def best(measured):
     return min(within or gated, key=lambda r: r["error"])
 
 
-def torch_record(model, seed, measured, records, dataset, epochs, finetune_epochs):
+def matched_row(measured, label=None):
+    """The row Torch-Pruning is aimed at: the one labelled `label`, or
+    tfsparse's best method (`best`) when `label` is None."""
+    if label is None:
+        return best(measured)
+    found = [r for r in measured if r["label"] == label]
+    if not found:
+        labels = sorted({r["label"] for r in measured})
+        raise ValueError(f"--torch-at {label!r} names no measured row; the rows are {labels}")
+    return found[0]
+
+
+def torch_record(model, seed, measured, records, dataset, epochs, finetune_epochs, at=None):
     """Torch-Pruning's record for (`model`, `seed`), run once (its own
-    environment) at the multiply-adds of tfsparse's best method."""
+    environment) at the multiply-adds of the row labelled `at` (by default
+    tfsparse's best method)."""
+    target = matched_row(measured, at)
     path = os.path.join(records, f"{SUITE}_torch.jsonl")
+    key = (model, seed, os.path.basename(dataset), target["label"])
     for r in load_records(path, missing_ok=True):
-        if (r["tfsparse_model"], r["seed"], r["data"]) == (model, seed, os.path.basename(dataset)):
+        if (r["tfsparse_model"], r["seed"], r["data"], r["matched"]) == key:
             return r
     if not os.path.exists(TORCH_PYTHON):
         raise SystemExit(f"{TORCH_PYTHON} is missing: run `make torch-env` (or pass --no-torch).")
@@ -172,7 +189,7 @@ def torch_record(model, seed, measured, records, dataset, epochs, finetune_epoch
                 "--finetune-epochs",
                 str(finetune_epochs),
                 "--target-macs",
-                str(best(measured)["flops"]),
+                str(target["flops"]),
                 "--dense-macs",
                 str(dense["flops"]),
                 "--seed",
@@ -185,9 +202,7 @@ def torch_record(model, seed, measured, records, dataset, epochs, finetune_epoch
         (record,) = load_records(out)
     if record["train_labels_sha256"] != train_labels_digest(dataset, seed):
         raise RuntimeError("Torch-Pruning's side trained on another split than tfsparse's runs.")
-    record.update(
-        tfsparse_model=model, data=os.path.basename(dataset), matched=best(measured)["label"]
-    )
+    record.update(tfsparse_model=model, data=os.path.basename(dataset), matched=target["label"])
     with open(path, "a") as f:
         f.write(json.dumps(record) + "\n")
     return record
@@ -258,7 +273,8 @@ def measure(args, records, dataset, scale, runs, measured):
                 epochs, _ = suites.scaled(network.epochs, {}, scale)
                 finetune, _ = suites.scaled(network.finetune_epochs, {}, scale)
                 ours = [r for r in measured if (r["model"], r["seed"]) == (model, seed)]
-                torch_record(model, seed, ours, records, dataset, epochs, finetune)
+                for at in args.torch_at or [None]:
+                    torch_record(model, seed, ours, records, dataset, epochs, finetune, at)
     order = list(NETWORKS)
     return sorted(measured, key=lambda r: (order.index(r["model"]), r["seed"]))
 
@@ -293,6 +309,12 @@ def main(argv=None):
     p.add_argument("--models", nargs="+", default=list(NETWORKS), choices=list(NETWORKS))
     p.add_argument("--quick", action="store_true", help="the whole pipeline in minutes")
     p.add_argument("--no-torch", action="store_true", help="leave Torch-Pruning's side out")
+    p.add_argument(
+        "--torch-at",
+        nargs="+",
+        metavar="LABEL",
+        help="run Torch-Pruning at the multiply-adds of these rows (default: the best method's)",
+    )
     p.add_argument(
         "--no-train", action="store_true", help="measure only the runs already recorded"
     )

@@ -387,6 +387,28 @@ def test_the_arch_benchmark_matches_torch_pruning_to_its_best_method_once(tmp_pa
     assert (tmp_path / "arch.png").stat().st_size > 0 and path.endswith("arch.png")
 
 
+def test_torch_pruning_runs_once_per_row_it_is_aimed_at(tmp_path, monkeypatch):
+    """`--torch-at` aims Torch-Pruning at another row's multiply-adds: the
+    best method's record does not stand in for it, a record matched to that
+    row does, and a label with no row is refused by name."""
+    from bench import arch
+
+    measured = _arch_rows()
+    at_npn = _torch_record("f.npz")
+    at_hc = {**at_npn, "matched": "hard_concrete", "error": 0.2}
+    (tmp_path / "arch_torch.jsonl").write_text(json.dumps(at_npn) + "\n")
+    monkeypatch.setattr(arch, "TORCH_PYTHON", str(tmp_path / "no-python"))
+    call = ("resnet20", 0, measured, str(tmp_path), "x/f.npz", 1, 1)
+    with pytest.raises(SystemExit, match="make torch-env"):
+        arch.torch_record(*call, at="hard_concrete")
+    with open(tmp_path / "arch_torch.jsonl", "a") as f:
+        f.write(json.dumps(at_hc) + "\n")
+    assert arch.torch_record(*call, at="hard_concrete") == at_hc
+    assert arch.torch_record(*call) == at_npn
+    with pytest.raises(ValueError, match="--torch-at 'npn@0.2' names no measured row"):
+        arch.torch_record(*call, at="npn@0.2")
+
+
 def test_the_arch_table_renders_from_the_rows_measured_before(tmp_path):
     """`--render-only` writes the table, plots and page block from the
     recorded rows without training or timing anything."""
