@@ -347,6 +347,76 @@ def test_dbb_from_bb_freezes_a_and_b():
         dbb.load_bb_weights(other)
 
 
+def test_dbb_keeps_the_units_of_the_hardened_bb_gate_it_continues():
+    """A budget's projection hardens BB with units closed that E[π] keeps
+    (and may reopen one it drops): DBB continues that mask, in training,
+    at inference and in the cost it reports, rather than E[π]'s rule."""
+    inputs = keras.Input((6,))
+    bb = BetaBernoulliGate(a_raw_init=3.0, dataset_size=50, seed=9)
+    bb(inputs)
+    bb.a_raw.assign([3.0, 3.0, -8.0, 3.0, 3.0, 3.0])  # unit 2: E[π] under the threshold
+    bb.harden()
+    projected = bb.hard_mask.numpy()
+    projected[[0, 4]] = 0.0  # closed by the projection although E[π] keeps them
+    projected[2] = 1.0  # reopened: passes at 1
+    bb.hard_mask.assign(projected)
+    dbb = DependentBetaBernoulliGate.from_bb(bb, seed=10)
+    np.testing.assert_array_equal(dbb.mask().numpy(), projected)
+    np.testing.assert_array_equal(dbb.active().numpy(), projected > 0)
+    assert dbb.open_probability().numpy()[[0, 4]].tolist() == [0.0, 0.0]
+    x = np.abs(np.random.default_rng(3).normal(size=(32, 6))).astype("float32") + 0.5
+    trained = dbb(x, training=True).numpy()
+    assert not trained[:, [0, 4]].any() and trained[:, 2].any()
+    inferred = dbb(x).numpy()
+    assert not inferred[:, [0, 4]].any() and inferred[:, 2].any()
+    # A BB gate that was not hardened leaves E[π]'s rule in charge.
+    fresh = BetaBernoulliGate(a_raw_init=3.0, dataset_size=50, seed=9)
+    fresh(inputs)
+    fresh.a_raw.assign(bb.a_raw)
+    follower = DependentBetaBernoulliGate.from_bb(fresh, seed=10)
+    np.testing.assert_array_equal(follower.mask().numpy(), fresh.mask().numpy())
+    assert follower.active().numpy().tolist() == [True, True, False, True, True, True]
+
+
+def test_a_dbb_gate_saved_before_it_kept_bb_hardened_masks_still_loads(tmp_path):
+    """DBB gates saved before `bb_hard_mask` existed (the arch benchmark's
+    BB→DBB runs) hold every other variable; they load, and follow E[π]."""
+    import zipfile
+
+    import h5py
+
+    model = keras.Sequential(
+        [keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]
+    )
+    bb_model = tfsparse.sparsify(model, "bb", dataset_size=64, seed=0)
+    dbb_model = tfsparse.sparsify(bb_model, "dbb", dataset_size=64)
+    for gate in gates_of(dbb_model):
+        gate.beta.assign(np.full(gate.mask_shape, 0.7, "float32"))
+    dbb_model.save(tmp_path / "new.keras")
+    gate = gates_of(dbb_model)[0]
+    variables = gate._trainable_variables + gate._non_trainable_variables
+    dropped = next(i for i, v in enumerate(variables) if v is gate.bb_hard_mask)
+    with zipfile.ZipFile(tmp_path / "new.keras") as archive:
+        archive.extractall(tmp_path / "unpacked")
+    with h5py.File(tmp_path / "unpacked" / "model.weights.h5", "r+") as weights:
+        layers = [k for k in weights["layers"] if k.startswith("dependent_beta_bernoulli")]
+        assert len(layers) == 2
+        for layer in layers:
+            own = weights["layers"][layer]["vars"]
+            for index in range(dropped, len(variables) - 1):  # as saved without it
+                del own[str(index)]
+                own.copy(own[str(index + 1)], str(index))
+            del own[str(len(variables) - 1)]
+    with zipfile.ZipFile(tmp_path / "old.keras", "w") as archive:
+        for item in (tmp_path / "unpacked").iterdir():
+            archive.write(item, item.name)
+    loaded = keras.models.load_model(tmp_path / "old.keras")
+    for before, after in zip(gates_of(dbb_model), gates_of(loaded)):
+        np.testing.assert_allclose(after.beta.numpy(), 0.7)
+        assert (after.bb_hard_mask.numpy() < 0).all()
+        np.testing.assert_array_equal(after.mask().numpy(), before.mask().numpy())
+
+
 def test_sparsify_dbb_continues_from_a_bb_model():
     model = keras.Sequential(
         [keras.Input((6,)), keras.layers.Dense(8, activation="relu"), keras.layers.Dense(3)]

@@ -124,6 +124,25 @@ def test_every_penalized_family_ends_at_its_flops_budget(method):
     assert history.history["val_accuracy"][-1] > 0.8
 
 
+def test_dbb_after_a_budgeted_bb_keeps_its_budget():
+    """DBB continues the units BB's projection kept: its compact network
+    costs what BB's did (it once reopened what E[π] keeps, 0.3 → 0.56 of the
+    FLOPs on MobileNetV2), and no unit it keeps was closed by BB."""
+    bb_model, _, bb_fraction = _digits_run("bb")
+    dbb_model = tfsparse.sparsify(bb_model, "dbb", dataset_size=1000)
+    dbb_model.compile(
+        keras.optimizers.Adam(1e-3),
+        keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    x, y = data.load("digits").train
+    dbb_model.fit(x, y, epochs=2, batch_size=128, verbose=0)
+    for bb, dbb in zip(gates_of(bb_model), gates_of(dbb_model)):
+        np.testing.assert_array_equal(dbb.active().numpy(), bb.active().numpy())
+    kept = tfsparse.summary(tfsparse.compact(dbb_model), print_fn=None)["total"]["flops_kept"]
+    dense = tfsparse.summary(bb_model, print_fn=None)["total"]["flops_total"]
+    assert kept / dense == pytest.approx(bb_fraction, abs=1e-6)
+
+
 def test_sgd_trained_weights_reach_the_budget_as_adam_trained_ones_do():
     # The Adam-trained run with the same settings is the hard-concrete case
     # of the test above.

@@ -25,7 +25,7 @@ from keras import ops
 
 from tfsparse import _checks, schedules
 from tfsparse.gates import registry
-from tfsparse.gates.base import UNIT, Gate
+from tfsparse.gates.base import SEED_STATE, UNIT, Gate
 
 tfd = tfp.distributions
 
@@ -430,7 +430,9 @@ class DependentBetaBernoulliGate(BetaBernoulliGate):
     s_k·d where s_k·d > threshold, else 0, per example.
 
     `mask()`/`deterministic_mask()` and `active()` describe the static BB
-    part; `inference_mask(inputs)` is the per-example mask;
+    part (continuing a hardened BB gate, its hardened mask: the units a
+    budget's projection closed stay closed); `inference_mask(inputs)` is the
+    per-example mask;
     `compacted_layer(kept)` returns the `DynamicBetaBernoulliMask` that a
     compacted model keeps.
 
@@ -607,6 +609,25 @@ class DependentBetaBernoulliGate(BetaBernoulliGate):
             )
         self.a_raw.assign(bb_gate.a_raw)
         self.b_raw.assign(bb_gate.b_raw)
+        # A hardened BB gate's units are decided (a budget's projection may
+        # have closed units that E[π] keeps, or reopened one it drops): DBB
+        # keeps those decisions, not E[π]'s rule, or it undoes the budget.
+        hardened = bool(bb_gate.hardened.numpy())
+        self.bb_hard_mask.assign(
+            ops.cast(bb_gate.hard_mask, "float32") if hardened else -ops.ones(self.mask_shape)
+        )
+
+    def load_own_variables(self, store):
+        # A gate saved before `bb_hard_mask` existed holds every other
+        # variable, in the same order: it continued no hardened BB gate.
+        variables = self._trainable_variables + self._non_trainable_variables
+        saved = {key: store[key] for key in store.keys()}
+        if len(saved) - (SEED_STATE in saved) == len(variables) - 1:
+            values = [saved.pop(str(index)) for index in range(len(variables) - 1)]
+            slot = next(i for i, v in enumerate(variables) if v is self.bb_hard_mask)
+            values.insert(slot, -ops.ones(self.mask_shape))
+            saved.update((str(index), value) for index, value in enumerate(values))
+        super().load_own_variables(saved)
 
     # ------------------------------------------------------------- build
     def build_gate(self, mask_shape):
@@ -632,12 +653,23 @@ class DependentBetaBernoulliGate(BetaBernoulliGate):
         self.sigma_raw = weight("sigma_raw", self.sigma_raw_init)
         self.moving_mean = weight("moving_mean", 0.0, trainable=False)
         self.moving_variance = weight("moving_variance", 1.0, trainable=False)
+        # The hardened mask of the BB gate this one continues (`load_bb_weights`);
+        # negative: none, the static part follows E[π].
+        self.bb_hard_mask = weight("bb_hard_mask", -1.0, trainable=False)
 
     def concentrations(self):
         a, b = super().concentrations()
         if self.freeze_bb:
             a, b = ops.stop_gradient(a), ops.stop_gradient(b)
         return a, b
+
+    def _continues_hardened_bb(self):
+        return self.bb_hard_mask >= 0
+
+    def deterministic_mask(self):
+        return ops.where(
+            self._continues_hardened_bb(), self.bb_hard_mask, super().deterministic_mask()
+        )
 
     def sigma(self):
         """σ = softplus(σ_raw), the posterior std of the shift β."""
@@ -648,9 +680,12 @@ class DependentBetaBernoulliGate(BetaBernoulliGate):
         return self.gamma * (pooled - mean) * ops.rsqrt(variance + self.epsilon) + self.beta
 
     def open_probability(self):
-        """E[π] × the per-example factor of an average example: the pooled
-        input is normalized by its statistics, so its mean maps to β."""
-        return self.expected_pi() * ops.clip(self.beta, 0.0, 1.0)
+        """E[π] (1 or 0 for the units of a hardened BB gate it continues) ×
+        the per-example factor of an average example: the pooled input is
+        normalized by its statistics, so its mean maps to β."""
+        kept = ops.cast(self.bb_hard_mask > 0, "float32")
+        static = ops.where(self._continues_hardened_bb(), kept, self.expected_pi())
+        return static * ops.clip(self.beta, 0.0, 1.0)
 
     def dynamic_mask(self, inputs):
         """The per-example factor d = clip(h, 0, 1) at inference, [B, C]."""
@@ -659,7 +694,10 @@ class DependentBetaBernoulliGate(BetaBernoulliGate):
         return ops.clip(h, 0.0, 1.0)
 
     def sample_mask(self, inputs):
-        z_bb = super().sample_mask(inputs)
+        # After a hardened BB gate its mask is fixed, as BB's fine-tuning had it.
+        z_bb = ops.where(
+            self._continues_hardened_bb(), self.bb_hard_mask, super().sample_mask(inputs)
+        )
         # The dynamic factor sees the activations but does not train them.
         pooled = ops.stop_gradient(_spatial_mean(inputs))
         mean, variance = ops.moments(pooled, axes=[0])
