@@ -12,6 +12,7 @@ from tfsparse.gates import (
     DependentBetaBernoulliGate,
     HardConcreteGate,
     NPNGate,
+    TargetedDropoutGate,
     gates_of,
 )
 from tfsparse.layers import GatedMultiHeadAttention
@@ -148,6 +149,31 @@ def test_targeted_dropout_prunes_feed_forward_units_of_a_transformer():
         np.asarray(small(x)), np.asarray(sparse(x, training=False)), atol=1e-5
     )
     assert small.get_layer("block1_fc1").units == 24
+
+
+def test_hardening_targeted_dropout_leaves_whole_the_units_no_compaction_removes():
+    # The patch embedding and fc2 write the stream that LayerNormalization
+    # reads: their units cannot go, so hardening must not zero them (it did:
+    # a ViT lost γ of its stream's channels, and its accuracy, for nothing).
+    dense = models.vit((16, 16, 1), 10, dim=32, depth=2, mlp_dim=48)
+    sparse = tfsparse.sparsify(dense, "targeted_dropout", target_flops=0.8, verbose=0)
+    stream_writers = ["patch_embed", "block1_fc2", "block2_fc2"]
+    before = {name: sparse.get_layer(name).kernel.numpy() for name in stream_writers}
+    gates = [g for g in gates_of(sparse) if isinstance(g, TargetedDropoutGate)]
+    TargetedDropoutGate.prepare_hardening(sparse, gates)
+    for name in stream_writers:
+        np.testing.assert_array_equal(sparse.get_layer(name).kernel.numpy(), before[name])
+    small = tfsparse.compact(sparse)
+    assert 0 < small.get_layer("block1_fc1").units < 48
+    x = np.random.default_rng(0).normal(size=(3, 16, 16, 1)).astype("float32")
+    np.testing.assert_allclose(
+        np.asarray(small(x)), np.asarray(sparse(x, training=False)), atol=1e-5
+    )
+    fraction = (
+        tfsparse.summary(small, print_fn=None)["total"]["flops_kept"]
+        / tfsparse.summary(dense, print_fn=None)["total"]["flops_total"]
+    )
+    assert abs(fraction - 0.8) < 0.02, fraction
 
 
 def test_summary_counts_attention_per_head_with_the_sequence_length():

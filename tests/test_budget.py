@@ -175,6 +175,18 @@ def test_targeted_dropout_takes_its_rate_from_the_budget():
     assert abs(fraction - 0.25) < 0.05, fraction
 
 
+def test_a_targeted_dropout_budget_below_what_it_can_remove_names_the_reachable_cost():
+    # Targeted dropout removes a ViT's feed-forward units only; attention and
+    # the stream cost 0.637 of this one, so 0.5 has no rate (it was γ = 1:
+    # every unit, and a network that hardened to chance).
+    dense = models.vit((16, 16, 1), 10, dim=32, depth=2, mlp_dim=48)
+    with pytest.raises(ValueError, match=r"target_flops=0.5 is out of reach.* 0\.637 of the"):
+        tfsparse.sparsify(dense, "targeted_dropout", target_flops=0.5, verbose=0)
+    sparse = tfsparse.sparsify(dense, "targeted_dropout", target_flops=0.7, verbose=0)
+    gammas = {float(g.gamma.numpy()) for g in gates_of(sparse) if hasattr(g, "gamma")}
+    assert len(gammas) == 1 and 0 < gammas.pop() < 1
+
+
 def test_a_targeted_dropout_budget_on_the_short_path_ends_pruned_at_its_target():
     # γ comes from the budget; the recipe's hardening prunes the γ fraction of
     # each layer's weakest units (before, `fit` ended with every unit kept).

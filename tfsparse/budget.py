@@ -389,6 +389,17 @@ def targeted_dropout_rate(model, target, kind="flops"):
             else:
                 square += coefficient * size
     total = fixed + linear + square
+    # With every shrinkable unit gone the cost is `fixed`: a target at or
+    # below it has no rate (the bisection would end at γ = 1, every unit).
+    if target <= fixed / total:
+        cost = "FLOPs" if kind == "flops" else "weights"
+        raise ValueError(
+            f"target_{kind}={target} is out of reach of unit-level targeted dropout on "
+            f"this model: the layers whose units it cannot remove (attention heads, and channels "
+            f"that reach a layer needing all of them) cost {fixed / total:.3f} of the dense "
+            f"{cost}. Pass a target above that, or a method whose gates reach them "
+            f"(hard_concrete, npn, bb)."
+        )
     low, high = 0.0, 1.0
     for _ in range(50):  # bisection on the kept fraction k = 1 − γ
         k = (low + high) / 2

@@ -124,7 +124,9 @@ def prune_by_magnitude(
     return model
 
 
-def prune_unit_groups(model: keras.Model, rate_of, layers=None) -> keras.Model:
+def prune_unit_groups(
+    model: keras.Model, rate_of, layers=None, removable_only: bool = False
+) -> keras.Model:
     """Unit-level magnitude pruning of channel groups, in place: what
     hardening unit-level targeted dropout removes.
 
@@ -149,6 +151,11 @@ def prune_unit_groups(model: keras.Model, rate_of, layers=None) -> keras.Model:
             group removes the largest fraction among its producers.
         layers: the layers to prune (default: `prunable_layers(model)`, every
             Dense/Conv layer but the classifier).
+        removable_only: leave whole the layers whose units belong to no
+            group, where the model has groups: `sparsify` found that no
+            compaction removes those units (they reach a LayerNormalization,
+            say), so zeroing them would cost accuracy and save nothing.
+            Hardening passes True; a budget's rate prices them as kept.
 
     Returns:
         `model` itself, pruned.
@@ -158,8 +165,11 @@ def prune_unit_groups(model: keras.Model, rate_of, layers=None) -> keras.Model:
         _check_layer(layer)
     chosen = {id(layer) for layer in layers}
     grouped = set()
-    for owner in _holders_of_channel_keeps(model):
+    holders = _holders_of_channel_keeps(model)
+    for owner in holders:
         grouped |= _prune_groups(owner, rate_of, chosen)
+    if removable_only and holders:
+        return model
     for layer in layers:
         if id(layer) not in grouped:
             _prune_layer(layer, float(rate_of(layer)), UNIT)

@@ -183,7 +183,9 @@ class TargetedDropoutGate(Gate):
         level, of weakest units, ranked over each channel group together
         (`tfsparse.pruning.prune_unit_groups`: the layers of a residual
         stream lose the same channels, and a `ChannelKeepGate` closes them
-        after BatchNormalization, so that compaction removes them). Under a
+        after BatchNormalization, so that compaction removes them); a layer
+        whose units no compaction removes (they reach a LayerNormalization)
+        is left whole. Under a
         budget γ was set so that the kept units cost the target, and the
         recipe hardens after 75 % of the epochs: the rest fine-tunes the
         pruned network."""
@@ -202,7 +204,10 @@ class TargetedDropoutGate(Gate):
         units = [owners[id(gate)] for gate in gates if gate.structure == UNIT]
         if units:
             pruning.prune_unit_groups(
-                model, lambda layer: float(np.asarray(layer.kernel_gate.gamma)), units
+                model,
+                lambda layer: float(np.asarray(layer.kernel_gate.gamma)),
+                units,
+                removable_only=True,
             )
 
     @classmethod
