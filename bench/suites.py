@@ -215,10 +215,14 @@ SUITES = {
     # (hardening at 75 % of them, as the others do of 15) and DBB the last
     # (heads keep BB gates, which read several inputs; the feed-forward
     # units turn DBB); targeted dropout prunes feed-forward units only (it
-    # gates kernels, and attention has no unit a kernel gate closes whole).
+    # gates kernels, and attention has no unit a kernel gate closes whole),
+    # and the rest of this ViT costs 0.583 of its FLOPs: 0.45 is out of its
+    # reach (bench/records/vit_td_unit_unreachable.jsonl: γ was 1 before that
+    # became an error), so it runs at 0.65, its 0.417 of feed-forward cost
+    # cut by 5/6.
     + [
         ("bb+dbb", "vit", "bb", VIT_EPOCHS - 1, {"target_flops": 0.45, "continue_epochs": 1}),
-        ("td-unit", "vit", "targeted_dropout", VIT_EPOCHS, {"target_flops": 0.45}),
+        ("td-unit@0.65", "vit", "targeted_dropout", VIT_EPOCHS, {"target_flops": 0.65}),
     ],
 }
 # Suites on another dataset than mnist-10k.
