@@ -1,5 +1,6 @@
 """Issue 18's benchmark: the small ViT on Fashion-MNIST, dense against
-hard-concrete and NPN head and feed-forward gates.
+hard-concrete and NPN head and feed-forward gates (and, for issue 19, BB→DBB
+and unit-level targeted dropout).
 
     python -m bench.vit_fashion [--seeds 0] [--runs 300] [--page docs/benchmarks.md]
 
@@ -7,9 +8,10 @@ Trains the `vit_fashion` suite (resuming: configurations already recorded in
 `bench/records/vit_fashion.jsonl` are skipped), then compacts every saved
 model, exports it to TFLite and measures batch-1 latency against the dense
 network's file in the same invocation (`bench.export_bench.measure_seed`),
-and writes `bench/records/vit_fashion.md`: test error, heads and
-feed-forward units kept per block, multiply-adds of the attention and
-feed-forward layers and of the whole network, TFLite latency and speed-up.
+and writes `bench/records/vit_fashion.md` (rows measured before whose saved
+model is absent stay as they were): test error, heads and feed-forward
+units kept per block, multiply-adds of the attention and feed-forward
+layers and of the whole network, TFLite latency and speed-up.
 """
 
 import argparse
@@ -79,6 +81,16 @@ def rows(seed, records, runs, dataset=suites.FASHION):
     return out
 
 
+def merged(previous, measured):
+    """The rows just `measured`, and those measured before whose saved model
+    is not in this checkout (each ratio stays to the dense file timed in its
+    own invocation), in seed and suite order."""
+    again = {(r["label"], r["seed"]) for r in measured}
+    rows = [r for r in previous if (r["label"], r["seed"]) not in again] + list(measured)
+    order = [label for label, *_ in suites.SUITES[SUITE]]
+    return sorted(rows, key=lambda r: (r["seed"], order.index(r["label"])))
+
+
 def to_markdown(table):
     lines = [
         "| method | seed | test error (%) | heads kept per block | FF units kept per block |"
@@ -113,8 +125,12 @@ def main(argv=None):
         dataset=args.dataset,
         epochs_scale=args.epochs_scale,
     )
-    table = [r for seed in args.seeds for r in rows(seed, args.records, args.runs, args.dataset)]
-    with open(os.path.join(args.records, f"{SUITE}_latency.jsonl"), "w") as f:
+    measured = [
+        r for seed in args.seeds for r in rows(seed, args.records, args.runs, args.dataset)
+    ]
+    latency = os.path.join(args.records, f"{SUITE}_latency.jsonl")
+    table = merged(load_records(latency, missing_ok=True), measured)
+    with open(latency, "w") as f:
         f.writelines(json.dumps(r) + "\n" for r in table)
     markdown = to_markdown(table)
     with open(os.path.join(args.records, f"{SUITE}.md"), "w") as f:

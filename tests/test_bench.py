@@ -547,3 +547,21 @@ def test_the_budget_table_sets_runs_at_a_lambda_rows_flops_beside_it(tmp_path):
     interpolated = 3.5 + (4.0 - 3.5) * math.log(0.25 / 0.158) / math.log(2.5)
     assert budget_table.at_lambda(curve, 0.158) == f"{interpolated:.2f} (interpolated)"
     assert budget_table.at_lambda(curve, 0.5) == "outside the targets' range"
+
+
+def test_the_vit_table_keeps_rows_whose_saved_models_are_elsewhere():
+    from bench import vit_fashion
+
+    def row(label, seed, speedup):
+        return {"label": label, "seed": seed, "speedup": speedup}
+
+    before = [row("dense", 0, 1.0), row("hard_concrete", 0, 1.9), row("npn", 0, 2.5)]
+    now = [row("bb+dbb", 0, 1.6), row("npn", 0, 2.4), row("dense", 1, 1.0)]
+    table = vit_fashion.merged(before, now)
+    assert [(r["label"], r["seed"], r["speedup"]) for r in table] == [
+        ("dense", 0, 1.0),
+        ("hard_concrete", 0, 1.9),
+        ("npn", 0, 2.4),
+        ("bb+dbb", 0, 1.6),
+        ("dense", 1, 1.0),
+    ]
