@@ -2,7 +2,7 @@
 hard-concrete and NPN head and feed-forward gates (and, for issue 19, BB→DBB
 and unit-level targeted dropout).
 
-    python -m bench.vit_fashion [--seeds 0] [--runs 300] [--page docs/benchmarks.md]
+    python -m bench.vit_fashion [--seeds 0] [--runs 300] [--no-train] [--page docs/benchmarks.md]
 
 Trains the `vit_fashion` suite (resuming: configurations already recorded in
 `bench/records/vit_fashion.jsonl` are skipped), then compacts every saved
@@ -117,14 +117,18 @@ def main(argv=None):
     p.add_argument("--dataset", default=suites.FASHION)
     p.add_argument("--epochs-scale", type=float, default=1.0)
     p.add_argument("--page", help="a Markdown page with the vit markers to rewrite")
-    args = p.parse_args(argv)
-    suites.run_suite(
-        SUITE,
-        args.seeds,
-        records=args.records,
-        dataset=args.dataset,
-        epochs_scale=args.epochs_scale,
+    p.add_argument(
+        "--no-train", action="store_true", help="measure only the runs already recorded"
     )
+    args = p.parse_args(argv)
+    if not args.no_train:
+        suites.run_suite(
+            SUITE,
+            args.seeds,
+            records=args.records,
+            dataset=args.dataset,
+            epochs_scale=args.epochs_scale,
+        )
     measured = [
         r for seed in args.seeds for r in rows(seed, args.records, args.runs, args.dataset)
     ]
