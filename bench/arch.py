@@ -43,7 +43,7 @@ import tempfile
 import numpy as np
 
 from bench import export_bench, suites
-from bench.report import load_records, replace_block
+from bench.report import load_records, replace_block, replace_rows
 from tfsparse import data, plots
 
 SUITE = "arch"
@@ -264,11 +264,9 @@ def measure(args, records, dataset, scale, runs, measured):
         network = NETWORKS[model]
         for seed in args.seeds:
             mine = rows(model, seed, records, runs, dataset)
-            # A row whose saved model is not in this checkout stays as it was
-            # measured (its ratio is to the dense file timed in its invocation).
-            again = {(r["model"], r["seed"], r["label"]) for r in mine}
-            measured = [r for r in measured if (r["model"], r["seed"], r["label"]) not in again]
-            measured += mine
+            measured = replace_rows(
+                measured, mine, key=lambda r: (r["model"], r["seed"], r["label"])
+            )
             if not args.no_torch:
                 epochs, _ = suites.scaled(network.epochs, {}, scale)
                 finetune, _ = suites.scaled(network.finetune_epochs, {}, scale)

@@ -99,3 +99,12 @@ def replace_block(path, start, end, body):
     _, tail = rest.split(end, 1)
     with open(path, "w") as f:
         f.write(head + "\n".join([start, "", body.strip(), "", end]) + tail)
+
+
+def replace_rows(previous, measured, key):
+    """`previous` rows without those `measured` again (same `key(row)`), then
+    the `measured` ones: a row whose saved model is not in this checkout
+    stays as it was measured (its ratio is to the dense file timed in its own
+    invocation)."""
+    again = {key(r) for r in measured}
+    return [r for r in previous if key(r) not in again] + list(measured)

@@ -22,7 +22,7 @@ import keras
 
 import tfsparse
 from bench import export_bench, suites
-from bench.report import load_records, replace_block
+from bench.report import load_records, replace_block, replace_rows
 
 SUITE = "vit_fashion"
 PAGE_START = "<!-- vit:start (python -m bench.vit_fashion --page docs/benchmarks.md) -->"
@@ -85,8 +85,7 @@ def merged(previous, measured):
     """The rows just `measured`, and those measured before whose saved model
     is not in this checkout (each ratio stays to the dense file timed in its
     own invocation), in seed and suite order."""
-    again = {(r["label"], r["seed"]) for r in measured}
-    rows = [r for r in previous if (r["label"], r["seed"]) not in again] + list(measured)
+    rows = replace_rows(previous, measured, key=lambda r: (r["label"], r["seed"]))
     order = [label for label, *_ in suites.SUITES[SUITE]]
     return sorted(rows, key=lambda r: (r["seed"], order.index(r["label"])))
 

@@ -8,6 +8,7 @@ import pytest
 from keras import ops
 
 import tfsparse
+from tests.helpers.costs import flops_fraction
 from tfsparse import data, models
 from tfsparse.gates import Gate, registry
 
@@ -58,11 +59,6 @@ def _digits():
     return splits, models.lenet_300_100(splits.input_shape, 10)
 
 
-def _flops_fraction(small, dense):
-    kept = tfsparse.summary(small, print_fn=None)["total"]["flops_kept"]
-    return kept / tfsparse.summary(dense, print_fn=None)["total"]["flops_total"]
-
-
 def _fit(sparse, splits, epochs):
     sparse.compile(
         keras.optimizers.Adam(1e-3),
@@ -95,7 +91,7 @@ def test_a_registered_toy_family_runs_the_whole_path(toy_family, tmp_path):
     np.testing.assert_allclose(
         small.predict(x, verbose=0), sparse.predict(x, verbose=0), atol=1e-4
     )
-    assert _flops_fraction(small, dense) < 0.9  # the penalty closed units
+    assert flops_fraction(small, dense) < 0.9  # the penalty closed units
     exported = tfsparse.export(small, tmp_path / "toy", test_data=splits.test, latency_runs=2)
     assert exported["tflite"]["parity"]["ok"] is True
 
@@ -112,7 +108,7 @@ def test_the_toy_family_reaches_a_budget_and_is_refused_once_unregistered(toy_fa
     )
     assert all(g.lam == 0.0 for g in tfsparse.gates.gates_of(sparse))  # the budget's
     _fit(sparse, splits, epochs=12)
-    fraction = _flops_fraction(tfsparse.compact(sparse), dense)
+    fraction = flops_fraction(tfsparse.compact(sparse), dense)
     assert fraction <= 0.3 and fraction > 0.25, fraction
     registry.unregister("toy_sigmoid")
     with pytest.raises(ValueError, match="`method` must be one of"):

@@ -185,10 +185,9 @@ class TargetedDropoutGate(Gate):
         stream lose the same channels, and a `ChannelKeepGate` closes them
         after BatchNormalization, so that compaction removes them); a layer
         whose units no compaction removes (they reach a LayerNormalization)
-        is left whole. Under a
-        budget γ was set so that the kept units cost the target, and the
-        recipe hardens after 75 % of the epochs: the rest fine-tunes the
-        pruned network."""
+        is left whole. Under a budget γ was set so that the kept units cost
+        the target, and the recipe hardens after 75 % of the epochs: the
+        rest fine-tunes the pruned network."""
         from tfsparse import pruning  # pruning imports the gates.
 
         owners = {
