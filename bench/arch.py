@@ -1,8 +1,8 @@
 """Issue 19: the networks people deploy, on Fashion-MNIST, against Torch-Pruning.
 
     python -m bench.arch [--quick] [--seeds 0] [--models resnet20 mobilenet_v2_050 vit]
-                         [--no-torch] [--torch-at LABEL ...] [--no-train] [--render-only]
-                         [--page README.md]
+                         [--no-torch] [--torch-at LABEL ...] [--torch-threads N]
+                         [--no-train] [--render-only] [--page README.md]
 
 For each network, trains its suite (`bench/suites.py`; `arch` for ResNet-20
 and MobileNetV2: the dense network and every method at a FLOPs budget through
@@ -19,7 +19,9 @@ multiply-adds, the issue's target; the lowest of all if none is; or those
 of the rows `--torch-at` names), fine-tunes
 it (`NETWORKS`: training and fine-tuning together as many epochs as
 tfsparse's runs) and times it against its dense network in torch; its record
-goes to `arch_torch.jsonl`, one per row matched, and is not repeated.
+goes to `arch_torch.jsonl`, one per row matched, and is not repeated. It
+trains on every core; beside a TensorFlow run that oversubscribes the machine
+(about 6x slower), so pass `--torch-threads 1` there.
 
 Writes `arch.md` (the table), `arch_measured.jsonl` (the measured rows; the
 rows of networks and seeds not measured in this invocation are kept) and
@@ -161,10 +163,13 @@ def matched_row(measured, label=None):
     return found[0]
 
 
-def torch_record(model, seed, measured, records, dataset, epochs, finetune_epochs, at=None):
+def torch_record(
+    model, seed, measured, records, dataset, epochs, finetune_epochs, at=None, threads=None
+):
     """Torch-Pruning's record for (`model`, `seed`), run once (its own
     environment) at the multiply-adds of the row labelled `at` (by default
-    tfsparse's best method)."""
+    tfsparse's best method), training on `threads` threads (default: every
+    core)."""
     target = matched_row(measured, at)
     path = os.path.join(records, f"{SUITE}_torch.jsonl")
     key = (model, seed, os.path.basename(dataset), target["label"])
@@ -196,6 +201,7 @@ def torch_record(model, seed, measured, records, dataset, epochs, finetune_epoch
                 str(seed),
                 "--out",
                 out,
+                *(["--threads", str(threads)] if threads else []),
             ],
             check=True,
         )
@@ -272,7 +278,17 @@ def measure(args, records, dataset, scale, runs, measured):
                 finetune, _ = suites.scaled(network.finetune_epochs, {}, scale)
                 ours = [r for r in measured if (r["model"], r["seed"]) == (model, seed)]
                 for at in args.torch_at or [None]:
-                    torch_record(model, seed, ours, records, dataset, epochs, finetune, at)
+                    torch_record(
+                        model,
+                        seed,
+                        ours,
+                        records,
+                        dataset,
+                        epochs,
+                        finetune,
+                        at,
+                        threads=args.torch_threads,
+                    )
     order = list(NETWORKS)
     return sorted(measured, key=lambda r: (order.index(r["model"]), r["seed"]))
 
@@ -312,6 +328,11 @@ def main(argv=None):
         nargs="+",
         metavar="LABEL",
         help="run Torch-Pruning at the multiply-adds of these rows (default: the best method's)",
+    )
+    p.add_argument(
+        "--torch-threads",
+        type=int,
+        help="Torch-Pruning's training threads (default: every core; 1 beside a TensorFlow run)",
     )
     p.add_argument(
         "--no-train", action="store_true", help="measure only the runs already recorded"

@@ -409,6 +409,30 @@ def test_torch_pruning_runs_once_per_row_it_is_aimed_at(tmp_path, monkeypatch):
         arch.torch_record(*call, at="npn@0.2")
 
 
+def test_torch_pruning_trains_on_the_threads_asked_for(tmp_path, monkeypatch):
+    """`--torch-threads` reaches Torch-Pruning's process (beside a TensorFlow
+    run, every core would oversubscribe the machine); without it the process
+    keeps its own default."""
+    from bench import arch
+
+    commands = []
+
+    def fake_run(command, check):
+        commands.append(command)
+        out = command[command.index("--out") + 1]
+        with open(out, "w") as f:
+            f.write(json.dumps({**_torch_record("f.npz"), "train_labels_sha256": "d"}) + "\n")
+
+    monkeypatch.setattr(arch, "TORCH_PYTHON", __file__)  # exists; never run
+    monkeypatch.setattr(arch.subprocess, "run", fake_run)
+    monkeypatch.setattr(arch, "train_labels_digest", lambda dataset, seed: "d")
+    measured = _arch_rows()
+    arch.torch_record("resnet20", 0, measured, str(tmp_path), "x/f.npz", 1, 1, threads=1)
+    arch.torch_record("resnet20", 1, measured, str(tmp_path), "x/f.npz", 1, 1)
+    assert commands[0][-2:] == ["--threads", "1"]
+    assert "--threads" not in commands[1]
+
+
 def test_the_arch_table_renders_from_the_rows_measured_before(tmp_path):
     """`--render-only` writes the table, plots and page block from the
     recorded rows without training or timing anything."""

@@ -216,11 +216,18 @@ def main(argv=None):
     p.add_argument("--validation-split", type=float, default=0.1)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--runs", type=int, default=200, help="latency repetitions")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=os.cpu_count(),
+        help="torch's threads while training (default: every core; fewer beside another job, "
+        "which every core would oversubscribe); latency is timed on one",
+    )
     p.add_argument("--out", required=True)
     args = p.parse_args(argv)
 
     torch.manual_seed(args.seed)
-    torch.set_num_threads(os.cpu_count())
+    torch.set_num_threads(args.threads)
     train_data, test_data = load(args.data, args.validation_split, args.seed)
     example = test_data[0]
     model = MODELS[args.model](in_channels=example.shape[1])
