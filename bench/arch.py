@@ -317,6 +317,14 @@ def render(records, dataset, measured, page=None):
     return markdown
 
 
+def positive_int(text):
+    """argparse type: an integer of at least 1."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer; got {text}")
+    return value
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", nargs="+", type=int, default=[0])
@@ -331,7 +339,7 @@ def main(argv=None):
     )
     p.add_argument(
         "--torch-threads",
-        type=int,
+        type=positive_int,
         help="Torch-Pruning's training threads (default: every core; 1 beside a TensorFlow run)",
     )
     p.add_argument(

@@ -409,10 +409,10 @@ def test_torch_pruning_runs_once_per_row_it_is_aimed_at(tmp_path, monkeypatch):
         arch.torch_record(*call, at="npn@0.2")
 
 
-def test_torch_pruning_trains_on_the_threads_asked_for(tmp_path, monkeypatch):
+def test_torch_pruning_trains_on_the_threads_asked_for(tmp_path, monkeypatch, capsys):
     """`--torch-threads` reaches Torch-Pruning's process (beside a TensorFlow
     run, every core would oversubscribe the machine); without it the process
-    keeps its own default."""
+    keeps its own default; a count below 1 is refused by name."""
     from bench import arch
 
     commands = []
@@ -431,6 +431,9 @@ def test_torch_pruning_trains_on_the_threads_asked_for(tmp_path, monkeypatch):
     arch.torch_record("resnet20", 1, measured, str(tmp_path), "x/f.npz", 1, 1)
     assert commands[0][-2:] == ["--threads", "1"]
     assert "--threads" not in commands[1]
+    with pytest.raises(SystemExit):
+        arch.main(["--torch-threads", "0"])
+    assert "--torch-threads: must be a positive integer; got 0" in capsys.readouterr().err
 
 
 def test_the_arch_table_renders_from_the_rows_measured_before(tmp_path):
