@@ -212,19 +212,43 @@ def _figures(runs):
     }
 
 
+def _hours(record):
+    """A run's training time in hours: every phase, with its dense
+    pretraining where the record has it (None: no time recorded), and
+    whether a pretraining it ran is missing from the figure (records made
+    before `pretrain_time_per_epoch` was kept)."""
+    if "total_time" not in record:
+        return None, False
+    pretraining = record.get("pretrain_time_per_epoch")
+    missing = bool(record.get("args", {}).get("pretrain_epochs")) and pretraining is None
+    return (record["total_time"] + sum(pretraining or ())) / 3600, missing
+
+
+def _wall_time(records):
+    """Mean hours per seed, as a table cell ("—" when none is recorded)."""
+    hours = [_hours(r) for r in records]
+    if any(h is None for h, _ in hours):
+        return "—"
+    cell = f"{statistics.fmean(h for h, _ in hours):.2f}"
+    return cell + " + pretraining" if any(missing for _, missing in hours) else cell
+
+
 def our_rows(records_dir):
     """{(model, label, phase): figures averaged over the recorded seeds};
     phase "final" is the run's end, "first" the first phase of a two-phase
-    run (BB, before it continues as DBB)."""
+    run (BB, before it continues as DBB). Both phases carry the whole run's
+    `hours` per seed."""
     groups = {}
     path = os.path.join(records_dir, f"{SUITE}.jsonl")
     for record in load_records(path, missing_ok=True):
         groups.setdefault((record["model"], record["config"]["label"]), []).append(record)
     out = {}
     for (model, label), records in groups.items():
-        out[model, label, "final"] = _figures(records)
+        hours = _wall_time(records)
+        out[model, label, "final"] = {**_figures(records), "hours": hours}
         if all("first_phase" in r for r in records):
-            out[model, label, "first"] = _figures([r["first_phase"] for r in records])
+            first = _figures([r["first_phase"] for r in records])
+            out[model, label, "first"] = {**first, "hours": hours}
     return out
 
 
@@ -281,8 +305,8 @@ def to_markdown(records_dir):
     lines = [
         "| paper row | network | paper: units kept | paper: FLOPs kept | paper: error (%) | "
         "tfsparse: units kept | tfsparse: error (%) | weights kept | FLOPs kept | seeds | "
-        "verdict | paper figure from |",
-        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | --- | --- |",
+        "hours per seed | verdict | paper figure from |",
+        "| --- | --- | --- | ---: | ---: | --- | ---: | ---: | ---: | ---: | ---: | --- | --- |",
     ]
     for paper in PAPER_ROWS:
         mine = ours.get((paper["model"], paper["label"], paper.get("phase", "final")))
@@ -294,7 +318,7 @@ def to_markdown(records_dir):
         paper_flops_cell = "—" if theirs is None else f"{theirs:.4f}"
         error = f"{paper['error']:.1f}" if paper["error"] is not None else "—"
         if mine is None:
-            tail = "not run yet | | | | 0 | |"
+            tail = "not run yet | | | | 0 | | |"
         else:
             units_cell = "-".join(map(str, mine["units"]))
             flops_cell = f"{mine['flops']:.4f}"
@@ -304,7 +328,7 @@ def to_markdown(records_dir):
             tail = (
                 f"{units_cell} | {_error(mine)} | "
                 f"{mine['weights']:.4f} | {flops_cell} | "
-                f"{mine['seeds']} | {verdict(paper, mine)} |"
+                f"{mine['seeds']} | {mine['hours']} | {verdict(paper, mine)} |"
             )
         lines.append(
             f"| {paper['paper']}: {paper['row']} | {paper['model']} | {units} | "
@@ -317,7 +341,7 @@ def to_markdown(records_dir):
                 f"| {label} (no paper row) | {model} | — | — | — | "
                 f"{'-'.join(map(str, mine['units'])) or 'all'} | {_error(mine)} | "
                 f"{mine['weights']:.4f} | {mine['flops']:.4f} | "
-                f"{mine['seeds']} | | |"
+                f"{mine['seeds']} | {mine['hours']} | | |"
             )
     return "\n".join(lines) + "\n"
 

@@ -277,6 +277,44 @@ def test_the_paper_table_sets_bb_beside_the_first_phase_and_dbb_per_example(tmp_
     dbb = next(r for r in rows if "106-29-32 per example" in r)  # 0.0079 of the FLOPs
     assert "| 90-20-10 per example | 1.50 |" in dbb and "0.0500 (0.0040 per example)" in dbb
     assert "47 fewer units per example, −0.0039 of the dense FLOPs per example" in dbb
+    assert "| 1 | — |" in bb  # no training time in the record
+
+
+def test_the_paper_table_gives_each_run_its_hours_with_its_pretraining(tmp_path):
+    from bench import paper
+
+    def record(seed, **times):
+        phase = {
+            "test_error": 0.015,
+            "sparsity": {
+                "units_kept": [9, 9, 9],
+                "total": {"weights_fraction": 0.1, "flops_fraction": 0.1},
+            },
+        }
+        return {
+            "model": "lenet_500_300",
+            "config": {"label": "bb+dbb", "seed": seed},
+            "args": {"pretrain_epochs": 2},
+            **phase,
+            "first_phase": phase,
+            **times,
+        }
+
+    path = tmp_path / "paper.jsonl"
+    # Two seeds: 1 h + 0.5 h of pretraining, and 2 h + 0.5 h.
+    seeds = [
+        record(0, total_time=3600, pretrain_time_per_epoch=[900, 900]),
+        record(1, total_time=7200, pretrain_time_per_epoch=[1800, 0]),
+    ]
+    path.write_text("".join(json.dumps(r) + "\n" for r in seeds))
+    ours = paper.our_rows(str(tmp_path))
+    assert ours["lenet_500_300", "bb+dbb", "final"]["hours"] == "2.00"
+    assert ours["lenet_500_300", "bb+dbb", "first"]["hours"] == "2.00"  # the same runs
+    # A record made before pretraining times were kept says its figure lacks them.
+    path.write_text(json.dumps(record(0, total_time=3600)) + "\n")
+    assert paper.our_rows(str(tmp_path))["lenet_500_300", "bb+dbb", "final"]["hours"] == (
+        "1.00 + pretraining"
+    )
 
 
 @pytest.mark.parametrize("model", ["lenet5_caffe", "lenet_300_100"])

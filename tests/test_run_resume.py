@@ -72,6 +72,7 @@ def test_a_stopped_run_continues_where_it_stopped(tmp_path, monkeypatch, phase, 
     assert after == {p: n for p, n in left.items() if n}
     # Every epoch's log and time is kept across the stop.
     assert results["epochs"] == 5 and len(results["time_per_epoch"]) == 5
+    assert len(results["pretrain_time_per_epoch"]) == 1
     lengths = {key: len(values) for key, values in results["history"].items()}
     assert lengths == {key: len(values) for key, values in reference["history"].items()}
     assert lengths["loss"] == 5

@@ -47,6 +47,7 @@ def test_bb_then_dbb_records_both_phases(tmp_path):
     results = _run(tmp_path, "--method", "bb", "--dbb-epochs", "1", "--pretrain-epochs", "1")
     assert results["first_phase"]["method"] == "bb"
     assert len(results["time_per_epoch"]) == 3  # 2 BB epochs + 1 DBB epoch
+    assert len(results["pretrain_time_per_epoch"]) == 1
     gates = results["sparsity"]["gates"]
     assert all(g["input_dependent"] for g in gates)
     assert all(g["avg_active_units"] <= g["units_kept"] for g in gates)

@@ -186,18 +186,27 @@ def build_model(config: RunConfig, splits: data.Splits) -> keras.Model:
     return model
 
 
+def pretrained_dense(config: RunConfig, splits: data.Splits) -> tuple[keras.Model, list[float]]:
+    """`config.model`, trained `config.pretrain_epochs` first when asked (as the
+    BB paper does); returns it and each pretraining epoch's wall time."""
+    dense = build_model(config, splits)
+    if not config.pretrain_epochs:
+        return dense, []
+    pretrain = config.replace(epochs=config.pretrain_epochs)
+    _, times = fit(compile_model(dense, pretrain, splits), splits, pretrain, phase="pretrain")
+    return dense, times
+
+
 def build_sparse(
-    config: RunConfig, splits: data.Splits
+    config: RunConfig, splits: data.Splits, dense: keras.Model | None = None
 ) -> tuple[keras.Model, list[keras.callbacks.Callback]]:
     """`config.model` with `config.method`'s gates, compiled, and its scheduler.
 
-    With `pretrain_epochs` the dense network is trained first and its weights
-    carried into the sparse one (as the BB paper does).
+    `dense` is the network to gate, its weights carried into the sparse one;
+    by default `pretrained_dense(config, splits)`'s.
     """
-    dense = build_model(config, splits)
-    if config.pretrain_epochs:
-        pretrain = config.replace(epochs=config.pretrain_epochs)
-        fit(compile_model(dense, pretrain, splits), splits, pretrain, phase="pretrain")
+    if dense is None:
+        dense, _ = pretrained_dense(config, splits)
     plan = recipes.recipe(
         config.method,
         config.epochs,
@@ -308,16 +317,20 @@ def run(config: RunConfig) -> dict[str, Any]:
         The results (also written to `<out>/<run_name>/results.json`): test error,
         accuracy and loss, parameter count, per-epoch times, the training history,
         the sparsity summary, `versions`, `args` (the configuration), `model_path`;
-        with `continue_epochs` the first phase's figures as `first_phase`; with
-        `export` the before/after export reports as `export`.
+        with `pretrain_epochs` each pretraining epoch's time as
+        `pretrain_time_per_epoch`; with `continue_epochs` the first phase's
+        figures as `first_phase`; with `export` the before/after export
+        reports as `export`.
     """
     keras.utils.set_random_seed(config.seed)
     checkpoints = PhaseCheckpoints.start(config)
     splits = data.load(config.dataset, validation_split=config.validation_split, seed=config.seed)
+    pretrain_times = []
     if config.method == DENSE:
         model, callbacks = compile_model(build_model(config, splits), config, splits), []
     else:
-        model, callbacks = build_sparse(config, splits)
+        dense, pretrain_times = pretrained_dense(config, splits)
+        model, callbacks = build_sparse(config, splits, dense)
 
     start = time.perf_counter()
     history, epoch_times = fit(model, splits, config, callbacks)
@@ -365,6 +378,9 @@ def run(config: RunConfig) -> dict[str, Any]:
         # With a batch, input-dependent gates (DBB) also report per-example figures.
         "sparsity": summary(model, print_fn=None, x=splits.test[0][:1000]),
     }
+    if pretrain_times:
+        # Not in `total_time`, which counts the method's own training.
+        results["pretrain_time_per_epoch"] = [round(t, 4) for t in pretrain_times]
     if checkpoints.resumed:
         results["resumed"] = True
     if first_phase is not None:
