@@ -9,8 +9,13 @@ import pytest
 
 import tfsparse
 from tfsparse import data, recipes, schedules
-from tfsparse.gates import HardConcreteGate, NPNGate, TargetedDropoutGate
-from tfsparse.gates.beta_bernoulli import BetaBernoulliGate, DependentBetaBernoulliGate
+from tfsparse.gates import (
+    BetaBernoulliGate,
+    DependentBetaBernoulliGate,
+    HardConcreteGate,
+    NPNGate,
+    TargetedDropoutGate,
+)
 from tfsparse.layers import SparseConv2D, SparseDense, TakeFeatures
 
 

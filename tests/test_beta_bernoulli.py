@@ -13,16 +13,18 @@ import tfsparse
 from tests.helpers.old_saves import edit_weights
 from tfsparse.gates import gates_of
 from tfsparse.gates.beta_bernoulli import (
-    PRIOR_VARIANCE,
     RAW_MAX,
     RAW_MIN,
     BetaBernoulliGate,
-    DependentBetaBernoulliGate,
-    DynamicBetaBernoulliMask,
     kl_kumaraswamy_beta,
-    kl_normal,
     kumaraswamy_sample,
     relaxed_bernoulli_sample,
+)
+from tfsparse.gates.dependent_beta_bernoulli import (
+    PRIOR_VARIANCE,
+    DependentBetaBernoulliGate,
+    DynamicBetaBernoulliMask,
+    kl_normal,
 )
 
 tfd = tfp.distributions

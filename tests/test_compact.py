@@ -7,7 +7,13 @@ from keras import ops
 from sklearn.datasets import load_digits
 
 from tfsparse.compact import compact
-from tfsparse.gates import Gate, HardConcreteGate, NPNGate, beta_bernoulli
+from tfsparse.gates import (
+    DependentBetaBernoulliGate,
+    Gate,
+    HardConcreteGate,
+    NPNGate,
+    beta_bernoulli,
+)
 from tfsparse.gates.targeted_dropout import TargetedDropoutGate
 from tfsparse.layers import SparseConv2D, SparseDense, TakeFeatures
 
@@ -450,7 +456,7 @@ def test_a_per_example_layer_that_breaks_the_contract_is_refused():
 
 def test_dbb_gates_compact_with_their_per_example_layer():
     def factory(name):
-        return beta_bernoulli.DependentBetaBernoulliGate(name=name)
+        return DependentBetaBernoulliGate(name=name)
 
     model = _convnet(factory)
     _randomize_bn(model, np.random.default_rng(1))

@@ -7,8 +7,14 @@ import numpy as np
 import pytest
 
 from tfsparse import SparseModel
-from tfsparse.gates import HardConcreteGate, NPNGate, TargetedDropoutGate, gates_of
-from tfsparse.gates.beta_bernoulli import BetaBernoulliGate, DependentBetaBernoulliGate
+from tfsparse.gates import (
+    BetaBernoulliGate,
+    DependentBetaBernoulliGate,
+    HardConcreteGate,
+    NPNGate,
+    TargetedDropoutGate,
+    gates_of,
+)
 from tfsparse.layers import SparseConv2D, SparseDense, TakeFeatures
 
 # name → function(inputs) applying the layer(s) under test to a 4-D tensor.

@@ -6,7 +6,7 @@ import pytest
 from keras import ops
 
 from tfsparse.compact import compact
-from tfsparse.gates import HardConcreteGate, beta_bernoulli
+from tfsparse.gates import DependentBetaBernoulliGate, HardConcreteGate
 from tfsparse.layers import SparseDense
 from tfsparse.models import lenet_300_100
 from tfsparse.summary import summary
@@ -173,7 +173,7 @@ def test_input_shape_builds_a_sequential_and_is_checked():
 def test_dbb_active_units_agree_with_the_gate():
     inputs = keras.Input((6, 6, 1))
     x = keras.layers.Conv2D(8, 3, activation="relu", name="conv")(inputs)
-    gate = beta_bernoulli.DependentBetaBernoulliGate(name="dbb")
+    gate = DependentBetaBernoulliGate(name="dbb")
     x = keras.layers.GlobalAveragePooling2D()(gate(x))
     model = keras.Model(inputs, keras.layers.Dense(2)(x))
     rng = np.random.default_rng(0)
@@ -226,7 +226,7 @@ def test_expected_flops_equal_kept_flops_without_input_dependent_gates(build, sh
 
 
 def _dbb(name, **settings):
-    return beta_bernoulli.DependentBetaBernoulliGate(name=name, **settings)
+    return DependentBetaBernoulliGate(name=name, **settings)
 
 
 def test_expected_flops_of_a_dbb_mlp_by_hand():

@@ -121,7 +121,8 @@ def sparsify(
             `hard_concrete`: lam, init_drop_rate, temperature;
             `npn`: lam, k, k_plastic, mode, init_size (int, or list with one
             entry per hidden-unit gate), estimator;
-            `bb`/`dbb`: see `tfsparse.gates.beta_bernoulli`;
+            `bb`/`dbb`: see `tfsparse.gates.beta_bernoulli` and
+            `tfsparse.gates.dependent_beta_bernoulli`;
             `targeted_dropout`: alpha, gamma (`level` gives weight/unit).
             hard-concrete's and NPN's `lam` may be a list, one λ per gate in
             the order the report lists them (the L0 paper's per-layer λ).
