@@ -87,6 +87,25 @@ def test_a_stopped_run_continues_where_it_stopped(tmp_path, monkeypatch, phase, 
     assert not (run_dir / "checkpoints").exists()
 
 
+def test_a_stop_while_a_finished_phase_is_saved_loses_no_epoch(tmp_path, monkeypatch):
+    finish = resume.PhaseCheckpoints.finish
+
+    def stop_before_saving(self, phase, model):
+        if phase == "train":
+            raise KeyboardInterrupt
+        finish(self, phase, model)
+
+    monkeypatch.setattr(resume.PhaseCheckpoints, "finish", stop_before_saving)
+    with pytest.raises(KeyboardInterrupt):
+        training.run(_config(tmp_path))
+    monkeypatch.setattr(resume.PhaseCheckpoints, "finish", finish)
+    results, after = _run(_config(tmp_path), monkeypatch)
+    # The train phase's three epochs are not trained again; DBB's two are.
+    assert after == {"continue": 2}
+    assert results["epochs"] == 5
+    assert not (tmp_path / "stopped" / "checkpoints").exists()
+
+
 def test_checkpoints_of_another_configuration_are_refused(tmp_path, monkeypatch):
     _run(_config(tmp_path), monkeypatch, interrupt=("train", 1))
     with pytest.raises(ValueError, match="differs in lr"):

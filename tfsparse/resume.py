@@ -65,6 +65,12 @@ class EpochRecorder(keras.callbacks.Callback):
                     f.writelines(json.dumps(e) + "\n" for e in self.entries)
         self._start = time.perf_counter()
 
+    def on_train_end(self, logs=None):
+        if not self._loaded:
+            # No epoch ran: the backup held every epoch (a stop came after the
+            # last one), so every recorded epoch stands.
+            self.load_all()
+
     def on_epoch_end(self, epoch, logs=None):
         seconds = time.perf_counter() - self._start
         logs = {key: float(value) for key, value in (logs or {}).items()}
@@ -82,6 +88,7 @@ class EpochRecorder(keras.callbacks.Callback):
 
     def load_all(self):
         """Reads back every recorded epoch (a finished phase's)."""
+        self._loaded = True
         self.entries = self.read()
 
 
@@ -137,7 +144,14 @@ class PhaseCheckpoints:
         """What `fit` puts first for `phase`: its per-epoch backup."""
         if not self.folder:
             return []
-        return [keras.callbacks.BackupAndRestore(os.path.join(self.folder, phase))]
+        # Kept when the fit ends: `finish` removes it once the phase's weights
+        # are safely written, so a stop in between loses no epoch.
+        return [
+            keras.callbacks.BackupAndRestore(self._backup(phase), delete_checkpoint=False)
+        ]
+
+    def _backup(self, phase):
+        return os.path.join(self.folder, phase)
 
     def _weights(self, phase):
         return os.path.join(self.folder, f"{phase}.weights.h5")
@@ -146,8 +160,15 @@ class PhaseCheckpoints:
         return bool(self.folder) and os.path.exists(self._weights(phase))
 
     def finish(self, phase: str, model: keras.Model):
-        if self.folder:
-            model.save_weights(self._weights(phase))
+        """Saves a finished phase's weights, then drops its per-epoch backup.
+        The file appears whole or not at all (written aside, then renamed),
+        so a stop while it is written cannot leave a truncated phase."""
+        if not self.folder:
+            return
+        partial = os.path.join(self.folder, f"{phase}-partial.weights.h5")
+        model.save_weights(partial)
+        os.replace(partial, self._weights(phase))
+        shutil.rmtree(self._backup(phase), ignore_errors=True)
 
     def restore(self, phase: str, model: keras.Model):
         """Loads a finished phase's weights (and optimizer state) into `model`."""
