@@ -87,6 +87,12 @@ def test_npz_uint8(tmp_path):
     np.testing.assert_array_equal(s.val[1], arrays["y_train"][val_idx])
 
 
+def test_an_npz_file_named_digits_is_scaled_by_its_own_range(tmp_path):
+    arrays = _mnist_like()
+    s = data.load(_write_npz(tmp_path / "digits.npz", **arrays))
+    np.testing.assert_allclose(s.test[0][..., 0], arrays["x_test"] / 255.0, rtol=1e-6)
+
+
 def test_npz_4d_float(tmp_path):
     arrays = _mnist_like(shape=(5, 5, 3))
     arrays["x_train"] = arrays["x_train"].astype(np.float32) / 255.0

@@ -110,6 +110,8 @@ def load(
     """
     _check_validation_split(validation_split)
     name_or_path = os.fspath(name_or_path)
+    # scikit-learn's digits have pixels 0..16; any file, whatever its name, is scaled by its range.
+    from_digits = name_or_path in OFFLINE_NAMES
     if name_or_path in TFDS_NAMES:
         name = name_or_path
         (x_train, y_train), (x_test, y_test) = _load_tfds(name, data_dir)
@@ -125,8 +127,7 @@ def load(
             f"{', '.join(TFDS_NAMES + OFFLINE_NAMES)}, or a path to an .npz file."
         )
 
-    if name == "digits":
-        # Digits pixels are integers 0..16, not 0..255.
+    if from_digits:
         scale = 1.0 / 16.0 if normalize else 1.0
         x_train = x_train.astype(np.float32) * scale
         x_test = x_test.astype(np.float32) * scale
