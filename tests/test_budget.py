@@ -9,7 +9,7 @@ import tfsparse
 from tests.helpers.costs import flops_fraction
 from tests.helpers.interrupt import Interrupt
 from tests.helpers.old_saves import edit_weights
-from tfsparse import data, models, recipes
+from tfsparse import data, models, recipes, schedules
 from tfsparse.budget import CostModel
 from tfsparse.gates import HardConcreteGate, TargetedDropoutGate, gates_of
 
@@ -166,6 +166,18 @@ def test_targeted_dropout_takes_its_rate_from_the_budget():
     tfsparse.prune_by_magnitude(sparse, gammas.pop(), level="unit")
     fraction = flops_fraction(tfsparse.compact(sparse), dense)
     assert abs(fraction - 0.25) < 0.05, fraction
+
+
+def test_a_targeted_dropout_budget_keeps_the_callers_hardening():
+    dense = models.lenet5_caffe((28, 28, 1), 10)
+    mine = tfsparse.sparsify(dense, "targeted_dropout", target_flops=0.5, harden_fraction=0.4)
+    default = tfsparse.sparsify(dense, "targeted_dropout", target_flops=0.5)
+
+    def fractions(model):
+        return {g.harden_fraction for g in gates_of(model) if isinstance(g, TargetedDropoutGate)}
+
+    assert fractions(mine) == {0.4}
+    assert fractions(default) == {schedules.BUDGET_HARDEN_FRACTION}
 
 
 def test_a_targeted_dropout_budget_below_what_it_can_remove_names_the_reachable_cost():

@@ -146,9 +146,7 @@ class PhaseCheckpoints:
             return []
         # Kept when the fit ends: `finish` removes it once the phase's weights
         # are safely written, so a stop in between loses no epoch.
-        return [
-            keras.callbacks.BackupAndRestore(self._backup(phase), delete_checkpoint=False)
-        ]
+        return [keras.callbacks.BackupAndRestore(self._backup(phase), delete_checkpoint=False)]
 
     def _backup(self, phase):
         return os.path.join(self.folder, phase)

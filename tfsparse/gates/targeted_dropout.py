@@ -173,7 +173,8 @@ class TargetedDropoutGate(Gate):
         for gate in (g for g in gates_of(model) if isinstance(g, cls)):
             gate.initial_gamma = rate
             gate.gamma.assign(rate)
-            gate.harden_fraction = schedules.BUDGET_HARDEN_FRACTION
+            if gate.harden_fraction is None:  # the caller's own stands
+                gate.harden_fraction = schedules.BUDGET_HARDEN_FRACTION
 
     @classmethod
     def prepare_hardening(cls, model, gates):
@@ -216,6 +217,11 @@ class TargetedDropoutGate(Gate):
         """`ramp`: the paper's "ramping targeted dropout" (α and γ rise over
         training, a step schedule). Under a budget the dropout is unit level
         (the budget sets γ, the fraction of units)."""
+        if ramp and budgeted:
+            raise ValueError(
+                "`ramp` and a budget (`target_flops`/`target_params`) cannot be combined "
+                "for targeted dropout: the ramp raises γ over training, the budget fixes it."
+            )
         settings, plan = super().recipe_plan(epochs, settings, budgeted)
         if budgeted:
             settings["level"] = UNIT
