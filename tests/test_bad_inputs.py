@@ -25,6 +25,11 @@ def _mlp():
     )
 
 
+def _budgeted_model(budget):
+    inputs = keras.Input((4,))
+    return tfsparse.SparseModel(inputs, keras.layers.Dense(2)(inputs), budget=budget)
+
+
 def _normalized_model():
     inputs = keras.Input((8,))
     hidden = keras.layers.Dense(4, activation="relu")(inputs)
@@ -99,6 +104,11 @@ BAD = [
         ),
         "not built",
     ),
+    # a SparseModel's budget
+    (lambda: _budgeted_model({"kind": "macs", "target": 0.3}), "kind"),
+    (lambda: _budgeted_model({"kind": "flops"}), "budget"),
+    (lambda: _budgeted_model({"kind": "flops", "target": 0.3, "ramp": 2}), "budget"),
+    (lambda: _budgeted_model({"kind": "params", "target": 1.5}), "target_params"),
     # pruning
     (lambda: tfsparse.prune_by_magnitude(_mlp(), 1.5), "rate"),
     (lambda: tfsparse.prune_by_magnitude(_mlp(), -0.1), "rate"),

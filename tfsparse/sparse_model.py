@@ -8,8 +8,8 @@ import tensorflow as tf
 from keras.src.backend.tensorflow.trainer import _collective_all_reduce_multi_worker
 from keras.src.losses import loss as loss_module
 
+from tfsparse import _checks, schedules
 from tfsparse import budget as budget_lib
-from tfsparse import schedules
 from tfsparse.gates.base import gates_of
 
 ADAMS = (keras.optimizers.Adam, keras.optimizers.AdamW)
@@ -82,9 +82,15 @@ class SparseModel(keras.Model):
         self._cost_model = None
         if budget is None:
             return
+        if not isinstance(budget, dict) or set(budget) != {"kind", "target"}:
+            raise ValueError(
+                "`budget` must be a dict with exactly the keys 'kind' and 'target'; "
+                f"got {budget!r}."
+            )
+        kind = _checks.choice("budget['kind']", budget["kind"], budget_lib.KINDS)
         kind, target = budget_lib.check_target(
-            budget["target"] if budget["kind"] == "flops" else None,
-            budget["target"] if budget["kind"] == "params" else None,
+            budget["target"] if kind == "flops" else None,
+            budget["target"] if kind == "params" else None,
         )
         self.budget = {"kind": kind, "target": target}
         # λ₁, λ₂: trained by ascent. The current target (the scheduler lowers
