@@ -92,6 +92,13 @@ BAD = [
     (lambda: tfsparse.sparsify(_mlp(), "magnitude", dataset_size=10), "method"),
     (lambda: tfsparse.sparsify(_mlp(), "npn"), "dataset_size"),
     (lambda: tfsparse.sparsify(_mlp(), "npn", dataset_size=-5), "dataset_size"),
+    # One hidden-unit gate (Dense(6)'s outputs), two sizes.
+    (
+        lambda: tfsparse.sparsify(
+            _mlp(), "npn", dataset_size=10, mode="expand", init_size=[2, 2], verbose=0
+        ),
+        "init_size",
+    ),
     (lambda: tfsparse.sparsify(_mlp(), "npn", dataset_size=10, lamda=0.1), "lamda"),
     (lambda: tfsparse.sparsify(_mlp(), "bb", dataset_size=10, level="weight"), "level"),
     (lambda: tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=10, level="row"), "level"),

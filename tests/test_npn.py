@@ -153,6 +153,25 @@ def test_expand_mode_initialisation_and_wake():
     assert gate.wake_next() == 0
 
 
+def test_expand_takes_one_initial_size_per_hidden_unit_gate():
+    import tfsparse
+
+    dense = keras.Sequential(
+        [
+            keras.Input((8,)),
+            keras.layers.Dense(6, activation="relu"),
+            keras.layers.Dense(5, activation="relu"),
+            keras.layers.Dense(3),
+        ]
+    )
+    sparse = tfsparse.sparsify(
+        dense, "npn", dataset_size=10, mode="expand", init_size=[2, 3], verbose=0
+    )
+    gates = [(g.mode, g.init_size) for g in tfsparse.gates.gates_of(sparse)]
+    # The input pixels start open and prune; the hidden layers grow from 2 and 3.
+    assert gates == [("prune", None), ("expand", 2), ("expand", 3)]
+
+
 @pytest.mark.parametrize(
     "bad, message",
     [

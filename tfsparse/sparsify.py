@@ -247,6 +247,13 @@ class _Plan:
                     f"`{key}` has {len(values)} entries, one per gate, but "
                     f"{len(self.placed)} gates were placed: {', '.join(self.placed)}."
                 )
+        for key in self.gate_class.per_hidden_gate_settings:
+            values = self.settings.get(key)
+            if isinstance(values, (list, tuple)) and len(values) != self._unit_gate_index:
+                raise ValueError(
+                    f"`{key}` has {len(values)} entries, one per hidden-unit gate, but "
+                    f"the model has {self._unit_gate_index} hidden-unit gates."
+                )
 
     # --------------------------------------------------------------- placing
     def _next_seed(self):

@@ -68,6 +68,7 @@ class NPNGate(Gate):
     # A budget replaces the L0 penalty (see tfsparse.budget).
     budget_replaces = "lam"
     per_gate_settings = ("lam",)
+    per_hidden_gate_settings = ("init_size",)
     method = "npn"
     # As hard-concrete's (measured on mnist-10k).
     recommended = {"lam": 0.05, "lr_multiplier": 10.0}
