@@ -132,12 +132,9 @@ def test_step_schedule_follows_optimizer_iterations():
         callbacks=[SparsityScheduler({"temperature": temperature})],
     )
     # The value logged at an epoch's end is the one assigned before its last
-    # step: step 3 (epoch 0), 7 (epoch 1), 11 (epoch 2).
-    np.testing.assert_allclose(
-        history.history["temperature"],
-        [temperature(3), temperature(7), temperature(11)],
-        rtol=1e-6,
-    )
+    # step: step 3 (epoch 0), 7 (epoch 1), 11 (epoch 2, past the line's end):
+    # 2 − 1.5·3/8, 2 − 1.5·7/8, 0.5.
+    np.testing.assert_allclose(history.history["temperature"], [1.4375, 0.6875, 0.5], rtol=1e-6)
 
 
 def test_unknown_schedule_name_is_an_error():
@@ -145,6 +142,12 @@ def test_unknown_schedule_name_is_an_error():
     model = _compile(tfsparse.sparsify(_mlp(), "npn", dataset_size=32))
     with pytest.raises(ValueError, match="tempreature"):
         model.fit(x, y, epochs=1, verbose=0, callbacks=[SparsityScheduler({"tempreature": 0.5})])
+
+
+def test_a_scheduler_on_a_model_without_gates_is_an_error():
+    x, y = _digits_like(32)
+    with pytest.raises(ValueError, match="no gates"):
+        _compile(_mlp()).fit(x, y, epochs=1, verbose=0, callbacks=[SparsityScheduler(harden_at=1)])
 
 
 def test_expand_mode_grows_and_prune_mode_shrinks():

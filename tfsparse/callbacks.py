@@ -164,6 +164,11 @@ class SparsityScheduler(keras.callbacks.Callback):
         if self.planned:
             self._plan()
         self._gates = gates_of(self.model)
+        if not self._gates:
+            raise ValueError(
+                f"SparsityScheduler: model {self.model.name!r} has no gates to schedule; "
+                "give `fit` the model that `tfsparse.sparsify` returned."
+            )
         known = {name for gate in self._gates for name in gate.scheduled}
         unknown = sorted(set(self.schedules) - known)
         if unknown:
