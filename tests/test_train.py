@@ -163,16 +163,34 @@ def test_a_bad_configuration_names_its_field_and_its_option(capsys):
     assert "--epochs must be in [1, inf]" in capsys.readouterr().err
 
 
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        (dict(method="bb", settings={"lam": 0.1}), "lam"),
+        (dict(method="npn", ramp=True), "ramp"),
+        (dict(settings={"lam": 0.1}), "settings"),
+        (dict(target_flops=0.3), "target_flops"),
+        (dict(pretrain_epochs=2), "pretrain_epochs"),
+    ],
+)
+def test_a_setting_the_method_does_not_take_is_refused_when_the_run_is_configured(
+    changes, message
+):
+    with pytest.raises((ValueError, TypeError), match=message):
+        training.RunConfig(model="lenet_300_100", dataset="digits", **changes)
+
+
 def test_the_command_line_gives_the_configuration_the_library_takes():
     config = train.parse_args(
-        ["--model", "lenet_300_100", "--dataset", "digits", "--method", "bb", "--set", "lam=0.1"]
+        ["--model", "lenet_300_100", "--dataset", "digits", "--method", "bb"]
+        + ["--set", "kl_weight=0.5"]
         + ["--dbb-epochs", "3", "--target-flops", "0.5", "--run-name", "r"]
     )
     assert config == training.RunConfig(
         model="lenet_300_100",
         dataset="digits",
         method="bb",
-        settings={"lam": 0.1},
+        settings={"kl_weight": 0.5},
         continue_epochs=3,
         target_flops=0.5,
         run_name="r",

@@ -92,6 +92,9 @@ def recipe(
     """
     family = registry.family(method)
     _checks.number("epochs", epochs, low=1, integer=True)
+    if ramp and not family.rampable:
+        rampable = [m for m in registry.methods() if registry.family(m).rampable]
+        raise ValueError(f"`ramp` applies to method {rampable}, not to {method!r}.")
     merged = with_recommended(method, settings)
     budget = {
         key: value

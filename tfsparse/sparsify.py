@@ -183,6 +183,14 @@ def sparsify(
     return sparse
 
 
+def check_settings(method: str, settings: dict[str, Any]) -> None:
+    """Raises the error `sparsify(model, method, **settings)` would raise for
+    an unknown setting, without a model (`RunConfig` checks its settings so,
+    before any data is loaded)."""
+    own = set(inspect.signature(sparsify).parameters) - {"model", "method", "settings"}
+    _check_settings(method, registry.family(method), {k: settings[k] for k in set(settings) - own})
+
+
 def _check_settings(method, gate_class, settings):
     accepted = set(inspect.signature(gate_class.__init__).parameters) - BASE_ARGS | COMMON_SETTINGS
     unknown = sorted(set(settings) - accepted)

@@ -31,7 +31,7 @@ from tfsparse.export import export
 from tfsparse.gates import registry
 from tfsparse.pruning import prune_by_magnitude
 from tfsparse.resume import PhaseCheckpoints
-from tfsparse.sparsify import sparsify
+from tfsparse.sparsify import check_settings, sparsify
 from tfsparse.summary import summary
 
 DENSE = "dense"
@@ -137,6 +137,34 @@ class RunConfig:
                 f"`continue_epochs` needs a method that another continues from ({followed}); "
                 f"got `method` {self.method!r}."
             )
+        if self.method == DENSE:
+            given = {
+                "settings": self.settings,
+                "target_flops": self.target_flops,
+                "target_params": self.target_params,
+                "pretrain_epochs": self.pretrain_epochs,
+                "ramp": self.ramp,
+            }
+            for name, value in given.items():
+                if value:
+                    raise ValueError(
+                        f"`{name}` belongs to a sparsity method; `method` is 'dense' "
+                        f"(one of {', '.join(registry.methods())} takes it)."
+                    )
+        else:
+            # The method's settings as sparsify will get them: an unknown
+            # one fails now, not after the data is loaded and pretrained on.
+            plan = recipes.recipe(
+                self.method,
+                self.epochs,
+                steps_per_epoch=1,
+                ramp=self.ramp,
+                target_flops=self.target_flops,
+                target_params=self.target_params,
+                pretrained=bool(self.pretrain_epochs),
+                **self.settings,
+            )
+            check_settings(self.method, plan.settings)
         if self.resume and self.run_name is None:
             raise ValueError(
                 "`resume` continues the run named `run_name`: give one (the default "

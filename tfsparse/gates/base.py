@@ -88,6 +88,9 @@ class Gate(keras.layers.Layer):
     # order `sparsify` places them (a per-layer λ, as in the L0 paper's
     # "L0-sep" rows).
     per_gate_settings = ()
+    # Whether `recipes.recipe(..., ramp=True)` means something for this
+    # family (its `recipe_plan` ramps its own values over training).
+    rampable = False
     # Settings given as a list with one value per hidden-unit gate (the
     # gates `site_settings` is told `grows`), read by the family itself.
     per_hidden_gate_settings = ()

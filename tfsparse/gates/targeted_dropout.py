@@ -210,6 +210,9 @@ class TargetedDropoutGate(Gate):
                 removable_only=True,
             )
 
+    # The paper's "ramping targeted dropout" (`recipe_plan`'s `ramp`).
+    rampable = True
+
     @classmethod
     def recipe_plan(
         cls, epochs, settings, budgeted=False, ramp=False, steps_per_epoch=None, **context
