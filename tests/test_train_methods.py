@@ -59,6 +59,19 @@ def test_targeted_dropout_with_final_pruning(tmp_path):
     assert results["sparsity"]["total"]["weights_fraction"] < 0.2
 
 
+def test_final_pruning_takes_the_level_the_recipe_gave(tmp_path, monkeypatch):
+    from tfsparse import training
+
+    levels = []
+    monkeypatch.setattr(
+        training, "prune_by_magnitude", lambda model, rate, level: levels.append(level)
+    )
+    # Under a budget targeted dropout is unit level; without one, weight level.
+    _run(tmp_path, "--method", "targeted_dropout", "--target-flops", "0.5", "--prune-rate", "0.5")
+    _run(tmp_path, "--method", "targeted_dropout", "--prune-rate", "0.5", "--run-name", "w")
+    assert levels == ["unit", "weight"]
+
+
 @pytest.mark.parametrize(
     "argv, message",
     [

@@ -74,8 +74,9 @@ class RunConfig:
         pretrain_epochs: train the dense network this long before inserting gates.
         ramp: targeted dropout: ramp α and γ over training.
         prune_rate: magnitude-prune this fraction at the end (any model).
-        prune_level: level of `prune_rate` (default: the method's `level` setting,
-            else `"weight"`).
+        prune_level: level of `prune_rate` (default: the `level` the method's
+            recipe gives sparsify, e.g. `"unit"` for targeted dropout under a
+            budget; else `"weight"`).
         continue_epochs: then train for this many epochs the method that starts from
             this one's gates (`registry.successor`: DBB after BB).
         export: compact the trained model and export SavedModel + TFLite.
@@ -154,17 +155,7 @@ class RunConfig:
         else:
             # The method's settings as sparsify will get them: an unknown
             # one fails now, not after the data is loaded and pretrained on.
-            plan = recipes.recipe(
-                self.method,
-                self.epochs,
-                steps_per_epoch=1,
-                ramp=self.ramp,
-                target_flops=self.target_flops,
-                target_params=self.target_params,
-                pretrained=bool(self.pretrain_epochs),
-                **self.settings,
-            )
-            check_settings(self.method, plan.settings)
+            check_settings(self.method, self.recipe().settings)
         if self.resume and self.run_name is None:
             raise ValueError(
                 "`resume` continues the run named `run_name`: give one (the default "
@@ -174,6 +165,21 @@ class RunConfig:
             stem = os.path.splitext(os.path.basename(str(self.dataset)))[0]
             stamp = datetime.datetime.now().strftime("%Y%m%d-%H%M%S")
             self.run_name = f"{self.model}-{stem}-{stamp}"
+
+    def recipe(self, steps_per_epoch: int = 1) -> recipes.Recipe:
+        """The method's recipe for this run (`tfsparse.recipes.recipe`): the
+        settings `sparsify` gets and the scheduler; `steps_per_epoch` only
+        shapes step-based ramps."""
+        return recipes.recipe(
+            self.method,
+            self.epochs,
+            steps_per_epoch=steps_per_epoch,
+            ramp=self.ramp,
+            pretrained=bool(self.pretrain_epochs),
+            target_flops=self.target_flops,
+            target_params=self.target_params,
+            **self.settings,
+        )
 
     def replace(self, **changes) -> RunConfig:
         """A copy with `changes` (checked again)."""
@@ -235,16 +241,7 @@ def build_sparse(
     """
     if dense is None:
         dense, _ = pretrained_dense(config, splits)
-    plan = recipes.recipe(
-        config.method,
-        config.epochs,
-        steps_per_epoch=data.steps_per_epoch(len(splits.train[0]), config.batch_size),
-        ramp=config.ramp,
-        pretrained=bool(config.pretrain_epochs),
-        target_flops=config.target_flops,
-        target_params=config.target_params,
-        **config.settings,
-    )
+    plan = config.recipe(data.steps_per_epoch(len(splits.train[0]), config.batch_size))
     sparse = sparsify(
         dense,
         config.method,
@@ -374,7 +371,10 @@ def run(config: RunConfig) -> dict[str, Any]:
         # This process trained only part of the run: count every epoch's time.
         total_time = sum(epoch_times)
     if config.prune_rate is not None:
-        level = config.prune_level or config.settings.get("level", "weight")
+        level = config.prune_level
+        if level is None:
+            planned = {} if config.method == DENSE else config.recipe().settings
+            level = planned.get("level", "weight")
         prune_by_magnitude(model, config.prune_rate, level=level)
     test_loss, test_accuracy = model.evaluate(
         *splits.test, batch_size=config.batch_size, verbose=0
