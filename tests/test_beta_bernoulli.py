@@ -437,6 +437,48 @@ def test_sparsify_dbb_continues_from_a_bb_model():
     )
 
 
+def _two_branches():
+    inputs = keras.Input((6,))
+    a = keras.layers.Dense(4, activation="relu", name="a")(inputs)
+    b = keras.layers.Dense(4, activation="relu", name="b")(inputs)
+    joined = keras.layers.Concatenate()([a, b])
+    return keras.Model(inputs, keras.layers.Dense(3)(joined))
+
+
+def test_dbb_gives_a_static_bb_gate_to_each_branch_of_a_concatenation():
+    # Each branch's channels are part of the joined tensor (the first at
+    # offset 0): a per-example factor, which reads its whole input, cannot
+    # sit there.
+    sparse = tfsparse.sparsify(_two_branches(), "dbb", dataset_size=10, verbose=0)
+    kinds = {g.name: type(g) for g in gates_of(sparse)}
+    assert kinds == {
+        "input_0_gate": DependentBetaBernoulliGate,
+        "a_gate": BetaBernoulliGate,
+        "b_gate": BetaBernoulliGate,
+    }
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype("float32")
+    sparse.compile("adam", keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    sparse.fit(x, np.array([0, 1, 2, 0, 1]), epochs=1, verbose=0)
+    np.testing.assert_allclose(tfsparse.compact(sparse)(x), sparse(x), atol=1e-6)
+    # Continued from BB, the branches keep their BB gates.
+    bb = tfsparse.sparsify(_two_branches(), "bb", dataset_size=10, verbose=0)
+    continued = tfsparse.sparsify(bb, "dbb", dataset_size=10, verbose=0)
+    assert [type(g) for g in gates_of(continued)] == [
+        DependentBetaBernoulliGate,
+        BetaBernoulliGate,
+        BetaBernoulliGate,
+    ]
+
+
+def test_dbb_is_refused_where_no_bb_gate_can_be_continued():
+    gate = BetaBernoulliGate(name="shared_gate")
+    first, second = keras.Input((4,)), keras.Input((4,))
+    joined = keras.layers.Concatenate()([gate(first), gate(second)])
+    model = keras.Model([first, second], keras.layers.Dense(2)(joined))
+    with pytest.raises(ValueError, match="No 'dbb' gate can continue"):
+        tfsparse.sparsify(model, "dbb", dataset_size=10, verbose=0)
+
+
 def _gated_mlp(gate, units=8):
     inputs = keras.Input((5,))
     hidden = keras.layers.Dense(units, activation="relu", name="hidden")(inputs)

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import tfsparse
+from tfsparse import models
 from tfsparse.gates import HardConcreteGate, NPNGate, gates_of
 from tfsparse.layers import SparseConv2D, SparseDense
 from tfsparse.schedules import K_DETERMINISTIC
@@ -175,7 +176,7 @@ def test_a_gate_called_twice_draws_one_mask_and_one_penalty_per_pass():
 @pytest.mark.parametrize(
     "build",
     [
-        lambda: __import__("tfsparse").models.resnet20((16, 16, 3), 10),
+        lambda: models.resnet20((16, 16, 3), 10),
         lambda: _branches("concat"),
     ],
     ids=["resnet20", "concat"],
@@ -199,8 +200,6 @@ def test_shared_and_offset_gates_round_trip_through_keras_file(build, tmp_path):
 def test_a_list_lam_gives_each_gate_its_own_penalty_weight():
     """The L0 paper's per-layer λ ("L0-sep"): one entry per gate, in the order
     sparsify places them; a list of the wrong length names the gates."""
-    from tfsparse import models
-
     lenet5 = models.get("lenet5_caffe")(input_shape=(28, 28, 1), num_classes=10)
     for method in ("hard_concrete", "npn"):
         sparse = tfsparse.sparsify(

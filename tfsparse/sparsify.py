@@ -183,6 +183,13 @@ def sparsify(
     return sparse
 
 
+def _masks_whole_tensor(tensor, offset, repeat, units):
+    """Whether a gate of `units` units, called on `tensor` at `offset` with
+    each unit over `repeat` channels, masks every channel of it (an
+    input-dependent gate must: its factor reads the whole input)."""
+    return offset == 0 and repeat == 1 and units == tensor.shape[-1]
+
+
 def check_settings(method: str, settings: dict[str, Any]) -> None:
     """Raises the error `sparsify(model, method, **settings)` would raise for
     an unknown setting, without a model (`RunConfig` checks its settings so,
@@ -239,6 +246,13 @@ class _Plan:
         self._count = 0
         self._unit_gate_index = 0
         if gate_class.continues is not None and self._continue_previous_gates():
+            if not self.placed:
+                raise ValueError(
+                    f"No {method!r} gate can continue this model's "
+                    f"{gate_class.continues.method!r} gates: each is shared by several "
+                    "inputs or masks part of its input, and a per-example gate reads "
+                    "the whole of the one input it masks."
+                )
             return
         if self.kernel_gates:
             self._place_kernel_gates()
@@ -301,12 +315,13 @@ class _Plan:
                 self._gate_inside(node, handler)
             if group is not None:
                 sites = list(group.sites.values())
-                several = len(sites) > 1 or any(site[1:3] != (0, 1) for site in sites)
+                units = len(group.units)
+                several = len(sites) > 1 or not _masks_whole_tensor(*sites[0][:3], units)
                 gate = self._unit_gate(
                     group.name,
                     self._group_size(group),
                     True,
-                    units=len(group.units),
+                    units=units,
                     several=several,
                 )
                 for tensor, offset, repeat, readers in sites:
@@ -406,8 +421,12 @@ class _Plan:
             found = True
             if family.input_dependent and (
                 calls[id(op)] > 1
-                or _graph.node_kwarg(node, "offset", 0)
-                or _graph.node_kwarg(node, "repeat", 1) != 1
+                or not _masks_whole_tensor(
+                    node.input_tensors[0],
+                    _graph.node_kwarg(node, "offset", 0),
+                    _graph.node_kwarg(node, "repeat", 1),
+                    int(op.mask_shape[0]),
+                )
             ):
                 continue  # a per-example factor needs the one input it reads
             if id(op) in self.replacements:
