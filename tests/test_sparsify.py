@@ -215,3 +215,30 @@ def test_a_list_lam_gives_each_gate_its_own_penalty_weight():
         tfsparse.sparsify(lenet5, "hard_concrete", dataset_size=100, lam=[1.0] * 5, verbose=0)
     with pytest.raises(ValueError, match="`lam` has 3 entries, one per gate"):
         tfsparse.sparsify(lenet5, "hard_concrete", dataset_size=100, lam=[1.0] * 3, verbose=0)
+
+
+def test_kernel_gates_name_every_layer_they_leave_ungated(capsys):
+    dense = keras.Sequential(
+        [
+            keras.Input((8, 8, 3)),
+            keras.layers.Conv2D(4, 3, dilation_rate=2, name="dilated"),
+            keras.layers.Conv2D(4, 3, bias_regularizer="l2", name="regularized"),
+            keras.layers.Flatten(),
+            keras.layers.Dense(5, activation="relu", name="hidden"),
+            keras.layers.Dense(3),
+        ]
+    )
+    sparse = tfsparse.sparsify(dense, "targeted_dropout")
+    printed = capsys.readouterr().out
+    assert "dilated (it is a grouped or dilated Conv2D)" in printed
+    assert "regularized (its bias_regularizer would be lost)" in printed
+    assert isinstance(sparse.get_layer("hidden"), SparseDense)
+    kept = sparse.get_layer("regularized")
+    assert type(kept) is keras.layers.Conv2D and kept.bias_regularizer is not None
+    # Where no layer can take a kernel gate, the error says why for each.
+    only_dilated = keras.Sequential(
+        [keras.Input((8, 8, 3)), keras.layers.Conv2D(4, 3, dilation_rate=2, name="d1")]
+        + [keras.layers.Conv2D(2, 3, name="out")]
+    )
+    with pytest.raises(ValueError, match="'d1': it is a grouped or dilated Conv2D"):
+        tfsparse.sparsify(only_dilated, "targeted_dropout", verbose=0)

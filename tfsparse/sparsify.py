@@ -243,6 +243,7 @@ class _Plan:
         self.copies = []  # (new layer, old layer, how to copy)
         self.placed = []  # gate names, for the report
         self.channel_keeps = []  # ChannelKeepGates (unit-level kernel gates)
+        self.kernel_left_out = {}  # layer name → why its kernel has no gate
         self._count = 0
         self._unit_gate_index = 0
         if gate_class.continues is not None and self._continue_previous_gates():
@@ -377,7 +378,9 @@ class _Plan:
             if id(node) in self.groups.reaches_output and not self.include_classifier:
                 continue
             twin = LinearHandler.kernel_gated(op, functools.partial(self._kernel_gate, op))
-            if twin is not None:
+            if twin is None:
+                self.kernel_left_out[op.name] = LinearHandler.no_kernel_twin(op)
+            else:
                 self.replacements[id(op)] = twin
                 self.placed.append(twin.kernel_gate.name)
 
@@ -443,8 +446,9 @@ class _Plan:
 
     # ---------------------------------------------------------------- report
     def _nothing_placed(self):
+        left = self.kernel_left_out if self.kernel_gates else self.groups.left_whole
         reasons = (
-            "; ".join(f"{name!r}: {why}" for name, why in self.groups.left_whole.items())
+            "; ".join(f"{name!r}: {why}" for name, why in left.items())
             or "it has no Dense/Conv layer"
         )
         return (
@@ -476,6 +480,14 @@ class _Plan:
                     + ")"
                     for why, names in by_reason.items()
                 )
+                + "."
+            )
+
+        if self.kernel_left_out:
+            print(
+                f"sparsify({model_name!r}): the kernels of {len(self.kernel_left_out)} "
+                "layers keep every weight: "
+                + "; ".join(f"{name} ({why})" for name, why in self.kernel_left_out.items())
                 + "."
             )
 

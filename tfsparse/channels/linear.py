@@ -9,6 +9,15 @@ from tfsparse.channels.base import LINEAR, Handler, Term, as_numpy, figures, pos
 from tfsparse.channels.elementwise import activation_at_zero, channelwise_activation
 from tfsparse.layers import SparseConv2D, SparseDense, _KernelGated
 
+# A Dense/Conv2D's settings that SparseDense/SparseConv2D do not take: a
+# layer with any of them keeps its kernel ungated rather than losing it.
+_UNCARRIED_SETTINGS = (
+    "bias_regularizer",
+    "activity_regularizer",
+    "kernel_constraint",
+    "bias_constraint",
+)
+
 
 def _simple_io(node, width):
     """One input and one output with known channels, channels last."""
@@ -169,19 +178,30 @@ class LinearHandler(Handler):
 
     # ------------------------------------------------------- kernel gates
     @staticmethod
+    def no_kernel_twin(op):
+        """Why `op` has no kernel-gated twin (None where it has one): only
+        `Dense` and ungrouped, undilated channels-last `Conv2D` do, and only
+        without settings the twin does not carry."""
+        if type(op) is keras.layers.Conv2D:
+            if op.groups != 1 or tuple(op.dilation_rate) != (1, 1):
+                return "it is a grouped or dilated Conv2D"
+            if op.data_format != "channels_last":
+                return "it is a channels-first Conv2D"
+        elif type(op) is not keras.layers.Dense:
+            return f"{type(op).__name__} has no kernel-gated twin (Dense and Conv2D have)"
+        lost = [name for name in _UNCARRIED_SETTINGS if getattr(op, name, None) is not None]
+        if lost:
+            return f"its {', '.join(lost)} would be lost"
+        return None
+
+    @staticmethod
     def kernel_gated(op, make_gate):
         """`op` as a SparseDense/SparseConv2D whose kernel passes through the
-        gate `make_gate()` returns, or None where no kernel-gated twin exists
-        (only `Dense` and ungrouped, undilated channels-last `Conv2D` have one)."""
-        dense = type(op) is keras.layers.Dense
-        conv = (
-            type(op) is keras.layers.Conv2D
-            and op.groups == 1
-            and tuple(op.dilation_rate) == (1, 1)
-            and op.data_format == "channels_last"
-        )
-        if not (dense or conv):
+        gate `make_gate()` returns, or None where `no_kernel_twin(op)` says
+        why none exists."""
+        if LinearHandler.no_kernel_twin(op) is not None:
             return None
+        dense = type(op) is keras.layers.Dense
         common = dict(
             activation=op.activation,
             use_bias=op.use_bias,
