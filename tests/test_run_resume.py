@@ -77,6 +77,10 @@ def test_a_stopped_run_continues_where_it_stopped(tmp_path, monkeypatch, phase, 
     assert lengths == {key: len(values) for key, values in reference["history"].items()}
     assert lengths["loss"] == 5
     assert results["resumed"] is True and "resumed" not in reference
+    # The same epochs were trained: every epoch's order and random draws come
+    # from (seed, epoch) or from a checkpointed state, so the stop leaves no trace.
+    assert results["test_loss"] == reference["test_loss"]
+    assert results["history"]["loss"] == reference["history"]["loss"]
     if phase == "continue":
         # The BB phase was restored as it was trained (same seed, same arithmetic).
         assert results["first_phase"]["test_error"] == reference["first_phase"]["test_error"]

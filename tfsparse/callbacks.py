@@ -20,7 +20,9 @@ class SparsityScheduler(keras.callbacks.Callback):
     dropout's `alpha`/`gamma`, KL weights, ...) is a non-trainable variable;
     this callback assigns it from a schedule that is a pure function of the
     epoch or of the optimizer's step, so a resumed run (e.g. with
-    `keras.callbacks.BackupAndRestore`) continues exactly.
+    `keras.callbacks.BackupAndRestore`) continues the schedules exactly (the
+    data's order and other layers' random draws are `fit`'s; `tfsparse.training`
+    draws them from the seed and the epoch: `tfsparse.epoch_data`).
 
     It also hardens the gates (freezes their masks) at `harden_at`, wakes
     hibernating NPN gates in expand mode, and writes into `logs` the current

@@ -10,8 +10,11 @@ too), and its per-epoch logs and wall times into `<phase>-epochs.jsonl`. A
 finished phase leaves its weights in `<phase>.weights.h5`; started again with
 the same configuration and `run_name`, the run loads the finished phases
 instead of training them and resumes the unfinished one at its last finished
-epoch. The data's shuffling order restarts with the process, so a resumed
-run is not bit-identical to an uninterrupted one. The backup is written
+epoch. Each epoch's data order and the draws of random layers outside the
+gates come from the seed and the epoch (`tfsparse.epoch_data`), and the
+gates' random states are in their weights, so a resumed run trains the
+epochs an uninterrupted one would (a test checks that it ends with the same
+loss, bit for bit). The backup is written
 before the epoch's log line, so a stop between the two loses that line (the
 epoch's logs and time), not its training.
 """
