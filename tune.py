@@ -22,6 +22,7 @@ import keras_tuner as kt  # noqa: E402
 
 import tfsparse  # noqa: E402
 from tfsparse import data, models, plots, training, tuning  # noqa: E402
+from tfsparse.epoch_data import fit_by_epochs  # noqa: E402
 
 TUNERS = {
     "random": kt.RandomSearch,
@@ -230,10 +231,12 @@ def train_settings(args, splits, settings=None, seed=None):
     model, scheduler = tuning.compile_trial(
         args.method, models.get(args.model), splits, args.epochs, settings or {}, seed=seed
     )
-    model.fit(
+    fit_by_epochs(
+        model,
         *splits.train,
-        epochs=args.epochs,
         batch_size=tuning.BATCH_SIZE,
+        seed=seed,
+        epochs=args.epochs,
         verbose=0,
         validation_data=splits.val,
         callbacks=[scheduler],

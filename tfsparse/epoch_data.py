@@ -83,6 +83,20 @@ class EpochData(keras.callbacks.Callback):
             )
 
 
+def fit_by_epochs(model, x, y, *, batch_size, seed, callbacks=(), **fit_arguments):
+    """`model.fit(x, y, ...)` with each epoch's order and random layers drawn
+    from (seed, epoch) (`EpochData`); `fit_arguments` are `fit`'s others
+    (`epochs`, `validation_data`, `verbose`, ...). Returns `fit`'s `History`.
+    The `EpochData` callback runs after the first of `callbacks` when that is
+    a `BackupAndRestore`, so that the epoch it restores is the one seeded."""
+    epochs = EpochData(x, y, batch_size, seed)
+    callbacks = list(callbacks)
+    at = 1 if callbacks and isinstance(callbacks[0], keras.callbacks.BackupAndRestore) else 0
+    callbacks.insert(at, epochs)
+    fit_arguments.setdefault("validation_batch_size", batch_size)
+    return model.fit(epochs.dataset(), shuffle=False, callbacks=callbacks, **fit_arguments)
+
+
 def _random_layers(model):
     """The layers outside the gates that draw from a `seed_generator`
     (Dropout, GaussianNoise, ...), in a fixed order."""

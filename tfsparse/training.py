@@ -27,7 +27,7 @@ from tfsparse import _checks, data, models, recipes
 from tfsparse._versions import versions
 from tfsparse.callbacks import SparsityScheduler
 from tfsparse.compact import compact
-from tfsparse.epoch_data import EpochData
+from tfsparse.epoch_data import fit_by_epochs
 from tfsparse.export import export
 from tfsparse.gates import registry
 from tfsparse.pruning import prune_by_magnitude
@@ -294,16 +294,16 @@ def fit(
         x_val, y_val = splits.val
         # Each epoch's order and random layers come from (seed, epoch): Keras'
         # own shuffle repeats one order under a fixed seed (tfsparse.epoch_data).
-        epochs = EpochData(*splits.train, config.batch_size, config.seed)
-        model.fit(
-            epochs.dataset(),
+        fit_by_epochs(
+            model,
+            *splits.train,
+            batch_size=config.batch_size,
+            seed=config.seed,
             epochs=config.epochs,
-            shuffle=False,  # the dataset is shuffled
             validation_data=(x_val, y_val) if len(x_val) else None,
-            validation_batch_size=config.batch_size,
             # The backup first, so that it restores before the scheduler plans;
             # the recorder last, so that it sees the scheduler's logs.
-            callbacks=[*checkpoints.callbacks(phase), epochs, *callbacks, recorder],
+            callbacks=[*checkpoints.callbacks(phase), *callbacks, recorder],
             verbose=config.verbose,
         )
         checkpoints.finish(phase, model)

@@ -32,8 +32,10 @@ Example:
 
 import keras
 import keras_tuner as kt
+import tensorflow as tf
 
 from tfsparse import _checks, data, models, recipes
+from tfsparse.epoch_data import fit_by_epochs
 from tfsparse.gates import registry
 from tfsparse.sparsify import sparsify
 from tfsparse.summary import summary
@@ -205,7 +207,17 @@ class SparsityHyperModel(kt.HyperModel):
         kwargs.setdefault("batch_size", BATCH_SIZE)
         kwargs.setdefault("verbose", 0)
         callbacks = [model._tfsparse_scheduler, *(callbacks or [])]
-        model.fit(*args, callbacks=callbacks, **kwargs)
+        if len(args) == 2 and not isinstance(args[0], tf.data.Dataset):
+            # Arrays: each epoch in its own order (Keras' shuffle repeats one
+            # under the fixed seed a search runs with; tfsparse.epoch_data),
+            # the same orders for every trial, which differ by settings alone.
+            batch_size = kwargs.pop("batch_size")
+            kwargs.pop("shuffle", None)
+            fit_by_epochs(
+                model, *args, batch_size=batch_size, seed=0, callbacks=callbacks, **kwargs
+            )
+        else:
+            model.fit(*args, callbacks=callbacks, **kwargs)
         x_val, y_val = kwargs.get("validation_data") or self.splits.val
         _, val_accuracy = model.evaluate(x_val, y_val, verbose=0)
         figures = summary(model, print_fn=None)
