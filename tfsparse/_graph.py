@@ -1,8 +1,8 @@
 """Reading and replaying the layer graph of Sequential and Functional models.
 
-Every use of Keras' private graph attributes sits in this module (see
-DESIGN.md, convention 8); `setup.cfg` bounds Keras to the minor releases it
-is tested on.
+Every use of Keras' private graph and layer-tree attributes sits in this
+module, so that a Keras release that changes them is mended in one file;
+`setup.cfg` bounds Keras to the minor releases it is tested on.
 """
 
 import collections
@@ -11,6 +11,12 @@ import keras
 from keras.src.backend.common import global_state
 
 from tfsparse import composites
+
+
+def all_layers(model):
+    """Every layer inside `model`, nested ones and sublayers (a kernel
+    gate inside a SparseDense) included, depth first; not `model` itself."""
+    return list(model._flatten_layers(include_self=False, recursive=True))
 
 
 def is_graph_model(op):

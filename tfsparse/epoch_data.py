@@ -21,7 +21,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfsparse import _checks
+from tfsparse import _checks, _graph
 from tfsparse.gates.base import Gate
 
 
@@ -102,7 +102,7 @@ def _random_layers(model):
     (Dropout, GaussianNoise, ...), in a fixed order."""
     return [
         layer
-        for layer in model._flatten_layers(include_self=False)
+        for layer in _graph.all_layers(model)
         if isinstance(getattr(layer, "seed_generator", None), keras.random.SeedGenerator)
         and not isinstance(layer, Gate)
     ]

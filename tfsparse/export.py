@@ -36,6 +36,7 @@ from typing import Any
 import keras
 import numpy as np
 
+from tfsparse import _graph
 from tfsparse._versions import versions
 from tfsparse.gates.base import gates_of
 from tfsparse.layers import effective_kernel
@@ -363,7 +364,7 @@ def _sample(model, test_data, representative_data):
 def zero_weight_fraction(model):
     """Fraction of exact zeros over all kernels (gated kernels × their mask)."""
     zeros = total = 0
-    for layer in model._flatten_layers(include_self=False, recursive=True):
+    for layer in _graph.all_layers(model):
         if not isinstance(getattr(layer, "kernel", None), keras.Variable):
             continue
         kernel = effective_kernel(layer)

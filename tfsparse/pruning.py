@@ -20,7 +20,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 
-from tfsparse import _checks
+from tfsparse import _checks, _graph
 from tfsparse.gates.base import UNIT, WEIGHT
 from tfsparse.gates.targeted_dropout import candidate_count
 from tfsparse.layers import SparseConv2D, SparseDense, effective_kernel
@@ -39,11 +39,7 @@ def prunable_layers(model, include_classifier=False):
     """
     if isinstance(model, PRUNABLE):
         return [model]
-    layers = [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, PRUNABLE)
-    ]
+    layers = [layer for layer in _graph.all_layers(model) if isinstance(layer, PRUNABLE)]
     if layers and not include_classifier:
         layers = layers[:-1]
     return layers
@@ -180,7 +176,6 @@ def _prune_groups(owner, rate_of, chosen):
     """Closes the weakest units of each group `owner`'s ChannelKeepGates
     cover, ranked over the `chosen` layers that write them; returns the ids
     of the layers whose columns it zeroed."""
-    from tfsparse import _graph
     from tfsparse.channels.groups import ChannelGroups
     from tfsparse.gates.channel_keep import ChannelKeepGate
 
@@ -227,9 +222,7 @@ def _holders_of_channel_keeps(model):
     if not isinstance(model, keras.Model):
         return []
     candidates = [model] + [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, keras.Model)
+        layer for layer in _graph.all_layers(model) if isinstance(layer, keras.Model)
     ]
     return [m for m in candidates if any(isinstance(layer, ChannelKeepGate) for layer in m.layers)]
 

@@ -71,6 +71,7 @@ import keras
 import numpy as np
 from keras import ops
 
+from tfsparse import _graph
 from tfsparse.channels import ChannelAnalysis
 from tfsparse.channels.base import GATE
 from tfsparse.gates.base import Gate
@@ -198,7 +199,7 @@ def _gate_row(analysis, gate):
 
 def _gate_params(analysis):
     seen = {}
-    for layer in analysis.model._flatten_layers(include_self=False, recursive=True):
+    for layer in _graph.all_layers(analysis.model):
         if isinstance(layer, Gate):
             seen[id(layer)] = layer.count_params()
     return int(sum(seen.values()))

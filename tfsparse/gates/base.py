@@ -531,8 +531,4 @@ def _spread(mask, rank, width, offset, repeat):
 
 def gates_of(model):
     """All gates inside `model` (nested layers included), in layer order."""
-    return [
-        layer
-        for layer in model._flatten_layers(include_self=False, recursive=True)
-        if isinstance(layer, Gate)
-    ]
+    return [layer for layer in _graph.all_layers(model) if isinstance(layer, Gate)]

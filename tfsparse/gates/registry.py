@@ -38,8 +38,8 @@ def register(family: type[Gate]) -> type[Gate]:
     return family
 
 
-def unregister(method: str) -> None:
-    """Removes a registered method (a test's or a plugin's; returns its class)."""
+def unregister(method: str) -> type:
+    """Removes a registered method (a test's or a plugin's); returns its class."""
     return _FAMILIES.pop(_checks.choice("method", method, methods()))
 
 
