@@ -112,18 +112,20 @@ def sparsify(
             convolutions first).
         seed: base seed of the gates' random generators (gate i gets seed+i).
         verbose: 1 prints which channel groups were left whole and why (the
-            classifier's aside), 2 also lists the gates, 0 prints nothing.
+            classifier's aside) and, for kernel gates, which layers keep
+            every weight and why; 2 also lists the gates; 0 prints nothing.
         **settings: the method's own settings, validated by its gate class;
             any left out is the library's recommendation
             (`tfsparse.defaults.RECOMMENDED`: e.g. hard-concrete λ = 0.05,
             gates learning 10× faster than the weights), not the gate
             class's paper default:
-            `hard_concrete`: lam, init_drop_rate, temperature;
+            `hard_concrete`: lam, init_drop_rate, temperature, per_example;
             `npn`: lam, k, k_plastic, mode, init_size (int, or list with one
             entry per hidden-unit gate), estimator;
             `bb`/`dbb`: see `tfsparse.gates.beta_bernoulli` and
             `tfsparse.gates.dependent_beta_bernoulli`;
-            `targeted_dropout`: alpha, gamma (`level` gives weight/unit).
+            `targeted_dropout`: alpha, gamma, harden_fraction (`level` gives
+            weight/unit); every method: lr_multiplier.
             hard-concrete's and NPN's `lam` may be a list, one λ per gate in
             the order the report lists them (the L0 paper's per-layer λ).
 
