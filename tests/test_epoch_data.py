@@ -42,7 +42,9 @@ def test_each_epoch_has_its_own_order_drawn_from_the_seed_and_the_epoch():
     keras.utils.set_random_seed(0)  # under which Keras' own shuffle repeats one order
     seen, dropped = [], []
     data = EpochData(*_data(), batch_size=4, seed=3)
-    _spied_model(seen, dropped).fit(data.dataset(), epochs=3, verbose=0, callbacks=[data])
+    _spied_model(seen, dropped).fit(
+        data.dataset(), epochs=3, shuffle=False, verbose=0, callbacks=[data]
+    )
     orders = [data.order(e).numpy().tolist() for e in range(3)]
     assert len({tuple(o) for o in orders}) == 3
     trained = np.concatenate(seen).astype(int).tolist()
@@ -63,7 +65,12 @@ def test_an_epoch_trains_the_same_whether_the_fit_starts_there_or_before():
         data = EpochData(*_data(), batch_size=4, seed=3)
         model = _spied_model(seen, dropped)
         model.fit(
-            data.dataset(), epochs=3, initial_epoch=initial_epoch, verbose=0, callbacks=[data]
+            data.dataset(),
+            epochs=3,
+            initial_epoch=initial_epoch,
+            shuffle=False,
+            verbose=0,
+            callbacks=[data],
         )
         runs.append((seen[-3:], dropped[-3:]))  # epoch 2's three batches
     (seen_all, masks_all), (seen_resumed, masks_resumed) = runs
