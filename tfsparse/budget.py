@@ -33,7 +33,7 @@ For hard-concrete and NPN the Lagrangian replaces the L0 penalty (λ is set
 to 0); Beta-Bernoulli keeps its KL (its prior is the method) and the
 Lagrangian adds the budget's pull; DBB's cost counts the per-example factor
 of an average example. Targeted dropout has no learned gates: its γ is set
-from the target directly (`targeted_dropout_rate`).
+from the target directly (`uniform_drop_rate`).
 """
 
 import numpy as np
@@ -42,6 +42,7 @@ from keras import ops
 from tfsparse import _checks, _graph
 from tfsparse.channels.base import GATE
 from tfsparse.channels.groups import ChannelGroups
+from tfsparse.gates import registry
 from tfsparse.gates.base import UNIT, Gate
 
 KINDS = ("flops", "params")
@@ -356,22 +357,21 @@ class CostModel:
         return [kept[self._units_of(g)] > 0 for g in self.gates]
 
 
-def targeted_dropout_rate(model, target, kind="flops"):
-    """γ for unit-level targeted dropout such that dropping that fraction of
-    the units of every channel group that can shrink (those `sparsify` gave a
-    `ChannelKeepGate`) keeps `target` of the dense cost (of the layers whose
-    inputs and outputs both shrink, the cost scales as (1 − γ)²; of the
-    others as 1 − γ)."""
-    from tfsparse.gates.channel_keep import ChannelKeepGate
-
+def uniform_drop_rate(model, target, kind, shrinkable, method):
+    """The fraction γ of the units of every channel group that can shrink
+    (the groups that a `shrinkable` gate covers) whose dropping keeps
+    `target` of the dense cost: of the layers whose inputs and outputs both
+    shrink the cost scales as (1 − γ)², of the others as 1 − γ. `method`
+    (the caller's, e.g. targeted dropout's, which sets its γ from it) names
+    itself in the errors."""
     groups = ChannelGroups(_graph.functional_of(model))
     owned = set()
     for node in groups.nodes:
-        if isinstance(node.operation, ChannelKeepGate):
+        if isinstance(node.operation, shrinkable):
             owned.update(groups.gate_units(node).tolist())
     if not owned:
         raise ValueError(
-            "No channel group of the model can shrink, so no targeted-dropout rate "
+            f"No channel group of the model can shrink, so no {method} rate "
             "meets a budget (a group is left whole where its channels reach a model "
             "output or a layer that needs all of them)."
         )
@@ -393,12 +393,13 @@ def targeted_dropout_rate(model, target, kind="flops"):
     # below it has no rate (the bisection would end at γ = 1, every unit).
     if target <= fixed / total:
         cost = "FLOPs" if kind == "flops" else "weights"
+        others = ", ".join(m for m in registry.methods() if m != method)
         raise ValueError(
-            f"target_{kind}={target} is out of reach of unit-level targeted dropout on "
+            f"target_{kind}={target} is out of reach of unit-level {method} on "
             f"this model: the layers whose units it cannot remove (attention heads, and channels "
             f"that reach a layer needing all of them) cost {fixed / total:.3f} of the dense "
             f"{cost}. Pass a target above that, or a method whose gates reach them "
-            f"(hard_concrete, npn, bb)."
+            f"({others})."
         )
     low, high = 0.0, 1.0
     for _ in range(50):  # bisection on the kept fraction k = 1 − γ

@@ -167,9 +167,10 @@ class TargetedDropoutGate(Gate):
         once so that the kept units cost the target (`tfsparse.budget`)."""
         from tfsparse import budget as budget_lib  # budget imports the gates.
         from tfsparse.gates.base import gates_of
+        from tfsparse.gates.channel_keep import ChannelKeepGate
 
         kind, target = budget
-        rate = budget_lib.targeted_dropout_rate(model, target, kind)
+        rate = budget_lib.uniform_drop_rate(model, target, kind, ChannelKeepGate, cls.method)
         for gate in (g for g in gates_of(model) if isinstance(g, cls)):
             gate.initial_gamma = rate
             gate.gamma.assign(rate)
