@@ -48,6 +48,7 @@ import numpy as np  # noqa: E402
 import tfsparse  # noqa: E402
 from tfsparse import models  # noqa: E402
 from tfsparse.callbacks import SparsityScheduler  # noqa: E402
+from tfsparse.epoch_data import fit_by_epochs  # noqa: E402
 from tfsparse.pruning import magnitude_sparsity, prune_by_magnitude  # noqa: E402
 from tfsparse.schedules import targeted_dropout_ramp  # noqa: E402
 
@@ -129,11 +130,14 @@ def run_regime(regime, args, train, test):
         jit_compile=jit,
     )
     start = time.time()
-    history = model.fit(
+    # Each epoch in its own order (Keras' shuffle repeats one under the seed).
+    history = fit_by_epochs(
+        model,
         x_train,
         y_train,
-        epochs=args.epochs,
         batch_size=args.batch_size,
+        seed=args.seed,
+        epochs=args.epochs,
         callbacks=callbacks,
         verbose=args.verbose,
     )
