@@ -74,9 +74,12 @@ class EpochData(keras.callbacks.Callback):
             tf.data.AUTOTUNE
         )
 
+    def on_train_begin(self, logs=None):
+        self._random_layers = _random_layers(self.model)  # the model is fixed for the fit
+
     def on_epoch_begin(self, epoch, logs=None):
         self.epoch.assign(epoch)
-        for index, layer in enumerate(_random_layers(self.model)):
+        for index, layer in enumerate(self._random_layers):
             state = np.random.SeedSequence([self.seed, epoch, index]).generate_state(1)[0]
             layer.seed_generator.state.assign(
                 np.array([state, 0], dtype=layer.seed_generator.state.dtype)
