@@ -61,6 +61,20 @@ def test_flat_input_gets_an_input_gate_and_branches_each_a_gate():
     assert gates_of(sparse)[0].group_size == 8 + 6  # rows in both first layers
 
 
+def test_features_take_no_gate_where_a_reader_cannot_take_one():
+    # The input also enters a Concatenate (not a Dense kernel): a gate on its
+    # features would change that branch too, so none is placed; nor with
+    # gate_features=False on the plain branches.
+    inputs = keras.Input((10,))
+    hidden = keras.layers.Dense(8, activation="relu", name="hidden")(inputs)
+    both = keras.layers.Concatenate()([hidden, inputs])
+    model = keras.Model(inputs, keras.layers.Dense(3, name="logits")(both))
+    sparse = tfsparse.sparsify(model, "npn", dataset_size=100)
+    assert [g.name for g in gates_of(sparse)] == ["hidden_gate"]
+    plain = tfsparse.sparsify(_branches(), "npn", dataset_size=100, gate_features=False)
+    assert sorted(g.name for g in gates_of(plain)) == ["left_gate", "right_gate"]
+
+
 def test_layers_feeding_a_concatenate_are_gated_at_their_offsets():
     sparse = tfsparse.sparsify(_branches("concat"), "npn", dataset_size=100)
     assert sorted(g.name for g in gates_of(sparse)) == ["input_0_gate", "left_gate", "right_gate"]

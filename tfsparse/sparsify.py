@@ -329,18 +329,20 @@ class _Plan:
                 )
                 for tensor, offset, repeat, readers in sites:
                     self._gate_edges(tensor, readers, gate, offset, repeat)
-            elif gate_features and isinstance(node.operation, keras.layers.Flatten):
-                (flat,) = node.outputs
-                readers = self._dense_readers(flat)
-                if readers:
-                    gate = self._unit_gate(node.operation.name, _rows(readers), False)
-                    self._gate_edges(flat, readers, gate)
+            elif gate_features and handler.makes_flat_features:
+                self._gate_features(node.operation.name, *node.outputs)
         if gate_features:
             for i, tensor in enumerate(self.graph.inputs):
-                readers = self._dense_readers(tensor)
-                if readers and len(tensor.shape) == 2:
-                    gate = self._unit_gate(f"input_{i}", _rows(readers), False)
-                    self._gate_edges(tensor, readers, gate)
+                if len(tensor.shape) == 2:
+                    self._gate_features(f"input_{i}", tensor)
+
+    def _gate_features(self, name, tensor):
+        """A gate on each feature of the flat `tensor`, if every layer that
+        reads it can take one (its handler's `feature_rows`)."""
+        readers = self.users.get(id(tensor), [])
+        rows = [self.groups.handler[id(node)].feature_rows(node) for node in readers]
+        if readers and None not in rows:
+            self._gate_edges(tensor, readers, self._unit_gate(name, sum(rows), False))
 
     def _gate_inside(self, node, handler):
         """A gate on a layer's own units (an attention layer's heads): the
@@ -364,13 +366,6 @@ class _Plan:
         return sum(
             handler[id(node)].unit_cost(node)[index] for node in group.producers + group.layers
         )
-
-    def _dense_readers(self, tensor):
-        """The nodes reading `tensor`, if they are all Dense layers."""
-        readers = self.users.get(id(tensor), [])
-        if readers and all(isinstance(n.operation, keras.layers.Dense) for n in readers):
-            return readers
-        return []
 
     def _place_kernel_gates(self):
         for node in _graph.nodes_in_order(self.graph):
@@ -537,11 +532,6 @@ class _Plan:
             else:
                 value = gate(value, offset=offset, repeat=repeat)
         return value
-
-
-def _rows(readers):
-    """Kernel rows per input feature of the Dense layers that read it."""
-    return sum(node.operation.units for node in readers)
 
 
 def _copy_weights(new, old, how):

@@ -106,6 +106,19 @@ class Handler:
         for old, new in zip(node.outputs, _flat(outputs)):
             r.put(old, new, None)
 
+    # ---------------------------------------------------- feature gates
+    # `sparsify(gate_features=True)` gates the features of a flat tensor (the
+    # network's input, or what a layer with `makes_flat_features` outputs)
+    # where every reader can take them (`feature_rows` is not None).
+    makes_flat_features = False
+
+    def feature_rows(self, node):
+        """Kernel rows that each feature of the layer's flat (2-D) input is
+        multiplied into, the cost a feature gate switches off; None where a
+        gate on single input features does not fit the layer."""
+        del node
+        return None
+
     @staticmethod
     def inner_gates(node):
         """Gates held inside the layer (an attention layer's head gate)."""

@@ -50,6 +50,13 @@ class LinearHandler(Handler):
         owned = int(np.prod(op.kernel.shape[:-1])) + (1 if op.use_bias else 0)
         return owned, owned * positions(y)
 
+    def feature_rows(self, node):
+        """A Dense layer's units: each input feature meets one kernel row."""
+        (x,), kernel = node.input_tensors, node.operation.kernel
+        if len(x.shape) != 2 or len(kernel.shape) != 2:
+            return None
+        return int(kernel.shape[-1])
+
     # ---------------------------------------------------- forward / backward
     def forward(self, a, node):
         op, (y,) = node.operation, node.outputs

@@ -60,6 +60,7 @@ class FlattenHandler(MapHandler):
 
     # A gate moved across it multiplies the same values (see ChannelGroups.hoist).
     value_preserving = True
+    makes_flat_features = True
 
     def accepts(self, node, width):
         (x,) = node.input_tensors
