@@ -197,17 +197,24 @@ def test_the_command_line_gives_the_configuration_the_library_takes():
     )
 
 
-def test_weight_decay_reaches_the_sparse_model_as_an_l2_penalty():
+def test_weight_decay_is_plain_l2_or_under_hard_concrete_gates():
     from tfsparse import data
 
     splits = data.load("digits")
     config = training.RunConfig(
-        model="lenet_300_100", dataset="digits", method="hard_concrete", weight_decay=0.01
+        model="lenet_300_100", dataset="digits", method="bb", weight_decay=0.01
     )
     dense = training.build_model(config, splits)
     kernels = [layer.kernel for layer in dense.layers if hasattr(layer, "kernel")]
     expected = sum(0.005 * float(np.sum(np.square(k.numpy()))) for k in kernels)
     np.testing.assert_allclose(float(sum(dense.losses)), expected, rtol=1e-5)
+    # BB's code decays every weight: the kernels keep their L2.
     sparse, _ = training.build_sparse(config, splits)
     sparse_kernels = [v for v in sparse.trainable_weights if v.regularizer is not None]
     assert len(sparse_kernels) == len(kernels) == 3
+    assert sparse.gated_weight_decay is None
+    # The L0 code's decay counts each weight with the chance it is kept.
+    l0, _ = training.build_sparse(config.replace(method="hard_concrete"), splits)
+    assert not [v for v in l0.trainable_weights if v.regularizer is not None]
+    assert l0.gated_weight_decay.weight_decay == 0.01
+    assert len(l0.gated_weight_decay.layers) == 3

@@ -154,6 +154,11 @@ class CostModel:
                 continue
             self.extra[id(node.outputs[0])] = out
 
+    def channel_indices(self, tensor):
+        """(primary, extra): for each channel of `tensor`, the indices in the
+        probability vector whose product is the chance it is kept."""
+        return self._indices((tensor, None))
+
     def _indices(self, selection):
         """(probability indices, extra indices) of one selection."""
         what, picked = selection

@@ -11,6 +11,7 @@ from keras.src.losses import loss as loss_module
 from tfsparse import _checks, schedules
 from tfsparse import budget as budget_lib
 from tfsparse.gates.base import gates_of
+from tfsparse.weight_decay import GatedWeightDecay
 
 ADAMS = (keras.optimizers.Adam, keras.optimizers.AdamW)
 # The multipliers λ₁, λ₂ move this many times as far per step as the gates'
@@ -55,6 +56,10 @@ class SparseModel(keras.Model):
       `SparsityScheduler` engages it when the target's ramp starts and
       releases it at hardening. The logs show `cost` (c) and `cost_target`
       each step and epoch.
+    - **Weight decay under the gates** (`decay_weights_under_gates(wd)`;
+      `tfsparse.weight_decay`): the loss gets ½·wd·Σ P(kept)·w² over the
+      Dense/Conv kernels in place of their L2 regularizers, as the L0
+      paper's code charges its weights.
 
     It also makes `fit` and `evaluate` work under
     `tf.distribute.MultiWorkerMirroredStrategy`, where Keras 3.15 fails for
@@ -66,15 +71,28 @@ class SparseModel(keras.Model):
         inputs, outputs, name: as for a Functional `keras.Model`.
         budget: optional dict `{"kind": "flops" | "params", "target": t}`
             with 0 < t ≤ 1.
+        weight_decay: wd for `decay_weights_under_gates` (0: none).
     """
 
     def __init__(self, *args, **kwargs):
         budget = kwargs.pop("budget", None)
+        weight_decay = kwargs.pop("weight_decay", 0.0)
         super().__init__(*args, **kwargs)
         self.gate_optimizer = None
         self.boosted_gate_optimizers = []
         self._boosted_rates = []
         self._attach_budget(budget)
+        self.gated_weight_decay = None
+        if weight_decay:
+            self.decay_weights_under_gates(weight_decay)
+
+    # ---------------------------------------------------------- weight decay
+    def decay_weights_under_gates(self, weight_decay):
+        """Charges ½·weight_decay·Σ P(kept)·w² over the Dense/Conv kernels
+        (`tfsparse.weight_decay.GatedWeightDecay`) and takes those kernels'
+        own regularizers off. Call it before `compile`."""
+        self.gated_weight_decay = GatedWeightDecay(self, weight_decay)
+        self.gated_weight_decay.remove_plain_decay()
 
     # ---------------------------------------------------------------- budget
     def _attach_budget(self, budget):
@@ -166,14 +184,20 @@ class SparseModel(keras.Model):
         config = super().get_config()
         if self.budget is not None:
             config["budget"] = dict(self.budget)
+        if self.gated_weight_decay is not None:
+            config["weight_decay"] = self.gated_weight_decay.weight_decay
         return config
 
     @classmethod
     def from_config(cls, config, custom_objects=None):
         config = dict(config)
         budget = config.pop("budget", None)
+        weight_decay = config.pop("weight_decay", 0.0)
         model = super().from_config(config, custom_objects=custom_objects)
         model._attach_budget(budget)
+        model.gated_weight_decay = None
+        if weight_decay:
+            model.decay_weights_under_gates(weight_decay)
         return model
 
     # --------------------------------------------------------------- compile
@@ -277,7 +301,7 @@ class SparseModel(keras.Model):
 
     def _gated_train_step(self, data):
         gates = gates_of(self)
-        if not gates and self.budget is None:
+        if not gates and self.budget is None and self.gated_weight_decay is None:
             return super().train_step(data)
         if self.gate_optimizer is None:
             raise ValueError("Compile the SparseModel before fitting it.")
@@ -299,6 +323,8 @@ class SparseModel(keras.Model):
                 if self.budget is not None:
                     term, cost = self._budget_term()
                     loss = loss + term
+                if self.gated_weight_decay is not None:
+                    loss = loss + self.gated_weight_decay()
                 self._loss_tracker.update_state(
                     loss_module.unscale_loss_for_distribution(loss),
                     sample_weight=tf.shape(tf.nest.flatten(x)[0])[0],

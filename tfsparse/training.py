@@ -65,6 +65,9 @@ class RunConfig:
         verbose: Keras `fit` verbosity (0, 1 or 2).
         weight_decay: an L2 penalty ½·weight_decay·Σw² on every kernel (what
             PyTorch's `weight_decay` does to plain gradients; the papers' codes use it).
+            Under hard-concrete gates each Dense/Conv weight counts with the
+            probability that the gates keep it, as in the L0 paper's code
+            (`SparseModel.decay_weights_under_gates`).
         average_weights: momentum of a moving average of every trainable variable
             that replaces them when each phase's `fit` ends (0: none; the L0
             paper's code uses 0.999).
@@ -250,7 +253,16 @@ def build_sparse(
         seed=config.seed,
         **plan.settings,
     )
+    _decay_under_gates(sparse, config, config.method)
     return compile_model(sparse, config, splits), [plan.scheduler]
+
+
+def _decay_under_gates(sparse, config, method):
+    """Moves `config.weight_decay` under the gates where the method's code
+    charges weights that way (`Gate.decays_weights_under_gates`: the L0
+    paper's hard-concrete gates); other methods keep the plain L2."""
+    if config.weight_decay and registry.family(method).decays_weights_under_gates:
+        sparse.decay_weights_under_gates(config.weight_decay)
 
 
 def compile_model(
@@ -323,6 +335,7 @@ def continue_training(
         dataset_size=len(splits.train[0]),
         seed=config.seed,
     )
+    _decay_under_gates(following, config, registry.successor(config.method))
     continued = config.replace(epochs=config.continue_epochs, continue_epochs=0)
     compile_model(following, continued, splits)
     history, times = fit(following, splits, continued, [SparsityScheduler()], phase="continue")

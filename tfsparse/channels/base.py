@@ -119,6 +119,14 @@ class Handler:
         del node
         return None
 
+    def decayed_kernel(self, node):
+        """(kernel variable, input tensor, output tensor) for a layer whose
+        kernel is [taps..., inputs, outputs] over the channels of those
+        tensors, the shape a weight decay under the gates reads; None for
+        the others (their kernels keep a plain L2)."""
+        del node
+        return None
+
     @staticmethod
     def inner_gates(node):
         """Gates held inside the layer (an attention layer's head gate)."""

@@ -57,6 +57,10 @@ class LinearHandler(Handler):
             return None
         return int(kernel.shape[-1])
 
+    def decayed_kernel(self, node):
+        (x,), (y,) = node.input_tensors, node.outputs
+        return node.operation.kernel, x, y
+
     # ---------------------------------------------------- forward / backward
     def forward(self, a, node):
         op, (y,) = node.operation, node.outputs
@@ -231,6 +235,11 @@ class GroupedConvHandler(LinearHandler):
     keeps as many inputs and outputs as the largest needs (the extra ones are
     multiplied by 0), and a group without kept outputs goes whole."""
 
+    def decayed_kernel(self, node):
+        # Each output reads only its group's inputs: not one [inputs, outputs].
+        del node
+        return None
+
     def accepts(self, node, width):
         op, (x,) = node.operation, node.input_tensors
         return _simple_io(node, width) and 1 < op.groups != width(x)
@@ -332,6 +341,11 @@ class SeparableConvHandler(LinearHandler):
     then a pointwise half that ends the group. A closed input channel frees
     its depthwise slice and d pointwise rows; the multiplier folds into the
     depthwise kernel."""
+
+    def decayed_kernel(self, node):
+        # Two kernels, depthwise then pointwise: not one [inputs, outputs].
+        del node
+        return None
 
     def accepts(self, node, width):
         return _simple_io(node, width)

@@ -118,6 +118,10 @@ class Gate(keras.layers.Layer):
     # A family whose gates, already in a model, this one replaces and starts
     # from (`continuing`, `load_previous`): DBB continues BB.
     continues = None
+    # Whether a run's weight decay counts each weight with the probability
+    # that the gates keep it (`SparseModel.decay_weights_under_gates`; the
+    # L0 paper's expected L2), instead of as a plain L2 on every kernel.
+    decays_weights_under_gates = False
 
     def __init__(
         self,

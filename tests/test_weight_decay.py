@@ -1,0 +1,113 @@
+"""Weight decay under the gates: ½·wd·Σ P(input kept)·P(output kept)·w²."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+import tfsparse
+from tfsparse.gates import gates_of
+
+WD = 0.3
+
+
+def _mlp(regularizer=None):
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((4,))
+    hidden = keras.layers.Dense(
+        3, activation="relu", kernel_regularizer=regularizer, name="hidden"
+    )(inputs)
+    logits = keras.layers.Dense(2, kernel_regularizer=regularizer, name="logits")(hidden)
+    return keras.Model(inputs, logits)
+
+
+def _gated(regularizer=None, weight_decay=WD):
+    sparse = tfsparse.sparsify(_mlp(regularizer), "hard_concrete", dataset_size=100)
+    features, hidden = gates_of(sparse)
+    # Distinct open probabilities, so that a row or column charged with the
+    # wrong gate shows.
+    features.log_alpha.assign([-2.0, -0.5, 0.5, 2.0])
+    hidden.log_alpha.assign([-1.0, 0.0, 1.5])
+    sparse.decay_weights_under_gates(weight_decay)
+    return sparse, features, hidden
+
+
+def _closed_form(sparse, features, hidden):
+    p_in = keras.ops.convert_to_numpy(features.open_probability())
+    p_hidden = keras.ops.convert_to_numpy(hidden.open_probability())
+    w1 = sparse.get_layer("hidden").kernel.numpy()
+    w2 = sparse.get_layer("logits").kernel.numpy()
+    # The classifier's outputs have no gate: its columns are always kept.
+    charged = np.sum(p_in[:, None] * w1**2 * p_hidden[None, :]) + np.sum(p_hidden[:, None] * w2**2)
+    return 0.5 * WD * charged
+
+
+def test_each_weight_counts_with_the_chance_both_its_channels_are_kept():
+    sparse, features, hidden = _gated()
+    np.testing.assert_allclose(
+        float(sparse.gated_weight_decay()), _closed_form(sparse, features, hidden), rtol=1e-5
+    )
+
+
+def test_a_hardened_gate_counts_its_frozen_mask():
+    sparse, features, hidden = _gated()
+    for gate in (features, hidden):
+        gate.harden()
+    kept_in = features.hard_mask.numpy() > 0
+    kept_hidden = hidden.hard_mask.numpy() > 0
+    w1 = sparse.get_layer("hidden").kernel.numpy()
+    w2 = sparse.get_layer("logits").kernel.numpy()
+    expected = 0.5 * WD * (np.sum(w1[kept_in][:, kept_hidden] ** 2) + np.sum(w2[kept_hidden] ** 2))
+    np.testing.assert_allclose(float(sparse.gated_weight_decay()), expected, rtol=1e-5)
+
+
+def test_the_term_pulls_on_the_gates_and_the_weights():
+    sparse, features, hidden = _gated()
+    variables = [features.log_alpha, hidden.log_alpha, sparse.get_layer("hidden").kernel]
+    with tf.GradientTape() as tape:
+        term = sparse.gated_weight_decay()
+    for gradient in tape.gradient(term, variables):
+        # Every gate's units and every kernel weight get a pull.
+        assert np.all(np.abs(gradient.numpy()) > 0)
+
+
+def test_it_replaces_the_kernels_l2_and_survives_saving(tmp_path):
+    sparse, features, hidden = _gated(keras.regularizers.L2(WD / 2))
+    assert all(layer.kernel_regularizer is None for layer in sparse.gated_weight_decay.layers)
+    assert not [v for v in sparse.trainable_weights if v.regularizer is not None]
+    path = str(tmp_path / "m.keras")
+    sparse.save(path)
+    loaded = keras.models.load_model(path)
+    assert loaded.gated_weight_decay.weight_decay == WD
+    assert not [v for v in loaded.trainable_weights if v.regularizer is not None]
+    loaded_gates = gates_of(loaded)
+    np.testing.assert_allclose(
+        float(loaded.gated_weight_decay()), _closed_form(loaded, *loaded_gates), rtol=1e-5
+    )
+
+
+def test_fit_adds_it_to_the_loss():
+    sparse, features, hidden = _gated()
+    # Hardened gates: deterministic masks and no L0 penalty, so the logged
+    # loss is the data loss plus the term; SGD at rate 0 leaves the weights.
+    for gate in (features, hidden):
+        gate.harden()
+    x = np.linspace(-1, 1, 32, dtype="float32").reshape(8, 4)
+    y = np.zeros((8, 2), "float32")
+
+    def logged_loss():
+        sparse.compile(optimizer=keras.optimizers.SGD(0.0), loss="mse")
+        return sparse.fit(x, y, batch_size=8, epochs=1, verbose=0, shuffle=False).history["loss"][
+            0
+        ]
+
+    with_term = logged_loss()
+    term = float(sparse.gated_weight_decay())
+    sparse.gated_weight_decay = None
+    np.testing.assert_allclose(with_term - logged_loss(), term, rtol=1e-4)
+
+
+def test_bad_weight_decay_is_refused():
+    sparse = tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=100)
+    with pytest.raises(ValueError, match="weight_decay"):
+        sparse.decay_weights_under_gates(-1.0)
