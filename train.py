@@ -55,7 +55,8 @@ def parse_args(argv=None):
         "--weight-decay",
         type=float,
         default=0.0,
-        help="L2 penalty ½·wd·Σw² on every kernel (as PyTorch's weight_decay)",
+        help="L2 penalty ½·wd·Σw² on every kernel (as PyTorch's weight_decay); under "
+        "hard-concrete gates each weight counts with the chance the gates keep it",
     )
     p.add_argument(
         "--average-weights",
