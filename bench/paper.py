@@ -26,7 +26,7 @@ from bench import suites
 from bench.report import load_records, replace_block
 
 SUITE = "paper"
-PAGE_START = "<!-- paper:start (python -m bench.paper --render-only --page docs/benchmarks.md) -->"
+PAGE_START = "<!-- paper:start (python -m bench.paper --render-only --page <this page>) -->"
 PAGE_END = "<!-- paper:end -->"
 MLPS = ("lenet_300_100", "lenet_500_300")
 MLP_SEEDS = (0, 1, 2)
@@ -80,6 +80,24 @@ PAPER_ROWS = (
         "units": (266, 88, 33),
         "error": 1.6,
         "source": "quoted by Evci et al. 2020 (RigL), appendix B, Table 2",
+    },
+    {
+        "paper": "NPN (Li & Ji 2019)",
+        "row": "prune",
+        "model": "lenet_300_100",
+        "label": "npn-prune",
+        "units": None,
+        "error": None,
+        "source": "table not readable here",
+    },
+    {
+        "paper": "NPN (Li & Ji 2019)",
+        "row": "expand",
+        "model": "lenet_300_100",
+        "label": "npn-expand",
+        "units": None,
+        "error": None,
+        "source": "table not readable here",
     },
     {
         "paper": "NPN (Li & Ji 2019)",
