@@ -260,6 +260,9 @@ LENET5_SIZES = ((25, 500, 500, 10), (26, 501, 500, 801))
 LENET5_LAMBDAS = _per_gate([10.0, 0.5, 0.1, 10.0], *LENET5_SIZES)
 # The L0 paper's weight decay 5e-4 (the MLP's; the LeNet-5 script divides it
 # by N, which leaves nothing, as does NPN's code); BB's code uses 1e-4. The L0
+# code charges it under the gates (Σ P(z ≠ 0)·½·wd·‖w‖²), as training.run now
+# does for hard-concrete; the MLP row's runs with a plain L2 are in
+# bench/records/paper_l0_plain_l2.jsonl. The L0
 # MLP averages its parameters (beta_ema 0.999) and tests with the averages;
 # the LeNet-5 script leaves L0LeNet5's default, no averaging.
 L0_MLP = {
