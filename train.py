@@ -56,7 +56,7 @@ def parse_args(argv=None):
         type=float,
         default=0.0,
         help="L2 penalty ½·wd·Σw² on every kernel (as PyTorch's weight_decay); under "
-        "hard-concrete gates each weight counts with the chance the gates keep it",
+        "hard-concrete unit gates each weight counts with the chance the gates keep it",
     )
     p.add_argument(
         "--average-weights",

@@ -25,7 +25,7 @@ def results():
 
 
 def test_every_family_trains_under_mirrored_strategy(results):
-    assert len(results) == 8
+    assert len(results) == 9
     for name, result in results.items():
         assert result["ok"], (name, result.get("error"))
 

@@ -218,3 +218,8 @@ def test_weight_decay_is_plain_l2_or_under_hard_concrete_gates():
     assert not [v for v in l0.trainable_weights if v.regularizer is not None]
     assert l0.gated_weight_decay.weight_decay == 0.01
     assert len(l0.gated_weight_decay.layers) == 3
+    # Gates on single weights: the term would not see them; the L2 stays.
+    weight_level = config.replace(method="hard_concrete", settings={"level": "weight"})
+    single, _ = training.build_sparse(weight_level, splits)
+    assert single.gated_weight_decay is None
+    assert [v for v in single.trainable_weights if v.regularizer is not None]

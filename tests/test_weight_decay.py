@@ -109,5 +109,23 @@ def test_fit_adds_it_to_the_loss():
 
 def test_bad_weight_decay_is_refused():
     sparse = tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=100)
-    with pytest.raises(ValueError, match="weight_decay"):
-        sparse.decay_weights_under_gates(-1.0)
+    for bad in (-1.0, 0.0):
+        with pytest.raises(ValueError, match="weight_decay"):
+            sparse.decay_weights_under_gates(bad)
+
+
+@pytest.mark.parametrize(
+    "regularizer", [keras.regularizers.L1(0.01), keras.regularizers.L2(WD)], ids=["l1", "l2_other"]
+)
+def test_a_regularizer_it_cannot_stand_in_for_is_an_error(regularizer):
+    sparse = tfsparse.sparsify(_mlp(regularizer), "hard_concrete", dataset_size=100)
+    with pytest.raises(ValueError, match="kernel_regularizer"):
+        sparse.decay_weights_under_gates(WD)
+    # Nothing was taken off on the way.
+    assert sparse.get_layer("hidden").kernel_regularizer is not None
+
+
+def test_gates_on_single_weights_are_refused():
+    sparse = tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=100, level="weight")
+    with pytest.raises(ValueError, match="unit gates"):
+        sparse.decay_weights_under_gates(WD)

@@ -58,8 +58,8 @@ class SparseModel(keras.Model):
       each step and epoch.
     - **Weight decay under the gates** (`decay_weights_under_gates(wd)`;
       `tfsparse.weight_decay`): the loss gets ½·wd·Σ P(kept)·w² over the
-      Dense/Conv kernels in place of their L2 regularizers, as the L0
-      paper's code charges its weights.
+      Dense/Conv kernels in place of their L2 regularizers (the L0 paper's
+      expected L2; left out of `evaluate`'s loss, as the budget's term is).
 
     It also makes `fit` and `evaluate` work under
     `tf.distribute.MultiWorkerMirroredStrategy`, where Keras 3.15 fails for
@@ -89,8 +89,11 @@ class SparseModel(keras.Model):
     # ---------------------------------------------------------- weight decay
     def decay_weights_under_gates(self, weight_decay):
         """Charges ½·weight_decay·Σ P(kept)·w² over the Dense/Conv kernels
-        (`tfsparse.weight_decay.GatedWeightDecay`) and takes those kernels'
-        own regularizers off. Call it before `compile`."""
+        (`tfsparse.weight_decay.GatedWeightDecay`) in place of their L2
+        regularizers of that strength, which it takes off (any other
+        regularizer on them is an error). Call it before `compile`. The
+        term is the model's: a copy rebuilt from the layers' configs
+        (`keras.models.clone_model`, `tfsparse.compact`) has no decay."""
         self.gated_weight_decay = GatedWeightDecay(self, weight_decay)
         self.gated_weight_decay.remove_plain_decay()
 
@@ -322,9 +325,13 @@ class SparseModel(keras.Model):
                 first_loss = loss
                 if self.budget is not None:
                     term, cost = self._budget_term()
-                    loss = loss + term
+                    # Keras divides the data loss by the replicas and sums
+                    # their gradients: model-wide terms are divided likewise.
+                    loss = loss + loss_module.scale_loss_for_distribution(term)
                 if self.gated_weight_decay is not None:
-                    loss = loss + self.gated_weight_decay()
+                    loss = loss + loss_module.scale_loss_for_distribution(
+                        self.gated_weight_decay()
+                    )
                 self._loss_tracker.update_state(
                     loss_module.unscale_loss_for_distribution(loss),
                     sample_weight=tf.shape(tf.nest.flatten(x)[0])[0],

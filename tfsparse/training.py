@@ -29,7 +29,8 @@ from tfsparse.callbacks import SparsityScheduler
 from tfsparse.compact import compact
 from tfsparse.epoch_data import fit_by_epochs
 from tfsparse.export import export
-from tfsparse.gates import registry
+from tfsparse.gates import gates_of, registry
+from tfsparse.gates.base import UNIT
 from tfsparse.pruning import prune_by_magnitude
 from tfsparse.resume import PhaseCheckpoints
 from tfsparse.sparsify import check_settings, sparsify
@@ -65,8 +66,8 @@ class RunConfig:
         verbose: Keras `fit` verbosity (0, 1 or 2).
         weight_decay: an L2 penalty ½·weight_decay·Σw² on every kernel (what
             PyTorch's `weight_decay` does to plain gradients; the papers' codes use it).
-            Under hard-concrete gates each Dense/Conv weight counts with the
-            probability that the gates keep it, as in the L0 paper's code
+            Under hard-concrete unit gates each Dense/Conv weight counts with
+            the probability that the gates keep it, the L0 paper's expected L2
             (`SparseModel.decay_weights_under_gates`).
         average_weights: momentum of a moving average of every trainable variable
             that replaces them when each phase's `fit` ends (0: none; the L0
@@ -258,10 +259,13 @@ def build_sparse(
 
 
 def _decay_under_gates(sparse, config, method):
-    """Moves `config.weight_decay` under the gates where the method's code
-    charges weights that way (`Gate.decays_weights_under_gates`: the L0
-    paper's hard-concrete gates); other methods keep the plain L2."""
-    if config.weight_decay and registry.family(method).decays_weights_under_gates:
+    """Moves `config.weight_decay` under the unit gates where the method's
+    code charges weights that way (`Gate.decays_weights_under_gates`: the L0
+    paper's hard-concrete gates); other methods, and gates on single weights,
+    keep the plain L2."""
+    if not (config.weight_decay and registry.family(method).decays_weights_under_gates):
+        return
+    if any(gate.structure == UNIT for gate in gates_of(sparse)):
         sparse.decay_weights_under_gates(config.weight_decay)
 
 

@@ -3,22 +3,29 @@
 A plain L2 penalty ½·wd·Σw² also charges a network for the weights its gates
 remove, and it says nothing to the gates. The L0 paper combines the two as an
 expectation over the gates (Louizos et al. 2018, "Combining the L0 norm with
-other norms"; the official `L0Dense._reg_w` computes Σ_rows P(z ≠ 0)·
-(½·wd·‖row‖² + λ)): each weight's ½·wd·w² counts with the probability that
-it is kept. The weights then shrink only while they are likely to stay, and
-a unit whose weights are large pays more to stay open, a pressure on the
-gates that at the official MLP's settings outweighs λ's own.
+other norms"): each weight's ½·wd·w² counts with the probability that it is
+not zero. The weights then shrink only while they are likely to stay, and a
+unit whose weights are large pays more to stay open, a pressure on the gates
+that at the official MLP's settings outweighs λ's own.
 
-In tfsparse's gated networks a weight of a Dense or Conv kernel is kept when
-both its input channel and its output channel are (a unit's gate removes its
-column from the layer that writes it and its rows from the layers that read
-it), so the term is ½·wd·Σ_ij P(input i kept)·P(output j kept)·‖w_ij‖²,
-with the channels' probabilities laid out by `tfsparse.budget.CostModel` (a
-hardened gate counts with its frozen mask). Layers whose kernel is not one
-[inputs, outputs] map (grouped, separable and depthwise convolutions,
-attention) keep their own L2 regularizers.
+In the official code each layer owns one gate per row (a Dense layer's
+inputs) or per filter (a convolution's outputs), and its `_reg_w` charges
+each weight with that gate alone. In tfsparse's gated networks a weight of a
+Dense or Conv kernel is zero when either its input channel or its output
+channel is closed (a unit's gate removes its column from the layer that
+writes it and its rows from the layers that read it), so the expectation is
+½·wd·Σ_ij P(input i kept)·P(output j kept)·‖w_ij‖², the gates taken as
+independent. A hidden unit's gate is therefore charged for its incoming and
+its outgoing weights, where the official MLP charges it for its outgoing row
+only. The channels' probabilities are laid out by
+`tfsparse.budget.CostModel` (a hardened gate counts with its frozen mask).
+Layers whose kernel is not one [inputs, outputs] map (grouped, separable and
+depthwise convolutions, attention) keep their own L2 regularizers, and so do
+all layers where the gates are on single weights (`level="weight"`), which
+this term does not see: it needs unit gates.
 """
 
+import keras
 from keras import ops
 
 from tfsparse import _checks
@@ -37,8 +44,16 @@ class GatedWeightDecay:
     """
 
     def __init__(self, model, weight_decay):
-        self.weight_decay = float(_checks.number("weight_decay", weight_decay, low=0))
+        self.weight_decay = float(
+            _checks.number("weight_decay", weight_decay, low=0, low_open=True)
+        )
         self.cost = CostModel(model, "params")
+        if not self.cost.gates:
+            raise ValueError(
+                f"Weight decay under the gates needs unit gates; {model.name!r} has none "
+                "(gates on single weights, level='weight', keep a plain L2: "
+                "kernel_regularizer=keras.regularizers.L2(weight_decay / 2))."
+            )
         groups = self.cost.groups
         calls = {}
         for node in groups.nodes:
@@ -70,9 +85,24 @@ class GatedWeightDecay:
         return 0.5 * self.weight_decay * total
 
     def remove_plain_decay(self):
-        """Takes the covered layers' kernel regularizers off (the term
-        replaces them); the layers' configs lose them too, so a saved model
-        does not charge the kernels twice when loaded."""
+        """Takes the covered layers' L2 kernel regularizers of this strength
+        off (the term replaces them); the layers' configs lose them too, so a
+        saved model does not charge the kernels twice when loaded. Another
+        regularizer on a covered kernel is an error: the term cannot stand
+        in for it, and keeping it would charge the kernel twice."""
+        for layer in self.layers:
+            regularizer = layer.kernel_regularizer
+            if regularizer is not None and not self._is_own_decay(regularizer):
+                raise ValueError(
+                    f"Layer {layer.name!r} has kernel_regularizer {regularizer!r}; weight "
+                    f"decay under the gates replaces only L2(l2={self.weight_decay / 2}) "
+                    "(½·weight_decay·Σw²). Remove it or build the model without it."
+                )
         for layer in self.layers:
             layer.kernel_regularizer = None
             layer.kernel.regularizer = None
+
+    def _is_own_decay(self, regularizer):
+        if type(regularizer) is not keras.regularizers.L2:
+            return False
+        return abs(float(regularizer.l2) - self.weight_decay / 2) <= 1e-9 * self.weight_decay

@@ -36,6 +36,14 @@ CASES = [
         True,
     ),
     ("targeted_dropout_off", "targeted_dropout", {"alpha": 0.0, "gamma": 0.5}, True),
+    # Weight decay under deterministic gates: the term is divided among the
+    # replicas as the data loss is.
+    (
+        "npn_deterministic_gated_decay",
+        "npn",
+        {"k": K_DETERMINISTIC, "estimator": "hard_concrete", "lam": 0.5, "weight_decay": 0.1},
+        True,
+    ),
     ("hard_concrete", "hard_concrete", {"lam": 0.1}, False),
     ("npn_arm", "npn", {"lam": 0.1}, False),
     ("bb", "bb", {}, False),
@@ -45,6 +53,8 @@ CASES = [
 
 
 def build(method, settings):
+    settings = dict(settings)
+    weight_decay = settings.pop("weight_decay", 0.0)
     keras.utils.set_random_seed(0)
     dense = keras.Sequential(
         [
@@ -54,6 +64,8 @@ def build(method, settings):
         ]
     )
     model = tfsparse.sparsify(dense, method, dataset_size=64, seed=0, **settings)
+    if weight_decay:
+        model.decay_weights_under_gates(weight_decay)
     model.compile(
         keras.optimizers.SGD(0.05), keras.losses.SparseCategoricalCrossentropy(from_logits=True)
     )

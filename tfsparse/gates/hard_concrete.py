@@ -103,7 +103,8 @@ class HardConcreteGate(Gate):
     budget_replaces = "lam"
     per_gate_settings = ("lam", "init_drop_rate")
     method = "hard_concrete"
-    # The official code's L2 term is Σ P(z ≠ 0)·½·wd·‖w‖² (its `_reg_w`).
+    # The official code charges its L2 under the gates, Σ P(z ≠ 0)·½·wd·‖w‖²
+    # (its `_reg_w`; tfsparse.weight_decay).
     decays_weights_under_gates = True
     levels = (UNIT, WEIGHT)
     # Measured on mnist-10k (10,000 training images, 79 steps per epoch):
