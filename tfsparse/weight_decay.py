@@ -37,7 +37,7 @@ class GatedWeightDecay:
 
     Args:
         model: a flat gated model (what `tfsparse.sparsify` returns).
-        weight_decay: wd ≥ 0.
+        weight_decay: wd > 0.
 
     Attributes:
         layers: the layers whose kernels the term covers (each called once).
