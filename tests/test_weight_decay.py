@@ -129,3 +129,28 @@ def test_gates_on_single_weights_are_refused():
     sparse = tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=100, level="weight")
     with pytest.raises(ValueError, match="unit gates"):
         sparse.decay_weights_under_gates(WD)
+
+
+def test_a_convolution_counts_every_tap_and_a_flattened_channel_both_its_gates():
+    keras.utils.set_random_seed(0)
+    dense = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(3, 3, activation="relu", name="conv"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(2, name="logits"),
+        ]
+    )
+    sparse = tfsparse.sparsify(dense, "hard_concrete", dataset_size=100)
+    channels, features = gates_of(sparse)
+    channels.log_alpha.assign([-1.0, 0.5, 2.0])
+    features.log_alpha.assign(np.linspace(-2.0, 2.0, 48, dtype="float32"))
+    sparse.decay_weights_under_gates(WD)
+    p_channel = keras.ops.convert_to_numpy(channels.open_probability())
+    p_feature = keras.ops.convert_to_numpy(features.open_probability())
+    conv = sparse.get_layer("conv").kernel.numpy()  # [3, 3, 2, 3]
+    logits = sparse.get_layer("logits").kernel.numpy()  # [48, 2]
+    # Flat feature f of the 4x4x3 output carries channel f mod 3.
+    p_rows = p_feature * p_channel[np.arange(48) % 3]
+    expected = 0.5 * WD * (np.sum(conv**2 * p_channel) + np.sum(p_rows[:, None] * logits**2))
+    np.testing.assert_allclose(float(sparse.gated_weight_decay()), expected, rtol=1e-5)
