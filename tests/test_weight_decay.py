@@ -86,7 +86,7 @@ def test_it_replaces_the_kernels_l2_and_survives_saving(tmp_path):
     )
 
 
-def test_fit_adds_it_to_the_loss():
+def test_fit_and_evaluate_add_it_to_the_loss():
     sparse, features, hidden = _gated()
     # Hardened gates: deterministic masks and no L0 penalty, so the logged
     # loss is the data loss plus the term; SGD at rate 0 leaves the weights.
@@ -102,9 +102,14 @@ def test_fit_adds_it_to_the_loss():
         ]
 
     with_term = logged_loss()
+    evaluated = sparse.evaluate(x, y, batch_size=8, verbose=0)
     term = float(sparse.gated_weight_decay())
     sparse.gated_weight_decay = None
     np.testing.assert_allclose(with_term - logged_loss(), term, rtol=1e-4)
+    # evaluate counts it as it counted the kernels' L2.
+    np.testing.assert_allclose(
+        evaluated - sparse.evaluate(x, y, batch_size=8, verbose=0), term, rtol=1e-4
+    )
 
 
 def test_bad_weight_decay_is_refused():

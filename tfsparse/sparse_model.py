@@ -59,7 +59,8 @@ class SparseModel(keras.Model):
     - **Weight decay under the gates** (`decay_weights_under_gates(wd)`;
       `tfsparse.weight_decay`): the loss gets ½·wd·Σ P(kept)·w² over the
       Dense/Conv kernels in place of their L2 regularizers (the L0 paper's
-      expected L2; left out of `evaluate`'s loss, as the budget's term is).
+      expected L2), counted wherever they were: in `fit`'s and `evaluate`'s
+      loss (`compute_loss`).
 
     It also makes `fit` and `evaluate` work under
     `tf.distribute.MultiWorkerMirroredStrategy`, where Keras 3.15 fails for
@@ -96,6 +97,13 @@ class SparseModel(keras.Model):
         (`keras.models.clone_model`, `tfsparse.compact`) has no decay."""
         self.gated_weight_decay = GatedWeightDecay(self, weight_decay)
         self.gated_weight_decay.remove_plain_decay()
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        loss = super().compute_loss(x, y, y_pred, sample_weight, training=training)
+        if self.gated_weight_decay is None:
+            return loss
+        # Added as the kernels' L2 regularizers were: divided among replicas.
+        return loss + self._aggregate_additional_loss(self.gated_weight_decay())
 
     # ---------------------------------------------------------------- budget
     def _attach_budget(self, budget):
@@ -328,10 +336,6 @@ class SparseModel(keras.Model):
                     # Keras divides the data loss by the replicas and sums
                     # their gradients: model-wide terms are divided likewise.
                     loss = loss + loss_module.scale_loss_for_distribution(term)
-                if self.gated_weight_decay is not None:
-                    loss = loss + loss_module.scale_loss_for_distribution(
-                        self.gated_weight_decay()
-                    )
                 self._loss_tracker.update_state(
                     loss_module.unscale_loss_for_distribution(loss),
                     sample_weight=tf.shape(tf.nest.flatten(x)[0])[0],
