@@ -159,3 +159,27 @@ def test_a_convolution_counts_every_tap_and_a_flattened_channel_both_its_gates()
     p_rows = p_feature * p_channel[np.arange(48) % 3]
     expected = 0.5 * WD * (np.sum(conv**2 * p_channel) + np.sum(p_rows[:, None] * logits**2))
     np.testing.assert_allclose(float(sparse.gated_weight_decay()), expected, rtol=1e-5)
+
+
+def test_it_covers_an_application_it_was_not_written_for():
+    # MobileNetV2 inside a model with a new head: every Conv2D and the head's
+    # Dense are covered, the depthwise convolutions are not; with every gate
+    # open the term is the plain L2 of the covered kernels.
+    keras.utils.set_random_seed(0)
+    base = keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, include_top=False
+    )
+    inputs = keras.Input((32, 32, 3))
+    pooled = keras.layers.GlobalAveragePooling2D()(base(inputs))
+    model = keras.Model(inputs, keras.layers.Dense(10)(pooled))
+    sparse = tfsparse.sparsify(model, "hard_concrete", dataset_size=1000)
+    for gate in gates_of(sparse):
+        gate.log_alpha.assign(np.full(gate.log_alpha.shape, 50.0, "float32"))  # clipped: open
+    sparse.decay_weights_under_gates(WD)
+    covered = sparse.gated_weight_decay.layers
+    kinds = sorted({type(layer).__name__ for layer in covered})
+    assert kinds == ["Conv2D", "Dense"]
+    conv2d = [layer for layer in sparse.layers if type(layer).__name__ == "Conv2D"]
+    assert len(covered) == len(conv2d) + 1
+    plain = sum(0.5 * WD * float(np.sum(layer.kernel.numpy() ** 2)) for layer in covered)
+    np.testing.assert_allclose(float(sparse.gated_weight_decay()), plain, rtol=1e-5)
