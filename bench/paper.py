@@ -81,42 +81,20 @@ PAPER_ROWS = (
         "error": 1.6,
         "source": "quoted by Evci et al. 2020 (RigL), appendix B, Table 2",
     },
-    {
-        "paper": "NPN (Li & Ji 2019)",
-        "row": "prune",
-        "model": "lenet_300_100",
-        "label": "npn-prune",
-        "units": None,
-        "error": None,
-        "source": "table not readable here",
-    },
-    {
-        "paper": "NPN (Li & Ji 2019)",
-        "row": "expand",
-        "model": "lenet_300_100",
-        "label": "npn-expand",
-        "units": None,
-        "error": None,
-        "source": "table not readable here",
-    },
-    {
-        "paper": "NPN (Li & Ji 2019)",
-        "row": "prune",
-        "model": "lenet5_caffe",
-        "label": "npn-prune",
-        "units": None,
-        "error": None,
-        "source": "table not readable here",
-    },
-    {
-        "paper": "NPN (Li & Ji 2019)",
-        "row": "expand",
-        "model": "lenet5_caffe",
-        "label": "npn-expand",
-        "units": None,
-        "error": None,
-        "source": "table not readable here",
-    },
+    # NPN's rows: the paper's table was not readable here, so no figures.
+    *(
+        {
+            "paper": "NPN (Li & Ji 2019)",
+            "row": mode,
+            "model": model,
+            "label": f"npn-{mode}",
+            "units": None,
+            "error": None,
+            "source": "table not readable here",
+        }
+        for model in ("lenet_300_100", "lenet5_caffe")
+        for mode in ("prune", "expand")
+    ),
     {
         "paper": "BB / DBB (Lee et al. 2018)",
         "row": "BB (gate learning rate 1e-2; 13.3× fewer FLOPs)",
