@@ -95,7 +95,7 @@ class SparseModel(keras.Model):
         regularizer on them is an error). Call it before `compile`. The
         term is the model's: a copy rebuilt from the layers' configs
         (`keras.models.clone_model`, `tfsparse.compact`) has no decay."""
-        self.gated_weight_decay = GatedWeightDecay(self, weight_decay)
+        self.gated_weight_decay = GatedWeightDecay(self, weight_decay, self.cost_model)
         self.gated_weight_decay.remove_plain_decay()
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

@@ -38,16 +38,19 @@ class GatedWeightDecay:
     Args:
         model: a flat gated model (what `tfsparse.sparsify` returns).
         weight_decay: wd > 0.
+        cost: the model's `tfsparse.budget.CostModel`, if one is built.
 
     Attributes:
         layers: the layers whose kernels the term covers (each called once).
     """
 
-    def __init__(self, model, weight_decay):
+    def __init__(self, model, weight_decay, cost=None):
         self.weight_decay = float(
             _checks.number("weight_decay", weight_decay, low=0, low_open=True)
         )
-        self.cost = CostModel(model, "params")
+        # Only the layout of the channels' probabilities is read, which a
+        # model's CostModel of either kind has (`SparseModel.cost_model`).
+        self.cost = CostModel(model, "params") if cost is None else cost
         if not self.cost.gates:
             raise ValueError(
                 f"Weight decay under the gates needs unit gates; {model.name!r} has none "
