@@ -183,3 +183,46 @@ def test_it_covers_an_application_it_was_not_written_for():
     assert len(covered) == len(conv2d) + 1
     plain = sum(0.5 * WD * float(np.sum(layer.kernel.numpy() ** 2)) for layer in covered)
     np.testing.assert_allclose(float(sparse.gated_weight_decay()), plain, rtol=1e-5)
+
+    # Hardened at random and compacted (the application inlined), the plain
+    # L2 left on the compact kernels is the term.
+    rng = np.random.default_rng(0)
+    for gate in gates_of(sparse):
+        gate.log_alpha.assign(
+            rng.choice([-8.0, 8.0], p=[0.3, 0.7], size=gate.log_alpha.shape).astype("float32")
+        )
+        gate.harden()
+    small = tfsparse.compact(sparse)
+    assert small.count_params() < model.count_params()
+    charged = sum(float(keras.ops.convert_to_numpy(loss)) for loss in small.losses)
+    np.testing.assert_allclose(charged, float(sparse.gated_weight_decay()), rtol=1e-5)
+
+def test_compaction_keeps_the_decay_as_the_plain_l2_of_what_is_left():
+    # After hardening, the term charges exactly the weights compaction keeps,
+    # so the compact model's L2 losses equal it: a row or column kept or
+    # dropped wrongly, or a layer left without its L2, shows.
+    keras.utils.set_random_seed(0)
+    dense = keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
+            keras.layers.Flatten(name="flatten"),
+            keras.layers.Dense(5, activation="relu", name="hidden"),
+            keras.layers.Dense(2, name="logits"),
+        ]
+    )
+    sparse = tfsparse.sparsify(dense, "hard_concrete", dataset_size=100)
+    sparse.decay_weights_under_gates(WD)
+    rng = np.random.default_rng(0)
+    for gate in gates_of(sparse):
+        gate.log_alpha.assign(rng.choice([-8.0, 8.0], size=gate.log_alpha.shape).astype("float32"))
+        gate.harden()
+    small = tfsparse.compact(sparse)
+    assert small.count_params() < dense.count_params()
+    assert {type(layer.kernel_regularizer) for layer in small.layers if hasattr(layer, "kernel")} == {
+        keras.regularizers.L2
+    }
+    charged = float(sum(keras.ops.convert_to_numpy(loss) for loss in small.losses))
+    np.testing.assert_allclose(charged, float(sparse.gated_weight_decay()), rtol=1e-5)
+    # The sparse model keeps its term alone: no L2 came back on its kernels.
+    assert all(layer.kernel_regularizer is None for layer in sparse.gated_weight_decay.layers)

@@ -64,7 +64,10 @@ def compact(model: keras.Model) -> keras.Model:
         tensor was gated, and the per-example layer of input-dependent gates.
         Its inference output equals the gated model's (up to float rounding
         of the folded multipliers). The weights are copies: `model` is left
-        untouched.
+        untouched. Weight decay under the gates
+        (`SparseModel.decay_weights_under_gates`) becomes the plain L2 it
+        stands for on the kernels it covered, so fine-tuning decays as
+        training did.
 
     Raises:
         ValueError: the model cannot be compacted without changing its
@@ -76,7 +79,11 @@ def compact(model: keras.Model) -> keras.Model:
         >>> tfsparse.summary(small)
     """
     analysis = ChannelAnalysis(model, strict=True)
-    return _Rebuild(analysis).model(f"{model.name}_compact")
+    small = _Rebuild(analysis).model(f"{model.name}_compact")
+    decay = getattr(model, "gated_weight_decay", None)
+    if decay is not None:
+        decay.plain_decay_on(small)
+    return small
 
 
 class _Rebuild:

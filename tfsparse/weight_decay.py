@@ -105,6 +105,16 @@ class GatedWeightDecay:
             layer.kernel_regularizer = None
             layer.kernel.regularizer = None
 
+    def plain_decay_on(self, copy):
+        """Puts the plain L2 this term stands in for, L2(wd/2), on the
+        covered layers' namesakes in `copy`, a model without gates such as
+        `tfsparse.compact` builds. There every weight left is kept, so the
+        expectation is the plain penalty over the kernels that remain."""
+        for layer in self.layers:
+            copy_layer = copy.get_layer(layer.name)
+            copy_layer.kernel_regularizer = keras.regularizers.L2(self.weight_decay / 2)
+            copy_layer.kernel.regularizer = copy_layer.kernel_regularizer
+
     def _is_own_decay(self, regularizer):
         if type(regularizer) is not keras.regularizers.L2:
             return False
