@@ -273,6 +273,17 @@ L0_MLP = {
     "average_weights": 0.999,
 }
 L0_LENET5 = {"init_drop_rate": 0.5, "lr_multiplier": 1.0}
+# NPN expand as leo-yangli/npns' train_lenet.py: every hidden layer starts
+# with 3 units and wakes one more per epoch whose loss improved (the code
+# watches the test set's loss; this suite the held-out validation's). A woken
+# unit starts at π ≈ 0.95, the recipe's `expand_fill`, where the code's fill
+# 0 gives π = 0.5, on the threshold (see `NPNGate.recipe_plan`). Its
+# fc1 input gate starts with the 48 flattened features of conv2's 3 open
+# channels and grows one feature at a time; here input and flattened
+# features start open and prune (`NPNGate.site_settings`): a feature whose
+# conv2 channel still sleeps reads zeros, and its π stayed at 0.93-0.96
+# through the first 7 plastic epochs of a probe on full MNIST, so it is open
+# when its channel wakes.
 NPN_EXPAND = {"mode": "expand", "init_size": 3, "expand_size": 1, "k_plastic": 1.0}
 BB_PHASES = {
     "pretrain_epochs": 200,
