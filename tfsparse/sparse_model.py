@@ -92,9 +92,10 @@ class SparseModel(keras.Model):
         """Charges ½·weight_decay·Σ P(kept)·w² over the Dense/Conv kernels
         (`tfsparse.weight_decay.GatedWeightDecay`) in place of their L2
         regularizers of that strength, which it takes off (any other
-        regularizer on them is an error). Call it before `compile`. The
-        term is the model's: a copy rebuilt from the layers' configs
-        (`keras.models.clone_model`, `tfsparse.compact`) has no decay."""
+        regularizer on them is an error). Call it before `compile`.
+        `tfsparse.compact` puts the plain L2 it stands for back on the
+        compact kernels; `keras.models.clone_model`, which rebuilds from the
+        layers' configs, gives a copy without decay."""
         self.gated_weight_decay = GatedWeightDecay(self, weight_decay, self.cost_model)
         self.gated_weight_decay.remove_plain_decay()
 
