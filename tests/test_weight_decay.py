@@ -186,21 +186,28 @@ def test_it_covers_an_application_it_was_not_written_for():
 
     # Hardened at random and compacted (the application inlined), the plain
     # L2 left on the compact kernels is the term.
+    _check_compact_decay(sparse, model)
+
+
+def _check_compact_decay(sparse, dense):
+    """Closes about a third of every gate's units at random, hardens, compacts
+    and checks that the compact model's L2 losses are the term: after
+    hardening the term charges exactly the weights compaction keeps, so a
+    row or column kept or dropped wrongly, or a kernel left without its L2,
+    shows. Returns the compact model."""
     rng = np.random.default_rng(0)
     for gate in gates_of(sparse):
-        gate.log_alpha.assign(
-            rng.choice([-8.0, 8.0], p=[0.3, 0.7], size=gate.log_alpha.shape).astype("float32")
-        )
+        closed = rng.random(gate.log_alpha.shape) < 0.3
+        gate.log_alpha.assign(np.where(closed, -8.0, 8.0).astype("float32"))
         gate.harden()
     small = tfsparse.compact(sparse)
-    assert small.count_params() < model.count_params()
+    assert small.count_params() < dense.count_params()
     charged = sum(float(keras.ops.convert_to_numpy(loss)) for loss in small.losses)
     np.testing.assert_allclose(charged, float(sparse.gated_weight_decay()), rtol=1e-5)
+    return small
+
 
 def test_compaction_keeps_the_decay_as_the_plain_l2_of_what_is_left():
-    # After hardening, the term charges exactly the weights compaction keeps,
-    # so the compact model's L2 losses equal it: a row or column kept or
-    # dropped wrongly, or a layer left without its L2, shows.
     keras.utils.set_random_seed(0)
     dense = keras.Sequential(
         [
@@ -213,16 +220,8 @@ def test_compaction_keeps_the_decay_as_the_plain_l2_of_what_is_left():
     )
     sparse = tfsparse.sparsify(dense, "hard_concrete", dataset_size=100)
     sparse.decay_weights_under_gates(WD)
-    rng = np.random.default_rng(0)
-    for gate in gates_of(sparse):
-        gate.log_alpha.assign(rng.choice([-8.0, 8.0], size=gate.log_alpha.shape).astype("float32"))
-        gate.harden()
-    small = tfsparse.compact(sparse)
-    assert small.count_params() < dense.count_params()
-    assert {type(layer.kernel_regularizer) for layer in small.layers if hasattr(layer, "kernel")} == {
-        keras.regularizers.L2
-    }
-    charged = float(sum(keras.ops.convert_to_numpy(loss) for loss in small.losses))
-    np.testing.assert_allclose(charged, float(sparse.gated_weight_decay()), rtol=1e-5)
+    small = _check_compact_decay(sparse, dense)
+    kernels = [layer for layer in small.layers if hasattr(layer, "kernel")]
+    assert {type(layer.kernel_regularizer) for layer in kernels} == {keras.regularizers.L2}
     # The sparse model keeps its term alone: no L2 came back on its kernels.
     assert all(layer.kernel_regularizer is None for layer in sparse.gated_weight_decay.layers)
