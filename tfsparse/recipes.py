@@ -25,7 +25,8 @@ DEFAULTS = RECOMMENDED
 # The weights' learning-rate schedules `optimizer()` offers.
 LR_SCHEDULES = ("constant", "cosine", "step")
 # "step": the rate times these factors from these fractions of the training on
-# (the BB authors' schedule: a tenth at half-way, a hundredth at 80 %).
+# (the BB authors' schedule for VGG: a tenth at half-way, a hundredth at 80 %;
+# their LeNet scripts drop the second time at 70 %).
 STEP_DROPS = ((0.5, 0.1), (0.8, 0.01))
 
 
@@ -157,7 +158,8 @@ def optimizer(
 
     `"cosine"` decays the rate from `learning_rate` to 0 over `total_steps`
     steps (the whole training); `"step"` divides it by 10 half-way through
-    them and by 100 from 80 % on (`STEP_DROPS`; the BB/DBB authors' schedule).
+    them and by 100 from 80 % on (`STEP_DROPS`; the BB/DBB authors' VGG
+    schedule, whose LeNet scripts drop at 70 % instead).
     Gates with an `lr_multiplier` take a multiple of the same update, so their
     mask probabilities settle as the rate falls and the last epochs fine-tune
     the weights under nearly fixed masks: on
