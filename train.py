@@ -72,6 +72,15 @@ def parse_args(argv=None):
         help="cosine: decay the rate to 0 over each training phase; step: a tenth from "
         "half-way, a hundredth from 80 %% (tfsparse.recipes.optimizer)",
     )
+    p.add_argument(
+        "--lr-drops",
+        nargs="+",
+        type=_drop,
+        default=None,
+        metavar="FRACTION:FACTOR",
+        help="with --lr-schedule step: the rate times FACTOR from FRACTION of each phase on "
+        "(default 0.5:0.1 0.8:0.01; the BB authors' LeNet scripts: 0.5:0.1 0.7:0.01)",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--validation-split",
@@ -152,6 +161,17 @@ def parse_args(argv=None):
         return RunConfig(**options, settings=settings)
     except (TypeError, ValueError) as error:
         p.error(_as_options(str(error)))
+
+
+def _drop(text):
+    """'0.7:0.01' → (0.7, 0.01), for --lr-drops."""
+    fraction, _, factor = text.partition(":")
+    try:
+        return float(fraction), float(factor)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not FRACTION:FACTOR (e.g. 0.7:0.01)"
+        ) from None
 
 
 def _as_options(message):

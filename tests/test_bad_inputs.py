@@ -143,6 +143,10 @@ BAD = [
     (lambda: recipes.optimizer(0.0), "learning_rate"),
     (lambda: recipes.optimizer(1e-3, schedule="exponential"), "schedule"),
     (lambda: recipes.optimizer(1e-3, schedule="step"), "total_steps"),
+    (lambda: recipes.optimizer(1e-3, "step", 10, drops=((0.8, 0.1), (0.5, 0.01))), "drops"),
+    (lambda: recipes.optimizer(1e-3, "step", 10, drops=((1.0, 0.1),)), "drops"),
+    (lambda: recipes.optimizer(1e-3, "step", 10, drops=((0.5, 0.0),)), "drops"),
+    (lambda: recipes.optimizer(1e-3, "step", 10, drops=(0.5, 0.1)), "drops"),
     (
         lambda: recipes.recipe(
             "targeted_dropout", 10, ramp=True, steps_per_epoch=5, target_flops=0.3

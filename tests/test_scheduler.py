@@ -119,6 +119,16 @@ def test_the_step_rate_drops_tenfold_at_half_and_at_80_percent_for_weights_and_g
     assert float(boosted.learning_rate) == pytest.approx(1e-3)  # 10× the weights' rate
 
 
+def test_the_step_rate_drops_where_it_is_told():
+    # The BB authors' LeNet schedule: a tenth from 50 %, a hundredth from 70 %.
+    optimizer = recipes.optimizer(1e-2, "step", total_steps=20, drops=((0.5, 0.1), (0.7, 0.01)))
+    rates = []
+    for step in (0, 10, 11, 14, 15, 19):
+        optimizer.iterations.assign(step)
+        rates.append(float(optimizer.learning_rate))
+    np.testing.assert_allclose(rates, [1e-2, 1e-2, 1e-3, 1e-3, 1e-4, 1e-4], rtol=1e-6)
+
+
 def test_step_schedule_follows_optimizer_iterations():
     x, y = _digits_like(64)
     model = _compile(tfsparse.sparsify(_mlp(), "hard_concrete", dataset_size=64))

@@ -171,6 +171,8 @@ def test_a_bad_configuration_names_its_field_and_its_option(capsys):
         (dict(settings={"lam": 0.1}), "settings"),
         (dict(target_flops=0.3), "target_flops"),
         (dict(pretrain_epochs=2), "pretrain_epochs"),
+        (dict(lr_drops=((0.7, 0.01),)), "lr_drops"),  # the schedule is constant
+        (dict(lr_schedule="step", lr_drops=((0.7, 0.1), (0.5, 0.01))), "drops"),
     ],
 )
 def test_a_setting_the_method_does_not_take_is_refused_when_the_run_is_configured(
@@ -185,6 +187,7 @@ def test_the_command_line_gives_the_configuration_the_library_takes():
         ["--model", "lenet_300_100", "--dataset", "digits", "--method", "bb"]
         + ["--set", "kl_weight=0.5"]
         + ["--dbb-epochs", "3", "--target-flops", "0.5", "--run-name", "r"]
+        + ["--lr-schedule", "step", "--lr-drops", "0.5:0.1", "0.7:0.01"]
     )
     assert config == training.RunConfig(
         model="lenet_300_100",
@@ -194,7 +197,10 @@ def test_the_command_line_gives_the_configuration_the_library_takes():
         continue_epochs=3,
         target_flops=0.5,
         run_name="r",
+        lr_schedule="step",
+        lr_drops=[[0.5, 0.1], [0.7, 0.01]],  # as a record's JSON holds them
     )
+    assert config.lr_drops == ((0.5, 0.1), (0.7, 0.01))
 
 
 def test_weight_decay_is_plain_l2_or_under_hard_concrete_gates():

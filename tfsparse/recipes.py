@@ -153,13 +153,15 @@ def optimizer(
     schedule: str = "constant",
     total_steps: int | None = None,
     average_weights: float = 0.0,
+    drops=STEP_DROPS,
 ) -> keras.optimizers.Optimizer:
     """Adam for a sparsified model, at a constant, cosine-decayed or stepped rate.
 
     `"cosine"` decays the rate from `learning_rate` to 0 over `total_steps`
-    steps (the whole training); `"step"` divides it by 10 half-way through
-    them and by 100 from 80 % on (`STEP_DROPS`; the BB/DBB authors' VGG
-    schedule, whose LeNet scripts drop at 70 % instead).
+    steps (the whole training); `"step"` multiplies it by each `drops` factor
+    from its fraction of the steps on: by default a tenth half-way through
+    them and a hundredth from 80 % on (`STEP_DROPS`; the BB/DBB authors' VGG
+    schedule; their LeNet scripts' is `((0.5, 0.1), (0.7, 0.01))`).
     Gates with an `lr_multiplier` take a multiple of the same update, so their
     mask probabilities settle as the rate falls and the last epochs fine-tune
     the weights under nearly fixed masks: on
@@ -189,11 +191,34 @@ def optimizer(
     if schedule == "cosine":
         rate = keras.optimizers.schedules.CosineDecay(learning_rate, decay_steps=total_steps)
     else:
+        drops = check_drops(drops)
         rate = keras.optimizers.schedules.PiecewiseConstantDecay(
-            [int(fraction * total_steps) for fraction, _ in STEP_DROPS],
-            [learning_rate] + [learning_rate * factor for _, factor in STEP_DROPS],
+            [int(fraction * total_steps) for fraction, _ in drops],
+            [learning_rate] + [learning_rate * factor for _, factor in drops],
         )
     return keras.optimizers.Adam(rate, **averaging)
+
+
+def check_drops(drops):
+    """`drops` as a tuple of (fraction, factor) float pairs: fractions rising
+    within (0, 1), factors > 0 (each the multiple of the initial rate)."""
+    error = ValueError(
+        "`drops` must be (fraction, factor) pairs with fractions rising within (0, 1) "
+        f"and factors > 0, e.g. ((0.5, 0.1), (0.7, 0.01)); got {drops!r}."
+    )
+    try:
+        pairs = tuple((float(fraction), float(factor)) for fraction, factor in drops)
+    except (TypeError, ValueError):
+        raise error from None
+    fractions = [fraction for fraction, _ in pairs]
+    if (
+        not pairs
+        or not all(0 < f < 1 for f in fractions)
+        or any(b <= a for a, b in zip(fractions, fractions[1:]))
+        or not all(factor > 0 for _, factor in pairs)
+    ):
+        raise error
+    return pairs
 
 
 def _under_budget(method, settings, budget):

@@ -58,7 +58,11 @@ class RunConfig:
         batch_size: examples per step.
         lr: Adam's learning rate.
         lr_schedule: `"constant"`, `"cosine"` (decays to 0 over each phase) or
-            `"step"` (a tenth from half-way through each phase, a hundredth from 80 %).
+            `"step"` (a tenth from half-way through each phase, a hundredth from 80 %,
+            or as `lr_drops` says).
+        lr_drops: with `lr_schedule="step"`, (fraction, factor) pairs: the rate
+            times factor from that fraction of each phase on (default
+            `tfsparse.recipes.STEP_DROPS`).
         seed: seeds weights, gates, shuffling and the validation split.
         validation_split: fraction of the training set held out; 0 trains on all.
         out: parent folder of the run folder.
@@ -98,6 +102,7 @@ class RunConfig:
     batch_size: int = 128
     lr: float = 1e-3
     lr_schedule: str = "constant"
+    lr_drops: tuple | None = None
     seed: int = 0
     validation_split: float = 0.1
     out: str = "saved_models"
@@ -125,6 +130,13 @@ class RunConfig:
         _checks.number("weight_decay", self.weight_decay, low=0)
         _checks.number("average_weights", self.average_weights, low=0, high=1, high_open=True)
         _checks.choice("lr_schedule", self.lr_schedule, recipes.LR_SCHEDULES)
+        if self.lr_drops is not None:
+            if self.lr_schedule != "step":
+                raise ValueError(
+                    "`lr_drops` applies to lr_schedule='step' only; got "
+                    f"lr_schedule={self.lr_schedule!r}."
+                )
+            self.lr_drops = recipes.check_drops(self.lr_drops)
         _checks.number("seed", self.seed, integer=True)
         _checks.number("validation_split", self.validation_split, low=0, high=1, high_open=True)
         _checks.choice("verbose", self.verbose, VERBOSITIES)
@@ -280,7 +292,11 @@ def compile_model(
         total_steps = config.epochs * data.steps_per_epoch(len(splits.train[0]), config.batch_size)
     model.compile(
         optimizer=recipes.optimizer(
-            config.lr, config.lr_schedule, total_steps, config.average_weights
+            config.lr,
+            config.lr_schedule,
+            total_steps,
+            config.average_weights,
+            drops=config.lr_drops or recipes.STEP_DROPS,
         ),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
