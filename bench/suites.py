@@ -345,6 +345,24 @@ SUITES["paper"] = [
     (label, model, method, epochs, {"validation_split": 5000 / 60000, **settings})
     for label, model, method, epochs, settings in SUITES["paper"]
 ]
+# What the BB code's LeNet schedule (second drop at 70 % of each phase, not
+# the VGG's 80 % the rows trained with) changes, on one LeNet-500-300 seed:
+# `python -m bench.suites paper_probes --seeds 0`.
+BB_LENET_DROPS = ((0.5, 0.1), (0.7, 0.01))
+SUITES["paper_probes"] = [
+    (
+        "bb+dbb@lenet-drops",
+        "lenet_500_300",
+        "bb",
+        200,
+        {
+            "batch_size": 100,
+            **BB_PHASES,
+            "lr_drops": BB_LENET_DROPS,
+            "validation_split": 5000 / 60000,
+        },
+    )
+]
 MNIST_FULL = os.environ.get(
     "TFSPARSE_MNIST_FULL", os.path.join(os.path.dirname(MNIST), "mnist.npz")
 )
@@ -424,7 +442,12 @@ SUITES["arch"] = [
     for model in ("resnet20", "mobilenet_v2_050")
     for label, method, epochs, settings in _arch_runs(model)
 ]
-DATASETS = {"vit_fashion": FASHION, "paper": MNIST_FULL, "arch": FASHION}
+DATASETS = {
+    "vit_fashion": FASHION,
+    "paper": MNIST_FULL,
+    "paper_probes": MNIST_FULL,
+    "arch": FASHION,
+}
 
 
 def done(path, label, model, seed):
