@@ -172,7 +172,7 @@ def test_a_bad_configuration_names_its_field_and_its_option(capsys):
         (dict(target_flops=0.3), "target_flops"),
         (dict(pretrain_epochs=2), "pretrain_epochs"),
         (dict(lr_drops=((0.7, 0.01),)), "lr_drops"),  # the schedule is constant
-        (dict(lr_schedule="step", lr_drops=((0.7, 0.1), (0.5, 0.01))), "drops"),
+        (dict(lr_schedule="step", lr_drops=((0.7, 0.1), (0.5, 0.01))), "`lr_drops` must be"),
     ],
 )
 def test_a_setting_the_method_does_not_take_is_refused_when_the_run_is_configured(

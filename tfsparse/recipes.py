@@ -199,11 +199,12 @@ def optimizer(
     return keras.optimizers.Adam(rate, **averaging)
 
 
-def check_drops(drops):
+def check_drops(drops, name="drops"):
     """`drops` as a tuple of (fraction, factor) float pairs: fractions rising
-    within (0, 1), factors > 0 (each the multiple of the initial rate)."""
+    within (0, 1), factors > 0 (each the multiple of the initial rate); an
+    error names the parameter `name`."""
     error = ValueError(
-        "`drops` must be (fraction, factor) pairs with fractions rising within (0, 1) "
+        f"`{name}` must be (fraction, factor) pairs with fractions rising within (0, 1) "
         f"and factors > 0, e.g. ((0.5, 0.1), (0.7, 0.01)); got {drops!r}."
     )
     try:

@@ -136,7 +136,7 @@ class RunConfig:
                     "`lr_drops` applies to lr_schedule='step' only; got "
                     f"lr_schedule={self.lr_schedule!r}."
                 )
-            self.lr_drops = recipes.check_drops(self.lr_drops)
+            self.lr_drops = recipes.check_drops(self.lr_drops, "lr_drops")
         _checks.number("seed", self.seed, integer=True)
         _checks.number("validation_split", self.validation_split, low=0, high=1, high_open=True)
         _checks.choice("verbose", self.verbose, VERBOSITIES)
