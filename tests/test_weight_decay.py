@@ -32,6 +32,23 @@ def _gated(regularizer=None, weight_decay=WD):
     return sparse, features, hidden
 
 
+def _conv_net(filters, *hidden_units):
+    """Conv2D(filters) → Flatten → Dense(hidden_units…, relu) → Dense(2)."""
+    keras.utils.set_random_seed(0)
+    return keras.Sequential(
+        [
+            keras.Input((6, 6, 2)),
+            keras.layers.Conv2D(filters, 3, activation="relu", name="conv"),
+            keras.layers.Flatten(name="flatten"),
+            *(
+                keras.layers.Dense(units, activation="relu", name="hidden")
+                for units in hidden_units
+            ),
+            keras.layers.Dense(2, name="logits"),
+        ]
+    )
+
+
 def _closed_form(sparse, features, hidden):
     p_in = keras.ops.convert_to_numpy(features.open_probability())
     p_hidden = keras.ops.convert_to_numpy(hidden.open_probability())
@@ -137,15 +154,7 @@ def test_gates_on_single_weights_are_refused():
 
 
 def test_a_convolution_counts_every_tap_and_a_flattened_channel_both_its_gates():
-    keras.utils.set_random_seed(0)
-    dense = keras.Sequential(
-        [
-            keras.Input((6, 6, 2)),
-            keras.layers.Conv2D(3, 3, activation="relu", name="conv"),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(2, name="logits"),
-        ]
-    )
+    dense = _conv_net(3)
     sparse = tfsparse.sparsify(dense, "hard_concrete", dataset_size=100)
     channels, features = gates_of(sparse)
     channels.log_alpha.assign([-1.0, 0.5, 2.0])
@@ -208,16 +217,7 @@ def _check_compact_decay(sparse, dense):
 
 
 def test_compaction_keeps_the_decay_as_the_plain_l2_of_what_is_left():
-    keras.utils.set_random_seed(0)
-    dense = keras.Sequential(
-        [
-            keras.Input((6, 6, 2)),
-            keras.layers.Conv2D(4, 3, activation="relu", name="conv"),
-            keras.layers.Flatten(name="flatten"),
-            keras.layers.Dense(5, activation="relu", name="hidden"),
-            keras.layers.Dense(2, name="logits"),
-        ]
-    )
+    dense = _conv_net(4, 5)
     sparse = tfsparse.sparsify(dense, "hard_concrete", dataset_size=100)
     sparse.decay_weights_under_gates(WD)
     small = _check_compact_decay(sparse, dense)

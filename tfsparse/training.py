@@ -35,6 +35,7 @@ from tfsparse.pruning import prune_by_magnitude
 from tfsparse.resume import PhaseCheckpoints
 from tfsparse.sparsify import check_settings, sparsify
 from tfsparse.summary import summary
+from tfsparse.weight_decay import plain_decay, set_kernel_regularizer
 
 DENSE = "dense"
 VERBOSITIES = (0, 1, 2)
@@ -227,13 +228,10 @@ def build_model(config: RunConfig, splits: data.Splits) -> keras.Model:
     builder = models.get(config.model)
     model = builder(input_shape=splits.input_shape, num_classes=splits.num_classes)
     if config.weight_decay:
-        regularizer = keras.regularizers.L2(config.weight_decay / 2)
+        regularizer = plain_decay(config.weight_decay)
         for layer in model.layers:
             if getattr(layer, "kernel", None) is not None and hasattr(layer, "kernel_regularizer"):
-                # The variable's regularizer counts now; the layer's is in its
-                # config, so the copies `sparsify` makes keep it.
-                layer.kernel_regularizer = regularizer
-                layer.kernel.regularizer = regularizer
+                set_kernel_regularizer(layer, regularizer)
     return model
 
 

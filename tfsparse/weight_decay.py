@@ -32,6 +32,19 @@ from tfsparse import _checks
 from tfsparse.budget import CostModel
 
 
+def plain_decay(weight_decay):
+    """The plain penalty ½·weight_decay·Σw² as a Keras regularizer."""
+    return keras.regularizers.L2(weight_decay / 2)
+
+
+def set_kernel_regularizer(layer, regularizer):
+    """Puts `regularizer` (None: none) on `layer`'s kernel: on the variable,
+    so that it counts now, and on the layer, so that its config (and the
+    copies `sparsify` and `compact` make from it) keeps it."""
+    layer.kernel_regularizer = regularizer
+    layer.kernel.regularizer = regularizer
+
+
 class GatedWeightDecay:
     """½·wd·Σ P(kept)·w² over the Dense/Conv kernels of a gated model.
 
@@ -102,8 +115,7 @@ class GatedWeightDecay:
                     "(½·weight_decay·Σw²). Remove it or build the model without it."
                 )
         for layer in self.layers:
-            layer.kernel_regularizer = None
-            layer.kernel.regularizer = None
+            set_kernel_regularizer(layer, None)
 
     def plain_decay_on(self, copy):
         """Puts the plain L2 this term stands in for, L2(wd/2), on the
@@ -111,9 +123,7 @@ class GatedWeightDecay:
         `tfsparse.compact` builds. There every weight left is kept, so the
         expectation is the plain penalty over the kernels that remain."""
         for layer in self.layers:
-            copy_layer = copy.get_layer(layer.name)
-            copy_layer.kernel_regularizer = keras.regularizers.L2(self.weight_decay / 2)
-            copy_layer.kernel.regularizer = copy_layer.kernel_regularizer
+            set_kernel_regularizer(copy.get_layer(layer.name), plain_decay(self.weight_decay))
 
     def _is_own_decay(self, regularizer):
         if type(regularizer) is not keras.regularizers.L2:
