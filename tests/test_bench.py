@@ -630,3 +630,25 @@ def test_the_vit_table_keeps_rows_whose_saved_models_are_elsewhere():
         ("bb+dbb", 0, 1.6),
         ("dense", 1, 1.0),
     ]
+
+
+def test_dbb_factor_leaves_bbs_mask_alone_on_the_weights():
+    import keras
+
+    from bench import dbb_factor
+    from tfsparse.gates.dependent_beta_bernoulli import DependentBetaBernoulliGate
+
+    gate = DependentBetaBernoulliGate(freeze_bb=False, seed=0)
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, gate(inputs))
+    gate.gamma.assign(np.linspace(-2, 2, 6).astype("float32"))
+    gate.beta.assign(np.full(6, 0.3, "float32"))
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype("float32")
+    assert not np.allclose(gate.dynamic_mask(x), 1.0)
+    static = np.asarray(gate.mask())
+    static = np.where(static > float(gate.threshold), static, 0.0)
+    dbb_factor.without_factor(model)
+    np.testing.assert_allclose(gate.dynamic_mask(x), 1.0)
+    np.testing.assert_allclose(model.predict(x, verbose=0), x * static, rtol=1e-6)
+    with pytest.raises(ValueError, match="DependentBetaBernoulliGate"):
+        dbb_factor.without_factor(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
