@@ -652,3 +652,23 @@ def test_dbb_factor_leaves_bbs_mask_alone_on_the_weights():
     np.testing.assert_allclose(model.predict(x, verbose=0), x * static, rtol=1e-6)
     with pytest.raises(ValueError, match="DependentBetaBernoulliGate"):
         dbb_factor.without_factor(keras.Sequential([keras.Input((2,)), keras.layers.Dense(1)]))
+
+
+def test_dbb_control_holds_the_factor_at_one_and_out_of_training():
+    import keras
+
+    from bench import dbb_control
+    from tfsparse.gates.dependent_beta_bernoulli import DependentBetaBernoulliGate
+
+    gate = DependentBetaBernoulliGate(freeze_bb=False, seed=0)
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, gate(inputs))
+    gate.gamma.assign(np.linspace(-2, 2, 6).astype("float32"))
+    dbb_control.hold_factor_at_one(model)
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype("float32")
+    np.testing.assert_allclose(gate.dynamic_mask(x), 1.0)
+    held = {id(v) for v in (gate.gamma, gate.beta, gate.sigma_raw)}
+    trained = {id(v) for v in model.trainable_variables}
+    assert not held & trained
+    assert {id(gate.a_raw), id(gate.b_raw)} <= trained
+    assert np.max(gate.sigma()) < 1e-4
