@@ -16,10 +16,8 @@ import numpy as np
 from bench.suites import MNIST
 from tfsparse import data
 from tfsparse import training as T
-from tfsparse.callbacks import SparsityScheduler
-from tfsparse.gates import gates_of, registry
+from tfsparse.gates import gates_of
 from tfsparse.gates.dependent_beta_bernoulli import DependentBetaBernoulliGate
-from tfsparse.sparsify import sparsify
 
 
 def test_error(model, splits):
@@ -40,14 +38,9 @@ def hold_factor_at_one(model):
 def dbb_phase(model, splits, config, hold):
     """`training.continue_training`, with the factor held at 1 if `hold`;
     returns the test error and the validation accuracy."""
-    method = registry.successor(config.method)
-    following = sparsify(model, method, dataset_size=len(splits.train[0]), seed=config.seed)
-    T._decay_under_gates(following, config, method)
-    if hold:
-        hold_factor_at_one(following)
-    continued = config.replace(epochs=config.continue_epochs, continue_epochs=0)
-    T.compile_model(following, continued, splits)
-    T.fit(following, splits, continued, [SparsityScheduler()], phase="continue")
+    following, _, _ = T.continue_training(
+        model, splits, config, prepare=hold_factor_at_one if hold else None
+    )
     val = following.evaluate(*splits.val, batch_size=100, verbose=0)[1]
     return test_error(following, splits), val
 

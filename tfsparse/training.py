@@ -342,11 +342,12 @@ def fit(
 
 
 def continue_training(
-    model: keras.Model, splits: data.Splits, config: RunConfig
+    model: keras.Model, splits: data.Splits, config: RunConfig, prepare=None
 ) -> tuple[keras.Model, keras.callbacks.History, list[float]]:
     """The second phase: the method that continues `config.method`'s gates (the BB
     paper's DBB, from the trained BB posteriors, kept frozen), for
-    `config.continue_epochs` epochs."""
+    `config.continue_epochs` epochs. `prepare`, if given, is called on the
+    new gated model before it compiles (a benchmark's control changes it there)."""
     following = sparsify(
         model,
         registry.successor(config.method),
@@ -354,6 +355,8 @@ def continue_training(
         seed=config.seed,
     )
     _decay_under_gates(following, config, registry.successor(config.method))
+    if prepare is not None:
+        prepare(following)
     continued = config.replace(epochs=config.continue_epochs, continue_epochs=0)
     compile_model(following, continued, splits)
     history, times = fit(following, splits, continued, [SparsityScheduler()], phase="continue")
