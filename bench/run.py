@@ -6,7 +6,9 @@ import hashlib
 import json
 import os
 import platform
+import shlex
 import socket
+import sys
 
 from tfsparse import training
 
@@ -23,6 +25,9 @@ _RUN_OPTIONS = {f.name for f in dataclasses.fields(training.RunConfig)} - {
     "resume",
 }
 DEFAULT_OUT = os.path.join("bench", "results", "runs")
+# The command that started a run, kept in its folder so that `bench.inflight`
+# can say how to continue it on another machine.
+COMMAND_FILE = "command.txt"
 METHODS = training.methods()
 
 
@@ -77,6 +82,7 @@ def run_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **se
         **logistics,
         **options,
     )
+    _keep_command(os.path.join(config.out, config.run_name))
     results = training.run(config)
     record = {
         **results,
@@ -103,3 +109,24 @@ def run_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **se
     with open(out_jsonl, "a") as f:
         f.write(json.dumps(record) + "\n")
     return record
+
+
+def launch_command(argv=None) -> str:
+    """The command line that started this process, as `python -m <module>`
+    where its script is a module of the current directory."""
+    argv = list(sys.argv if argv is None else argv)
+    script = os.path.relpath(os.path.abspath(argv[0]))
+    if script.endswith(".py") and not script.startswith(os.pardir):
+        module = script[: -len(".py")].replace(os.sep, ".").removesuffix(".__main__")
+        head = ["python", "-m", module]
+    else:
+        head = ["python", argv[0]]
+    return shlex.join(head + argv[1:])
+
+
+def _keep_command(run_dir):
+    os.makedirs(run_dir, exist_ok=True)
+    path = os.path.join(run_dir, COMMAND_FILE)
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            f.write(launch_command() + "\n")

@@ -134,3 +134,39 @@ def test_the_recorder_drops_epochs_logged_after_the_last_checkpoint(tmp_path):
     recorder.on_epoch_end(2, {"loss": 9.0})
     assert recorder.history == {"loss": [0.0, 1.0, 9.0]}
     assert [e["logs"]["loss"] for e in recorder.read()] == [0.0, 1.0, 9.0]
+
+
+def test_a_run_carried_to_another_machine_by_bench_inflight_ends_as_if_never_stopped(
+    tmp_path, monkeypatch
+):
+    from bench import inflight
+
+    here, there, archives = tmp_path / "here", tmp_path / "there", str(tmp_path / "inflight")
+    reference, _ = _run(_config(here, run_name="whole"), monkeypatch)
+    _run(_config(here), monkeypatch, interrupt=("train", 2))
+    (here / "stopped" / "command.txt").write_text("python -m bench.paper --seeds 4\n")
+
+    manifest = inflight.save(str(here), archives)
+    # Only the unfinished run is packed, with how far each phase got.
+    assert set(manifest) == {"stopped"}
+    assert manifest["stopped"]["progress"] == {"pretrain": "finished", "train": 2}
+    assert manifest["stopped"]["command"] == "python -m bench.paper --seeds 4"
+    assert inflight.restore(str(there), archives) == ["python -m bench.paper --seeds 4"]
+    results, after = _run(_config(there), monkeypatch)
+    assert after == {"train": 1, "continue": 2}
+    assert results["history"]["loss"] == reference["history"]["loss"]
+    assert results["test_loss"] == reference["test_loss"]
+
+    # Saved again once finished there, the run's archive goes.
+    assert inflight.save(str(there), archives) == {}
+    assert not os.listdir(archives)
+
+
+def test_the_launch_command_names_a_module_of_the_current_folder():
+    from bench import run
+
+    assert run.launch_command(["bench/paper.py", "--seeds", "1"]) == (
+        "python -m bench.paper --seeds 1"
+    )
+    assert run.launch_command(["bench/__main__.py", "--quick"]) == "python -m bench --quick"
+    assert run.launch_command(["/usr/bin/tool", "a b"]) == "python /usr/bin/tool 'a b'"
