@@ -1,10 +1,13 @@
 """A control for DBB's excess over BB: from one BB network, (A) the DBB phase
-as it is, and (B) the same phase with DBB's per-example factor held at 1
+as it is, (B) the same phase with DBB's per-example factor held at 1
 (γ = 0, β = 1, σ at its floor, none of them trained), so that BB's sampled
-masks alone gate the weights while they retrain. LeNet-500-300 on mnist-10k,
-10 + 100 + 30 epochs, the BB code's LeNet schedule; one line per seed.
+masks alone gate the weights while they retrain, and (C) the phase with the
+shift β starting at 10, the authors' code's initial value, where tfsparse
+starts it at 1. LeNet-500-300 on mnist-10k, 10 + 100 + 30 epochs, the BB
+code's LeNet schedule; one line per seed, with each arm's test error and
+expected FLOPs per test example (a fraction of the dense network's).
 
-    python -m bench.dbb_control 0 1 2 [--out bench/records/dbb_control.jsonl]
+    python -m bench.dbb_control 0 1 2 [--arms dbb beta_init_10] [--out ...]
 """
 
 import argparse
@@ -14,7 +17,7 @@ import keras
 import numpy as np
 
 from bench.suites import MNIST
-from tfsparse import data
+from tfsparse import data, summary
 from tfsparse import training as T
 from tfsparse.gates import gates_of
 from tfsparse.gates.dependent_beta_bernoulli import DependentBetaBernoulliGate
@@ -35,17 +38,37 @@ def hold_factor_at_one(model):
                 variable.trainable = False
 
 
-def dbb_phase(model, splits, config, hold):
-    """`training.continue_training`, with the factor held at 1 if `hold`;
-    returns the test error and the validation accuracy."""
-    following, _, _ = T.continue_training(
-        model, splits, config, prepare=hold_factor_at_one if hold else None
-    )
+def start_beta_at_ten(model):
+    """The authors' initial shift: h starts clipped at 1 for almost every
+    example, so the phase starts as BB and β comes down as it trains."""
+    for gate in gates_of(model):
+        if isinstance(gate, DependentBetaBernoulliGate):
+            gate.beta.assign(np.full(gate.beta.shape, 10.0, "float32"))
+
+
+# Each arm's name in the records, and what it changes before the phase trains.
+ARMS = {
+    "dbb": None,
+    "dbb_factor_held_at_1": hold_factor_at_one,
+    "dbb_beta_init_10": start_beta_at_ten,
+}
+
+
+def flops_per_example(model, splits):
+    return summary(model, print_fn=None, x=splits.test[0][:1000])["total"][
+        "flops_expected_fraction"
+    ]
+
+
+def dbb_phase(model, splits, config, prepare):
+    """`training.continue_training` with `prepare`; returns the test error,
+    the validation accuracy and the expected FLOPs per test example."""
+    following, _, _ = T.continue_training(model, splits, config, prepare=prepare)
     val = following.evaluate(*splits.val, batch_size=100, verbose=0)[1]
-    return test_error(following, splits), val
+    return test_error(following, splits), val, flops_per_example(following, splits)
 
 
-def run(seed, out):
+def run(seed, out, arms=tuple(ARMS)):
     config = T.RunConfig(
         model="lenet_500_300",
         dataset=MNIST,
@@ -68,20 +91,16 @@ def run(seed, out):
     dense, _ = T.pretrained_dense(config, splits)
     model, callbacks = T.build_sparse(config, splits, dense)
     T.fit(model, splits, config, callbacks)
-    bb, bb_val = test_error(model, splits), model.evaluate(*splits.val, verbose=0)[1]
+    row = {"seed": seed, "bb": test_error(model, splits)}
+    val_acc = {"bb": model.evaluate(*splits.val, verbose=0)[1]}
+    flops = {"bb": flops_per_example(model, splits)}
     weights = model.get_weights()
-    keras.utils.set_random_seed(seed + 1000)
-    dbb, dbb_val = dbb_phase(model, splits, config, hold=False)
-    model.set_weights(weights)
-    keras.utils.set_random_seed(seed + 1000)
-    held, held_val = dbb_phase(model, splits, config, hold=True)
-    row = {
-        "seed": seed,
-        "bb": bb,
-        "dbb": dbb,
-        "dbb_factor_held_at_1": held,
-        "val_acc": {"bb": bb_val, "dbb": dbb_val, "held": held_val},
-    }
+    for arm in arms:
+        # Every arm starts from the same BB network and the same random state.
+        model.set_weights(weights)
+        keras.utils.set_random_seed(seed + 1000)
+        row[arm], val_acc[arm], flops[arm] = dbb_phase(model, splits, config, ARMS[arm])
+    row.update(val_acc=val_acc, flops_per_example=flops)
     with open(out, "a") as f:
         f.write(json.dumps(row) + "\n")
     return row
@@ -90,10 +109,11 @@ def run(seed, out):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("seeds", nargs="+", type=int)
+    p.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
     p.add_argument("--out", default="bench/records/dbb_control.jsonl")
     args = p.parse_args(argv)
     for seed in args.seeds:
-        print(run(seed, args.out), flush=True)
+        print(run(seed, args.out, args.arms), flush=True)
 
 
 if __name__ == "__main__":

@@ -672,3 +672,20 @@ def test_dbb_control_holds_the_factor_at_one_and_out_of_training():
     assert not held & trained
     assert {id(gate.a_raw), id(gate.b_raw)} <= trained
     assert np.max(gate.sigma()) < 1e-4
+
+
+def test_dbb_control_can_start_the_shift_where_the_authors_code_does():
+    import keras
+
+    from bench import dbb_control
+    from tfsparse.gates.dependent_beta_bernoulli import DependentBetaBernoulliGate
+
+    gate = DependentBetaBernoulliGate(freeze_bb=False, seed=0)
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, gate(inputs))
+    x = np.random.default_rng(0).normal(size=(5, 6)).astype("float32")
+    assert np.min(gate.dynamic_mask(x)) < 1.0  # β = 1: below-average inputs close
+    dbb_control.start_beta_at_ten(model)
+    np.testing.assert_array_equal(gate.beta.numpy(), 10.0)
+    np.testing.assert_allclose(gate.dynamic_mask(x), 1.0)  # the phase starts as BB
+    assert {id(gate.beta), id(gate.gamma)} <= {id(v) for v in model.trainable_variables}
