@@ -1,13 +1,14 @@
 """A control for DBB's excess over BB: from one BB network, (A) the DBB phase
 as it is, (B) the same phase with DBB's per-example factor held at 1
 (γ = 0, β = 1, σ at its floor, none of them trained), so that BB's sampled
-masks alone gate the weights while they retrain, and (C) the phase with the
+masks alone gate the weights while they retrain, (C) the phase with the
 shift β starting at 10, the authors' code's initial value, where tfsparse
-starts it at 1. LeNet-500-300 on mnist-10k, 10 + 100 + 30 epochs, the BB
+starts it at 1, and (D) the phase without the noise on the shift (σ at its
+floor, not trained). LeNet-500-300 on mnist-10k, 10 + 100 + 30 epochs, the BB
 code's LeNet schedule; one line per seed, with each arm's test error and
 expected FLOPs per test example (a fraction of the dense network's).
 
-    python -m bench.dbb_control 0 1 2 [--arms dbb beta_init_10] [--out ...]
+    python -m bench.dbb_control 0 1 2 [--arms dbb dbb_beta_init_10] [--out ...]
 """
 
 import argparse
@@ -46,11 +47,21 @@ def start_beta_at_ten(model):
             gate.beta.assign(np.full(gate.beta.shape, 10.0, "float32"))
 
 
+def without_noise(model):
+    """σ at its floor and not trained: γ and β learn, but no noise is drawn
+    on the shift (the factor is still a relaxed Bernoulli of h)."""
+    for gate in gates_of(model):
+        if isinstance(gate, DependentBetaBernoulliGate):
+            gate.sigma_raw.assign(np.full(gate.sigma_raw.shape, -10.0, "float32"))
+            gate.sigma_raw.trainable = False
+
+
 # Each arm's name in the records, and what it changes before the phase trains.
 ARMS = {
     "dbb": None,
     "dbb_factor_held_at_1": hold_factor_at_one,
     "dbb_beta_init_10": start_beta_at_ten,
+    "dbb_without_noise": without_noise,
 }
 
 
@@ -109,7 +120,7 @@ def run(seed, out, arms=tuple(ARMS)):
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("seeds", nargs="+", type=int)
-    p.add_argument("--arms", nargs="+", choices=sorted(ARMS), default=list(ARMS))
+    p.add_argument("--arms", nargs="+", choices=list(ARMS), default=list(ARMS))
     p.add_argument("--out", default="bench/records/dbb_control.jsonl")
     args = p.parse_args(argv)
     for seed in args.seeds:

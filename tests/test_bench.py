@@ -689,3 +689,19 @@ def test_dbb_control_can_start_the_shift_where_the_authors_code_does():
     np.testing.assert_array_equal(gate.beta.numpy(), 10.0)
     np.testing.assert_allclose(gate.dynamic_mask(x), 1.0)  # the phase starts as BB
     assert {id(gate.beta), id(gate.gamma)} <= {id(v) for v in model.trainable_variables}
+
+
+def test_dbb_control_without_noise_fixes_sigma_and_trains_the_rest():
+    import keras
+
+    from bench import dbb_control
+    from tfsparse.gates.dependent_beta_bernoulli import DependentBetaBernoulliGate
+
+    gate = DependentBetaBernoulliGate(freeze_bb=False, seed=0)
+    inputs = keras.Input((6,))
+    model = keras.Model(inputs, gate(inputs))
+    dbb_control.without_noise(model)
+    trained = {id(v) for v in model.trainable_variables}
+    assert id(gate.sigma_raw) not in trained
+    assert {id(gate.beta), id(gate.gamma)} <= trained
+    assert np.max(gate.sigma()) < 1e-4
