@@ -31,31 +31,10 @@ COMMAND_FILE = "command.txt"
 METHODS = training.methods()
 
 
-def run_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **settings):
-    """Trains one configuration and appends its record.
-
-    Args:
-        model: a name from `tfsparse.models.MODELS`.
-        method: `"dense"` or one of `tfsparse.METHODS`.
-        dataset: dataset name or `.npz` path (see `tfsparse.data.load`).
-        seed: random seed of the run (weights, shuffling, validation split).
-        epochs: number of training epochs.
-        out_jsonl: path of the .jsonl file to append to (created if needed).
-        label: name of the configuration in reports (default: `method`), e.g.
-            "npn-expand".
-        **settings: `RunConfig` fields (`batch_size`, `lr`, `lr_schedule`,
-            `validation_split`, `out`, `verbose`, `pretrain_epochs`, `prune_rate`,
-            `prune_level`, `continue_epochs`, `target_flops`, `target_params`, `ramp`,
-            `export`) and the method's own settings.
-
-    The run checkpoints every epoch (`RunConfig.resume`) in a folder named by
-    its configuration: started again after an interruption, it continues
-    from its last finished epoch.
-
-    Returns:
-        The record that was appended: the run's results plus `config`
-        (the arguments above) and `host` (hostname, CPU count, platform, date).
-    """
+def make_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **settings):
+    """The `training.RunConfig` that `run_config` trains, with the method's own
+    settings and the run options taken from `settings` (for callers that
+    build a run's models without training it: `bench.plan`)."""
     if method not in METHODS:
         raise ValueError(f"Unknown method {method!r}. Available: {', '.join(METHODS)}.")
     settings = dict(settings)
@@ -82,6 +61,38 @@ def run_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **se
         **logistics,
         **options,
     )
+    return config, method_settings, options
+
+
+def run_config(model, method, dataset, seed, epochs, out_jsonl, label=None, **settings):
+    """Trains one configuration and appends its record.
+
+    Args:
+        model: a name from `tfsparse.models.MODELS`.
+        method: `"dense"` or one of `tfsparse.METHODS`.
+        dataset: dataset name or `.npz` path (see `tfsparse.data.load`).
+        seed: random seed of the run (weights, shuffling, validation split).
+        epochs: number of training epochs.
+        out_jsonl: path of the .jsonl file to append to (created if needed).
+        label: name of the configuration in reports (default: `method`), e.g.
+            "npn-expand".
+        **settings: `RunConfig` fields (`batch_size`, `lr`, `lr_schedule`,
+            `validation_split`, `out`, `verbose`, `pretrain_epochs`, `prune_rate`,
+            `prune_level`, `continue_epochs`, `target_flops`, `target_params`, `ramp`,
+            `export`) and the method's own settings.
+
+    The run checkpoints every epoch (`RunConfig.resume`) in a folder named by
+    its configuration: started again after an interruption, it continues
+    from its last finished epoch.
+
+    Returns:
+        The record that was appended: the run's results plus `config`
+        (the arguments above) and `host` (hostname, CPU count, platform, date).
+    """
+    config, method_settings, options = make_config(
+        model, method, dataset, seed, epochs, out_jsonl, label, **settings
+    )
+    label = label or method
     _keep_command(os.path.join(config.out, config.run_name))
     results = training.run(config)
     record = {

@@ -364,13 +364,16 @@ MNIST_FULL = os.environ.get(
 # recovery were too few. The dense networks train ARCH_EPOCHS, as
 # Torch-Pruning's (`dense`, the latency reference), and as long as the
 # methods (`dense-long`). Epochs chosen to come near the issue's 4 hours at
-# one seed: timed on this 2-core machine with nothing else running (60 steps
-# of 128 images, dense and hard-concrete at 0.3), an epoch of 54,000 images
-# takes about 2.2 min for ResNet-20 (2.3 with gates) and 6.5-9.5 min for
-# MobileNetV2-0.5, so ResNet-20's 51 epochs take about 2 h and MobileNetV2's
-# 28 about 3.5 h (33 and about 4.2 h with `hard_concrete-long-ramp`); fewer
-# would leave MobileNetV2 one or two epochs to prune and recover in. Over
-# the 4 hours, then, by about 2-2.5 h.
+# one seed: timed on an earlier session's 2-core machine with nothing else running
+# (60 steps of 128 images, dense and hard-concrete at 0.3), an epoch of 54,000
+# images took about 2.2 min for ResNet-20 (2.3 with gates) and 6.5-9.5 min for
+# MobileNetV2-0.5; fewer would leave MobileNetV2 one or two epochs to prune
+# and recover in. With the rows added since (`npn@0.2`,
+# `hard_concrete-long-ramp`) the suite trains 60 ResNet-20 epochs and 38
+# MobileNetV2 epochs, about 2.3 h and 4-6 h there, besides the ViT's 74: over
+# the 4 hours, and the machines vary (stop 46's took 0.72 s per ResNet-20
+# step, 2.3x that one). `python -m bench.plan arch vit_fashion` projects it
+# on the machine at hand.
 ARCH_EPOCHS = {"resnet20": 6, "mobilenet_v2_050": 3}
 ARCH_FINETUNE_EPOCHS = {"resnet20": 3, "mobilenet_v2_050": 2}
 ARCH_TARGET = 0.3

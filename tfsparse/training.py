@@ -341,13 +341,14 @@ def fit(
     return history, recorder.times
 
 
-def continue_training(
+def build_continuation(
     model: keras.Model, splits: data.Splits, config: RunConfig, prepare=None
-) -> tuple[keras.Model, keras.callbacks.History, list[float]]:
-    """The second phase: the method that continues `config.method`'s gates (the BB
-    paper's DBB, from the trained BB posteriors, kept frozen), for
-    `config.continue_epochs` epochs. `prepare`, if given, is called on the
-    new gated model before it compiles (a benchmark's control changes it there)."""
+) -> tuple[keras.Model, RunConfig, list[keras.callbacks.Callback]]:
+    """The second phase's model, compiled: the method that continues
+    `config.method`'s gates in `model` (the BB paper's DBB, from the BB
+    posteriors, kept frozen); with the phase's configuration and callbacks.
+    `prepare`, if given, is called on the new gated model before it compiles
+    (a benchmark's control changes it there)."""
     following = sparsify(
         model,
         registry.successor(config.method),
@@ -359,7 +360,16 @@ def continue_training(
         prepare(following)
     continued = config.replace(epochs=config.continue_epochs, continue_epochs=0)
     compile_model(following, continued, splits)
-    history, times = fit(following, splits, continued, [SparsityScheduler()], phase="continue")
+    return following, continued, [SparsityScheduler()]
+
+
+def continue_training(
+    model: keras.Model, splits: data.Splits, config: RunConfig, prepare=None
+) -> tuple[keras.Model, keras.callbacks.History, list[float]]:
+    """The second phase: `build_continuation`'s model trained for
+    `config.continue_epochs` epochs from the trained first phase's gates."""
+    following, continued, callbacks = build_continuation(model, splits, config, prepare)
+    history, times = fit(following, splits, continued, callbacks, phase="continue")
     return following, history, times
 
 
