@@ -1,6 +1,7 @@
 """How long a benchmark suite will take on this machine, measured before it runs.
 
-    python -m bench.plan arch vit_fashion [--models resnet20 ...] [--steps 20] [--threads N]
+    python -m bench.plan arch vit_fashion [--models resnet20 ...] [--labels dense ...]
+                         [--steps 20] [--threads N] [--jit-compile]
 
 An issue's budget (issue 19: its suite in about 4 hours at one seed) is the
 wall time of a whole suite, too long to find out by running it. For every run
@@ -20,6 +21,8 @@ stochastic; a phase that hardens part-way may run its last epochs faster.
 Run it on an otherwise idle machine. `--threads 1` times each run on one
 core: two runs side by side on two cores take about half the summed time if
 they do not slow each other (measure that before relying on it).
+`--jit-compile` times every phase with its train and test steps compiled by
+XLA, which Keras leaves off on a machine without an accelerator.
 
 Appends one line per run to `--out` (`bench/records/plan.jsonl`) and prints a
 table with the totals per network and suite.
@@ -59,8 +62,10 @@ def run_phases(config, splits):
     return phases
 
 
-def time_phase(model, callbacks, splits, batch_size, steps):
+def time_phase(model, callbacks, splits, batch_size, steps, jit_compile=False):
     """(seconds per training step, seconds per pass over the validation split)."""
+    if jit_compile:
+        model.jit_compile = True
     x, y = splits.train
     fit = dict(batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
     model.fit(x[: 3 * batch_size], y[: 3 * batch_size], callbacks=list(callbacks), **fit)
@@ -79,7 +84,7 @@ def time_phase(model, callbacks, splits, batch_size, steps):
     return step, time.perf_counter() - start
 
 
-def plan_run(label, model, method, epochs, settings, dataset, seed=0, steps=20):
+def plan_run(label, model, method, epochs, settings, dataset, seed=0, steps=20, jit_compile=False):
     """The projected wall time of one suite run, by phase (see the module docstring)."""
     config, _, _ = run.make_config(model, method, dataset, seed, epochs, PLAN, label, **settings)
     splits = data.load(config.dataset, validation_split=config.validation_split, seed=seed)
@@ -87,7 +92,9 @@ def plan_run(label, model, method, epochs, settings, dataset, seed=0, steps=20):
     steps = max(3, min(steps, steps_per_epoch))
     phases = []
     for phase, network, phase_epochs, callbacks in run_phases(config, splits):
-        step, validation = time_phase(network, callbacks, splits, config.batch_size, steps)
+        step, validation = time_phase(
+            network, callbacks, splits, config.batch_size, steps, jit_compile
+        )
         epoch = steps_per_epoch * step + validation
         phases.append(
             {
@@ -110,18 +117,20 @@ def plan_run(label, model, method, epochs, settings, dataset, seed=0, steps=20):
     }
 
 
-def plan_suite(name, models=None, seed=0, steps=20, out=None, measured=None):
-    """One `plan_run` row per run of suite `name` (of `models`, if given),
-    each appended to `out` (with `measured`: how it was measured) as it
+def plan_suite(
+    name, models=None, seed=0, steps=20, out=None, measured=None, labels=None, jit_compile=False
+):
+    """One `plan_run` row per run of suite `name` (of `models` and `labels`,
+    if given), each appended to `out` (with `measured`: how it was measured) as it
     comes, so that a stopped plan keeps the runs it timed."""
     dataset = suites.DATASETS.get(name, suites.MNIST)
     rows = []
     for label, model, method, epochs, settings in suites.SUITES[name]:
-        if models and model not in models:
+        if (models and model not in models) or (labels and label not in labels):
             continue
         row = {
             "suite": name,
-            **plan_run(label, model, method, epochs, settings, dataset, seed, steps),
+            **plan_run(label, model, method, epochs, settings, dataset, seed, steps, jit_compile),
         }
         rows.append(row)
         if out:
@@ -158,15 +167,22 @@ def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("suites", nargs="+", choices=sorted(suites.SUITES))
     p.add_argument("--models", nargs="*", default=None, help="networks to plan (default: all)")
+    p.add_argument("--labels", nargs="*", default=None, help="runs to plan (default: all)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, default=20, help="timed steps per phase (at least 3)")
     p.add_argument(
         "--threads", type=int, default=None, help="TensorFlow's threads (default: its own)"
     )
+    p.add_argument("--jit-compile", action="store_true", help="time the steps compiled by XLA")
     p.add_argument("--out", default=PLAN)
     args = p.parse_args(argv)
     if args.steps < 3:
         p.error("--steps must be at least 3")
+    if args.labels:
+        known = sorted({run[0] for name in args.suites for run in suites.SUITES[name]})
+        unknown = sorted(set(args.labels) - set(known))
+        if unknown:
+            p.error(f"--labels: {', '.join(unknown)} not in the suites' runs: {', '.join(known)}")
     if args.threads is not None:
         if args.threads < 1:
             p.error("--threads must be at least 1")
@@ -175,12 +191,22 @@ def main(argv=None):
     measured = {
         "threads": args.threads,
         "steps": args.steps,
+        "jit_compile": args.jit_compile,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
         "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
     }
     rows = []
     for name in args.suites:
-        rows += plan_suite(name, args.models, args.seed, args.steps, args.out, measured)
+        rows += plan_suite(
+            name,
+            args.models,
+            args.seed,
+            args.steps,
+            args.out,
+            measured,
+            args.labels,
+            args.jit_compile,
+        )
     print(table(rows))
 
 

@@ -71,3 +71,36 @@ def test_a_suite_plan_keeps_each_run_as_it_is_timed(tmp_path, monkeypatch):
         ("tiny", "hc", 1),
     ]
     assert [r["hours"] for r in written] == [r["hours"] for r in rows]
+
+
+def test_labels_pick_the_runs_and_jit_compile_reaches_each_phase(tmp_path, monkeypatch):
+    from bench import suites
+
+    monkeypatch.setitem(
+        suites.SUITES,
+        "tiny",
+        [
+            ("dense", "lenet_300_100", "dense", 1, {}),
+            ("hc", "lenet_300_100", "hard_concrete", 2, {}),
+        ],
+    )
+    monkeypatch.setitem(suites.DATASETS, "tiny", "digits")
+    compiled = []
+    time_phase = plan.time_phase
+
+    def recording(model, *args):
+        result = time_phase(model, *args)
+        compiled.append(model.jit_compile)
+        return result
+
+    monkeypatch.setattr(plan, "time_phase", recording)
+    rows = plan.plan_suite("tiny", steps=3, labels=["hc"], jit_compile=True)
+    assert [r["label"] for r in rows] == ["hc"]
+    assert compiled == [True]
+
+
+def test_unknown_labels_are_refused_with_the_known_ones(capsys):
+    with pytest.raises(SystemExit):
+        plan.main(["arch", "--labels", "npn", "nope"])
+    err = capsys.readouterr().err
+    assert "--labels: nope not in the suites' runs:" in err and "dense-long" in err
