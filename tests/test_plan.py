@@ -51,7 +51,9 @@ def test_bad_steps_are_refused(capsys):
     assert "--steps must be at least 3" in capsys.readouterr().err
 
 
-def test_a_suite_plan_keeps_each_run_as_it_is_timed(tmp_path, monkeypatch):
+@pytest.fixture
+def tiny_suite(monkeypatch):
+    """A suite "tiny" of two LeNet-300-100 runs on scikit-learn's digits."""
     from bench import suites
 
     monkeypatch.setitem(
@@ -63,6 +65,9 @@ def test_a_suite_plan_keeps_each_run_as_it_is_timed(tmp_path, monkeypatch):
         ],
     )
     monkeypatch.setitem(suites.DATASETS, "tiny", "digits")
+
+
+def test_a_suite_plan_keeps_each_run_as_it_is_timed(tmp_path, tiny_suite):
     out = tmp_path / "plan.jsonl"
     rows = plan.plan_suite("tiny", steps=3, out=str(out), measured={"threads": 1})
     written = [json.loads(line) for line in out.read_text().splitlines()]
@@ -73,18 +78,7 @@ def test_a_suite_plan_keeps_each_run_as_it_is_timed(tmp_path, monkeypatch):
     assert [r["hours"] for r in written] == [r["hours"] for r in rows]
 
 
-def test_labels_pick_the_runs_and_jit_compile_reaches_each_phase(tmp_path, monkeypatch):
-    from bench import suites
-
-    monkeypatch.setitem(
-        suites.SUITES,
-        "tiny",
-        [
-            ("dense", "lenet_300_100", "dense", 1, {}),
-            ("hc", "lenet_300_100", "hard_concrete", 2, {}),
-        ],
-    )
-    monkeypatch.setitem(suites.DATASETS, "tiny", "digits")
+def test_labels_pick_the_runs_and_jit_compile_reaches_each_phase(tiny_suite, monkeypatch):
     compiled = []
     time_phase = plan.time_phase
 
