@@ -62,10 +62,8 @@ def run_phases(config, splits):
     return phases
 
 
-def time_phase(model, callbacks, splits, batch_size, steps, jit_compile=False):
+def time_phase(model, callbacks, splits, batch_size, steps):
     """(seconds per training step, seconds per pass over the validation split)."""
-    if jit_compile:
-        model.jit_compile = True
     x, y = splits.train
     fit = dict(batch_size=batch_size, epochs=1, shuffle=False, verbose=0)
     model.fit(x[: 3 * batch_size], y[: 3 * batch_size], callbacks=list(callbacks), **fit)
@@ -92,9 +90,9 @@ def plan_run(label, model, method, epochs, settings, dataset, seed=0, steps=20, 
     steps = max(3, min(steps, steps_per_epoch))
     phases = []
     for phase, network, phase_epochs, callbacks in run_phases(config, splits):
-        step, validation = time_phase(
-            network, callbacks, splits, config.batch_size, steps, jit_compile
-        )
+        if jit_compile:  # read when fit first builds the train step
+            network.jit_compile = True
+        step, validation = time_phase(network, callbacks, splits, config.batch_size, steps)
         epoch = steps_per_epoch * step + validation
         phases.append(
             {
@@ -179,7 +177,7 @@ def main(argv=None):
     if args.steps < 3:
         p.error("--steps must be at least 3")
     if args.labels:
-        known = sorted({run[0] for name in args.suites for run in suites.SUITES[name]})
+        known = sorted({entry[0] for name in args.suites for entry in suites.SUITES[name]})
         unknown = sorted(set(args.labels) - set(known))
         if unknown:
             p.error(f"--labels: {', '.join(unknown)} not in the suites' runs: {', '.join(known)}")
@@ -199,13 +197,13 @@ def main(argv=None):
     for name in args.suites:
         rows += plan_suite(
             name,
-            args.models,
-            args.seed,
-            args.steps,
-            args.out,
-            measured,
-            args.labels,
-            args.jit_compile,
+            models=args.models,
+            labels=args.labels,
+            seed=args.seed,
+            steps=args.steps,
+            out=args.out,
+            measured=measured,
+            jit_compile=args.jit_compile,
         )
     print(table(rows))
 
