@@ -155,9 +155,11 @@ def _close_random_units(model, rng):
         gate.log_alpha.assign(values)
 
 
-# `make test-full` (TFSPARSE_FULL_TESTS=1) checks 200 graphs.
+# `make test-full` (TFSPARSE_FULL_TESTS=1) checks 200 graphs; `make test`
+# checks 60 (new ones each run), which keeps the suite near its 15 minutes
+# on the slowest 2-core machines.
 @settings(
-    max_examples=200 if os.environ.get("TFSPARSE_FULL_TESTS") == "1" else 120,
+    max_examples=200 if os.environ.get("TFSPARSE_FULL_TESTS") == "1" else 60,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],
 )
