@@ -13,7 +13,10 @@ at their last saved epoch.
     python -m bench.inflight list
 
 `save` also deletes the archive of a run that has since finished (its folder
-holds `results.json` and no checkpoints). Pause the runs (`kill -STOP`)
+holds `results.json` and no checkpoints), and keeps each archive under
+`--max-mb` (5 by default: the repository is not a store of weights): a run
+whose checkpoints pack larger keeps its previous archive, and says so. Pause
+the runs (`kill -STOP`)
 before `save`: a checkpoint is written in place at each epoch's end, and a
 half-written one would not load.
 """
@@ -25,6 +28,7 @@ import datetime
 import glob
 import json
 import os
+import sys
 import tarfile
 
 from bench.run import COMMAND_FILE, DEFAULT_OUT
@@ -32,6 +36,9 @@ from bench.run import COMMAND_FILE, DEFAULT_OUT
 INFLIGHT = os.path.join("bench", "inflight")
 MANIFEST = "manifest.json"
 _ARCHIVE = ".tar.gz"
+# A LeNet-5-Caffe run packs to just under 5 MB; one past a finished phase (its
+# weights and optimizer state kept) to about twice that.
+MAX_MB = 5.0
 
 
 def progress(checkpoints: str) -> dict[str, int | str]:
@@ -73,9 +80,28 @@ def _command(run_dir: str) -> str | None:
         return f.read().strip()
 
 
-def save(runs: str = DEFAULT_OUT, into: str = INFLIGHT) -> dict:
+def _pack(checkpoints: str, archive: str, max_mb: float) -> int | None:
+    """Writes `archive` whole (aside, then renamed) if it packs to at most
+    `max_mb` megabytes and returns None; otherwise leaves any previous
+    archive as it is and returns the size it would have had."""
+    partial = archive + ".partial"
+    with tarfile.open(partial, "w:gz") as tar:
+        tar.add(checkpoints, arcname="checkpoints")
+    size = os.path.getsize(partial)
+    if size > max_mb * 1e6:
+        os.remove(partial)
+        return size
+    os.replace(partial, archive)
+    return None
+
+
+def save(runs: str = DEFAULT_OUT, into: str = INFLIGHT, max_mb: float = MAX_MB) -> dict:
     """Packs every unfinished run under `runs` into `into` and drops the
-    archives of runs that have finished there; returns the manifest."""
+    archives of runs that have finished there; returns the manifest. A run
+    that packs to more than `max_mb` megabytes keeps its previous archive
+    and manifest entry (if any), and a line on stderr says so."""
+    if not max_mb > 0:
+        raise ValueError(f"`max_mb` must be a positive number of megabytes; got {max_mb!r}.")
     os.makedirs(into, exist_ok=True)
     manifest = _read_manifest(into)
     for run_dir in sorted(glob.glob(os.path.join(runs, "*", ""))):
@@ -83,8 +109,15 @@ def save(runs: str = DEFAULT_OUT, into: str = INFLIGHT) -> dict:
         checkpoints = os.path.join(run_dir, "checkpoints")
         archive = os.path.join(into, run + _ARCHIVE)
         if os.path.isdir(checkpoints):
-            with tarfile.open(archive, "w:gz") as tar:
-                tar.add(checkpoints, arcname="checkpoints")
+            too_large = _pack(checkpoints, archive, max_mb)
+            if too_large is not None:
+                kept = manifest.get(run, {}).get("progress", "none")
+                print(
+                    f"{run}: packs to {too_large / 1e6:.1f} MB, over --max-mb {max_mb:g}; "
+                    f"its archive in {into} stays at {kept}",
+                    file=sys.stderr,
+                )
+                continue
             manifest[run] = {
                 "command": _command(run_dir),
                 "progress": progress(checkpoints),
@@ -127,9 +160,17 @@ def main(argv=None):
     p.add_argument("action", choices=["save", "restore", "list"])
     p.add_argument("--runs", default=DEFAULT_OUT, help="the runs' folder (bench.run's out)")
     p.add_argument("--into", default=INFLIGHT, help="where the archives are kept")
+    p.add_argument(
+        "--max-mb",
+        type=float,
+        default=MAX_MB,
+        help="save: the largest archive kept, in megabytes (a larger one keeps the previous)",
+    )
     args = p.parse_args(argv)
     if args.action == "save":
-        manifest = save(args.runs, args.into)
+        if not args.max_mb > 0:
+            p.error(f"--max-mb: must be a positive number of megabytes; got {args.max_mb:g}")
+        manifest = save(args.runs, args.into, args.max_mb)
         print(json.dumps(manifest, indent=2, sort_keys=True))
     elif args.action == "restore":
         for command in restore(args.runs, args.into):

@@ -5,6 +5,7 @@ import json
 import os
 
 import keras
+import numpy as np
 import pytest
 
 from tests.helpers.interrupt import Interrupt
@@ -160,6 +161,32 @@ def test_a_run_carried_to_another_machine_by_bench_inflight_ends_as_if_never_sto
     # Saved again once finished there, the run's archive goes.
     assert inflight.save(str(there), archives) == {}
     assert not os.listdir(archives)
+
+
+def test_an_archive_over_the_size_limit_keeps_the_previous_one(tmp_path, capsys):
+    from bench import inflight
+
+    runs, archives = tmp_path / "runs", str(tmp_path / "inflight")
+    checkpoints = runs / "long" / "checkpoints"
+    (checkpoints / "train").mkdir(parents=True)
+    (checkpoints / "train-epochs.jsonl").write_text('{"epoch": 0}\n')
+    weights = checkpoints / "train" / "latest.weights.h5"
+    weights.write_bytes(np.random.default_rng(0).bytes(50_000))  # does not compress
+    first = inflight.save(str(runs), archives, max_mb=0.1)
+    archive = os.path.join(archives, "long.tar.gz")
+    packed = open(archive, "rb").read()
+
+    # A finished phase doubles the checkpoints: past the limit, nothing changes.
+    weights.write_bytes(np.random.default_rng(1).bytes(100_000))
+    (checkpoints / "train-epochs.jsonl").write_text('{"epoch": 0}\n{"epoch": 1}\n')
+    assert inflight.save(str(runs), archives, max_mb=0.1) == first
+    assert first["long"]["progress"] == {"train": 1}
+    assert open(archive, "rb").read() == packed
+    assert sorted(os.listdir(archives)) == ["long.tar.gz", "manifest.json"]
+    assert "long: packs to 0.1 MB, over --max-mb 0.1; its archive" in capsys.readouterr().err
+    assert inflight.save(str(runs), archives, max_mb=1)["long"]["progress"] == {"train": 2}
+    with pytest.raises(ValueError, match="`max_mb` must be a positive"):
+        inflight.save(str(runs), archives, max_mb=0)
 
 
 def test_the_launch_command_names_a_module_of_the_current_folder():
