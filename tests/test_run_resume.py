@@ -173,15 +173,15 @@ def test_an_archive_over_the_size_limit_keeps_the_previous_one(tmp_path, capsys)
     weights = checkpoints / "train" / "latest.weights.h5"
     weights.write_bytes(np.random.default_rng(0).bytes(50_000))  # does not compress
     first = inflight.save(str(runs), archives, max_mb=0.1)
-    archive = os.path.join(archives, "long.tar.gz")
-    packed = open(archive, "rb").read()
+    archive = tmp_path / "inflight" / "long.tar.gz"
+    packed = archive.read_bytes()
 
     # A finished phase doubles the checkpoints: past the limit, nothing changes.
     weights.write_bytes(np.random.default_rng(1).bytes(100_000))
     (checkpoints / "train-epochs.jsonl").write_text('{"epoch": 0}\n{"epoch": 1}\n')
     assert inflight.save(str(runs), archives, max_mb=0.1) == first
     assert first["long"]["progress"] == {"train": 1}
-    assert open(archive, "rb").read() == packed
+    assert archive.read_bytes() == packed
     assert sorted(os.listdir(archives)) == ["long.tar.gz", "manifest.json"]
     assert "long: packs to 0.1 MB, over --max-mb 0.1; its archive" in capsys.readouterr().err
     assert inflight.save(str(runs), archives, max_mb=1)["long"]["progress"] == {"train": 2}
